@@ -1,0 +1,35 @@
+# One command each, on a fresh machine: `make run` (the hotline, locally) and `make test`.
+# Both create .venv and install the pinned requirements the first time.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint format check-config call bench
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## the hotline on this machine: Redis (if REDIS_URL is unset), worker, web; prints Twilio URLs
+	$(PY) -m ivr run
+
+test: install  ## the test suite (SQLite; PostgreSQL too when TEST_DATABASE_URL is set)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+check-config: install  ## validate config/hotline.yaml (or CONFIG=path)
+	$(PY) -m ivr check $(CONFIG)
+
+call: install  ## try a call: make call KEYS=3,2,1
+	$(PY) -m ivr call $(if $(KEYS),--keys $(KEYS),)
+
+bench: install
+	$(PY) bench/webhooks.py

@@ -1,0 +1,44 @@
+"""python -m ivr run | check [PATH] | call [--keys 3,2,1]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ivr", description="Hotline, locally.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the hotline locally (Redis, worker, web) and print the URLs")
+    run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    check = sub.add_parser("check", help="validate a config file")
+    check.add_argument("path", nargs="?", default=os.environ.get("HOTLINE_CONFIG", "config/hotline.yaml"))
+    call = sub.add_parser("call", help="dial the hotline in-process and show the ticket")
+    call.add_argument("--keys", default=None, help="scripted input, e.g. 3,2,1 ('-' = no input); omit to type")
+    call.add_argument("--from", dest="caller", default="+819012345678")
+    call.add_argument("--to", dest="called", default="+815012345678")
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        from ivr.cli import check_file
+
+        return check_file(args.path)
+    if args.command == "run":
+        from ivr.devserver import main as serve
+
+        return serve(args.port)
+    from ivr import create_app
+    from ivr.devserver import local_environment
+    from ivr.trycall import try_call
+
+    with local_environment():
+        app = create_app()
+        ticket = try_call(app, args.keys, args.caller, args.called)
+    print(json.dumps(ticket, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

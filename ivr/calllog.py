@@ -1,0 +1,98 @@
+"""Per-call event log in Redis: the hot path's only write.
+
+Each webhook appends its events to `call:{CallSid}:events` in one pipelined round trip; an RQ
+job later folds them into the ticket (see `ivr.tickets.store`). Keys of one call share the
+`{CallSid}` hash tag so they stay on one Redis Cluster slot. The ticket reference is allocated
+when the call starts, so a caller can be told it before any database write happens.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from redis import Redis
+
+SEQUENCE_KEY = "hotline:ticket_seq"
+# References start at six digits so every one is read back the same way.
+FIRST_REFERENCE = 100000
+
+# KEYS: call hash, events list, sequence. ARGV: start event JSON, ttl, first reference.
+# Idempotent: a retried /voice/incoming keeps the reference it got the first time.
+_START_CALL = """
+local ref = redis.call('HGET', KEYS[1], 'ref')
+if not ref then
+  if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SET', KEYS[3], tonumber(ARGV[3]) - 1) end
+  ref = redis.call('INCR', KEYS[3])
+  redis.call('HSET', KEYS[1], 'ref', ref)
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return ref
+"""
+
+# KEYS: sequence. ARGV: floor. Keeps the sequence above references already in the ticket store
+# (after Redis lost its data, say), so a reference is never handed out twice.
+_RAISE_FLOOR = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+def call_key(call_sid: str) -> str:
+    return f"call:{{{call_sid}}}"
+
+
+def events_key(call_sid: str) -> str:
+    return f"call:{{{call_sid}}}:events"
+
+
+def make_event(kind: str, at: datetime, event_id: str | None = None, **data: object) -> dict:
+    """An event as stored; `event_id` makes a retried webhook's event count once."""
+    return {"id": event_id or uuid.uuid4().hex, "at": at.isoformat(), "kind": kind, **data}
+
+
+class CallLog:
+    def __init__(self, redis: Redis, ttl_s: int):
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self._start = redis.register_script(_START_CALL)
+        self._floor = redis.register_script(_RAISE_FLOOR)
+
+    def start(self, call_sid: str, event: dict) -> int:
+        """Record the call's first event and return its ticket reference (one round trip)."""
+        keys = [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY]
+        return int(self._start(keys=keys, args=[json.dumps(event), self.ttl_s, FIRST_REFERENCE]))
+
+    def append(self, call_sid: str, events: Iterable[dict], with_reference: bool = False) -> int | None:
+        """Append events (and optionally read the reference) in one pipelined round trip."""
+        payload = [json.dumps(e) for e in events]
+        pipe = self.redis.pipeline(transaction=False)
+        if payload:
+            pipe.rpush(events_key(call_sid), *payload)
+            pipe.expire(events_key(call_sid), self.ttl_s)
+        if with_reference:
+            pipe.hget(call_key(call_sid), "ref")
+        results = pipe.execute() if (payload or with_reference) else []
+        if with_reference and results[-1] is not None:
+            return int(results[-1])
+        return None
+
+    def reference(self, call_sid: str) -> int | None:
+        ref = self.redis.hget(call_key(call_sid), "ref")
+        return int(ref) if ref is not None else None
+
+    def events(self, call_sid: str) -> list[dict]:
+        return [json.loads(raw) for raw in self.redis.lrange(events_key(call_sid), 0, -1)]
+
+    def raise_reference_floor(self, floor: int) -> None:
+        self._floor(keys=[SEQUENCE_KEY], args=[floor])
+
+    def allocate_reference(self) -> int:
+        """A fresh reference, for the rare ticket whose reference was already taken."""
+        self.redis.set(SEQUENCE_KEY, FIRST_REFERENCE - 1, nx=True)
+        return int(self.redis.incr(SEQUENCE_KEY))

@@ -1,0 +1,86 @@
+"""`flask hotline ...` commands: check a config, try a call, run the worker, migrate, resync."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+hotline = AppGroup("hotline", help="Hotline operations.")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(hotline)
+
+
+def check_file(path: str) -> int:
+    """Print OK or every problem with file, line, YAML path and reason; return an exit code."""
+    from ivr.menus.loader import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"{path}: {len(exc.problems)} problem(s); this config would be refused", err=True)
+        return 1
+    click.echo(
+        f"{path}: OK - {len(config.languages)} languages, {len(config.menu.nodes)} nodes, "
+        f"{len(config.queues)} queues, hours in {config.hours.timezone}"
+    )
+    return 0
+
+
+@hotline.command("check")
+@click.argument("path", required=False)
+def check_command(path: str | None) -> None:
+    """Validate a config file (default: the live one)."""
+    sys.exit(check_file(path or current_app.config["HOTLINE_CONFIG"]))
+
+
+@hotline.command("db-upgrade")
+def db_upgrade_command() -> None:
+    """Bring the ticket database to the newest schema."""
+    from ivr.tickets.migrate import upgrade
+
+    upgrade(current_app.config["DATABASE_URL"])
+    click.echo("ticket database is up to date")
+
+
+@hotline.command("worker")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+def worker_command(burst: bool) -> None:
+    """Run an RQ worker (with the scheduler) for the hotline's queues."""
+    from rq import Worker
+
+    from ivr.services import TICKETS_QUEUE, services
+
+    hotline_services = services()
+    worker = Worker([TICKETS_QUEUE], connection=hotline_services.redis)
+    worker.work(burst=burst, with_scheduler=True)
+
+
+@hotline.command("resync")
+@click.argument("call_sids", nargs=-1, required=True)
+def resync_command(call_sids: tuple[str, ...]) -> None:
+    """Queue ticket syncs again (after a long database outage)."""
+    from ivr.services import services
+
+    for call_sid in call_sids:
+        services().request_ticket_sync(call_sid)
+    click.echo(f"queued {len(call_sids)} sync(s)")
+
+
+@hotline.command("call")
+@click.option("--keys", default=None, help="Scripted input, e.g. '3,2,1'; '-' is no input. Omit to type.")
+@click.option("--from", "caller", default="+819012345678", show_default=True)
+@click.option("--to", "called", default="+815012345678", show_default=True)
+def call_command(keys: str | None, caller: str, called: str) -> None:
+    """Dial the hotline locally: hear the prompts, press keys, see the ticket."""
+    from ivr.trycall import try_call
+
+    ticket = try_call(current_app._get_current_object(), keys, caller, called)
+    click.echo(json.dumps(ticket, ensure_ascii=False, indent=2))

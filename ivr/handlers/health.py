@@ -1,0 +1,31 @@
+"""GET /healthz: is this process able to serve calls (config, Redis) and write tickets (database)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from ivr.services import services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    hotline = services()
+    checks = {"config": hotline.config.current().version}
+    try:
+        hotline.redis.ping()
+        checks["redis"] = "ok"
+    except RedisError as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    try:
+        hotline.store.ping()
+        checks["database"] = "ok"
+    except SQLAlchemyError as exc:
+        # Calls are still answered without the database (tickets wait in Redis), so this alone
+        # does not fail the check.
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    healthy = checks["redis"] == "ok"
+    return jsonify(status="ok" if healthy else "degraded", **checks), 200 if healthy else 503

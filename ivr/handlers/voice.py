@@ -1,0 +1,158 @@
+"""Call-flow webhooks. Each view parses the Twilio form, asks the Flow what happens next, and
+returns its TwiML; any unexpected failure still answers the caller (see `_recover_on_error`)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, request, url_for
+from twilio.twiml.voice_response import VoiceResponse
+from werkzeug.exceptions import HTTPException
+
+from ivr.calllog import make_event
+from ivr.menus import render
+from ivr.menus.flow import Call, Flow
+from ivr.security import require_twilio_call
+from ivr.services import services
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+bp.before_request(require_twilio_call)
+
+
+class FlaskUrls:
+    """render.Urls with url_for; one query parameter at most, so Twilio's re-ordering of query
+    strings can never break a signature."""
+
+    def language_choice(self, attempt: int) -> str:
+        return url_for("voice.language_choice", attempt=attempt)
+
+    def language_silence(self, attempt: int) -> str:
+        return url_for("voice.language_silence", attempt=attempt)
+
+    def node(self, lang: str, node_id: str) -> str:
+        return url_for("voice.enter", lang=lang, node_id=node_id)
+
+    def choice(self, lang: str, node_id: str, attempt: int) -> str:
+        return url_for("voice.choice", lang=lang, node_id=node_id, attempt=attempt)
+
+    def silence(self, lang: str, node_id: str, attempt: int) -> str:
+        return url_for("voice.silence", lang=lang, node_id=node_id, attempt=attempt)
+
+    def recorded(self, lang: str, node_id: str) -> str:
+        return url_for("voice.recorded", lang=lang, node_id=node_id)
+
+    def queued(self, lang: str, node_id: str) -> str:
+        return url_for("voice.queued", lang=lang, node_id=node_id)
+
+    def hold(self, lang: str, queue: str) -> str:
+        return url_for("voice.hold", lang=lang, queue=queue)
+
+
+def twiml(vr: VoiceResponse) -> Response:
+    return Response(str(vr), mimetype="text/xml")
+
+
+def flow() -> Flow:
+    hotline = services()
+    return Flow(hotline.config.current(), hotline.calls, FlaskUrls(), hotline.clock(), hotline.request_ticket_sync)
+
+
+def call() -> Call:
+    return Call.from_form(request.form)
+
+
+def attempt() -> int:
+    try:
+        return min(max(int(request.args.get("attempt", "1")), 1), 99)
+    except ValueError:
+        return 1
+
+
+@bp.post("/incoming")
+def incoming():
+    """The number's Voice URL: greeting and language choice."""
+    return twiml(flow().incoming(call()))
+
+
+@bp.post("/language")
+def language_choice():
+    """Language menu Gather action."""
+    return twiml(flow().language_choice(call(), attempt()))
+
+
+@bp.post("/language/silence")
+def language_silence():
+    """Language menu: the Gather ended with no input."""
+    return twiml(flow().language_silence(call(), attempt()))
+
+
+@bp.post("/<lang>/node/<node_id>")
+def enter(lang: str, node_id: str):
+    """Play a node from the start (Redirect target)."""
+    return twiml(flow().enter(call(), lang, node_id))
+
+
+@bp.post("/<lang>/node/<node_id>/choice")
+def choice(lang: str, node_id: str):
+    """A node's Gather action: a key or words."""
+    return twiml(flow().choice(call(), lang, node_id, attempt()))
+
+
+@bp.post("/<lang>/node/<node_id>/silence")
+def silence(lang: str, node_id: str):
+    """A node's Gather ended with no input."""
+    return twiml(flow().silence(call(), lang, node_id, attempt()))
+
+
+@bp.post("/<lang>/node/<node_id>/recorded")
+def recorded(lang: str, node_id: str):
+    """Record action: the message is on the ticket; read back its reference."""
+    return twiml(flow().recorded(call(), lang, node_id, request.form))
+
+
+@bp.post("/<lang>/node/<node_id>/queued")
+def queued(lang: str, node_id: str):
+    """Enqueue action: the caller left the queue (bridged, hung up, full, error)."""
+    return twiml(flow().queued(call(), lang, node_id, request.form))
+
+
+@bp.post("/<lang>/hold/<queue>")
+def hold(lang: str, queue: str):
+    """Enqueue waitUrl: Twilio loops it while the caller waits."""
+    return twiml(flow().hold(lang, queue))
+
+
+@bp.post("/status")
+def status():
+    """The number's status callback; Twilio ignores the body."""
+    flow().status(call(), request.form)
+    return Response(status=204)
+
+
+@bp.post("/fallback")
+def fallback():
+    """The number's fallback URL: static apology, no Redis, no database."""
+    log.error("fallback used for call %s (ErrorCode %s)", request.form.get("CallSid"), request.form.get("ErrorCode"))
+    return twiml(render.fallback(services().config.current().config))
+
+
+@bp.errorhandler(Exception)
+def _recover_on_error(error: Exception):
+    """A bug or outage must not become Twilio's 'application error': apologise and go to the
+    main menu once; if that fails too, the static fallback."""
+    if isinstance(error, HTTPException):
+        return error
+    log.exception("webhook %s failed", request.path)
+    plan = services().config.current()
+    config = plan.config
+    lang_id, _ = plan.language(request.view_args.get("lang") if request.view_args else None)
+    try:
+        services().calls.append(call().sid, [make_event("error", services().clock(), reason=type(error).__name__)])
+    except Exception:  # noqa: BLE001 - best effort; the caller comes first
+        log.warning("could not log the error event")
+    if request.endpoint == "voice.enter":
+        return twiml(render.fallback(config))
+    url = url_for("voice.enter", lang=lang_id, node_id=config.menu.root)
+    return twiml(render.speak_and_redirect(config, lang_id, [config.prompts.recover[lang_id]], url))

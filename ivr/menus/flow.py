@@ -1,0 +1,385 @@
+"""What happens next on a call: the IVR's decisions, separate from HTTP and from TwiML layout.
+
+Everything a decision needs arrives in the (signed) webhook URL and form: language, node,
+attempt number, the key or words. So a webhook costs no Redis read; its only I/O is one
+pipelined append of the events that tell the ticket's story (`CallLog.append`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from redis.exceptions import RedisError
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivr.calllog import CallLog, make_event
+from ivr.hours import describe_opening
+from ivr.menus import render
+from ivr.menus.model import (
+    HangupNode,
+    InfoNode,
+    MenuNode,
+    Node,
+    Option,
+    QueueConfig,
+    RecordNode,
+    TransferNode,
+)
+from ivr.menus.runtime import Plan
+from ivr.privacy import mask_number
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# Queue results after which the call is over (or bridged): nothing more to say.
+_QUEUE_DONE = frozenset({"bridged", "bridging-in-process", "hangup", "redirected", "redirected-from-bridged"})
+
+
+@dataclass(frozen=True)
+class Call:
+    """The parts of a Twilio webhook form the flow uses."""
+
+    sid: str
+    caller: str
+    called: str
+    status: str
+    digits: str | None = None
+    speech: str | None = None
+
+    @classmethod
+    def from_form(cls, form) -> Call:  # noqa: ANN001 - a werkzeug MultiDict
+        speech = (form.get("SpeechResult") or "").strip()
+        return cls(
+            sid=form.get("CallSid", ""),
+            caller=form.get("From") or form.get("Caller") or "",
+            called=form.get("To") or form.get("Called") or "",
+            status=form.get("CallStatus", ""),
+            digits=form.get("Digits") or None,
+            speech=speech[:500] or None,
+        )
+
+
+class Flow:
+    def __init__(
+        self,
+        plan: Plan,
+        calls: CallLog,
+        urls: render.Urls,
+        now: datetime,
+        request_sync: Callable[[str], None],
+    ):
+        self.plan = plan
+        self.config = plan.config
+        self.calls = calls
+        self.urls = urls
+        self.now = now
+        self.request_sync = request_sync
+        self.keys = plan.config.input.keys
+
+    # ----- start and language -------------------------------------------------------------
+
+    def incoming(self, call: Call) -> VoiceResponse:
+        start = make_event("call", self.now, event_id="start", caller=call.caller, called=call.called)
+        try:
+            self.calls.start(call.sid, start)
+        except RedisError:
+            log.warning("call %s: Redis unavailable, this call's ticket will lack its start", call.sid)
+        log.info("call %s from %s", call.sid, mask_number(call.caller))
+        default, lang = self.plan.language(None)
+        greeting = self.config.prompts.greeting[default]
+        if len(self.config.languages) == 1:
+            return self._enter(call, default, self.config.menu.root, [greeting])
+        return render.language_menu(self.config, self.urls, 1, [(greeting, lang)])
+
+    def language_choice(self, call: Call, attempt: int) -> VoiceResponse:
+        chosen = next((i for i, lang in self.config.languages.items() if lang.key == call.digits), None)
+        if chosen:
+            picked = make_event("input", self.now, node="language", input=call.digits, result="choice")
+            return self._enter(call, chosen, self.config.menu.root, [], [picked, self._language_event(chosen)])
+        return self._language_retry(call, attempt, "invalid_option" if call.digits else "no_input")
+
+    def language_silence(self, call: Call, attempt: int) -> VoiceResponse:
+        return self._language_retry(call, attempt, "no_input")
+
+    def _language_retry(self, call: Call, attempt: int, reason: str) -> VoiceResponse:
+        default, lang = self.plan.language(None)
+        if attempt >= self.config.input.max_attempts:
+            # Nobody chose: carry on in the default language rather than give up on the caller.
+            return self._enter(call, default, self.config.menu.root, [], [self._language_event(default)])
+        self._log(call, [make_event("input", self.now, node="language", result=reason)])
+        preamble = [(getattr(self.config.prompts, reason)[default], lang)]
+        return render.language_menu(self.config, self.urls, attempt + 1, preamble)
+
+    def _language_event(self, lang_id: str) -> dict:
+        return make_event("language", self.now, lang=lang_id)
+
+    # ----- entering a node ----------------------------------------------------------------
+
+    def enter(self, call: Call, lang_id: str, node_id: str) -> VoiceResponse:
+        lang_id, _ = self.plan.language(lang_id)
+        return self._enter(call, lang_id, node_id, [])
+
+    def _enter(
+        self, call: Call, lang_id: str, node_id: str, preamble: list[str], events: list[dict] | None = None
+    ) -> VoiceResponse:
+        events = list(events or [])
+        node = self.plan.node(node_id)
+        if node is None:
+            return self._recover(call, lang_id, f"unknown node {node_id!r}", events)
+        events.append(make_event("visit", self.now, node=node_id, lang=lang_id, branch=self.plan.branches.get(node_id)))
+        twiml = self._render_entry(lang_id, node_id, node, preamble, events)
+        self._log(call, events)
+        return twiml
+
+    def _render_entry(
+        self, lang_id: str, node_id: str, node: Node, preamble: list[str], events: list[dict]
+    ) -> VoiceResponse:
+        config, urls = self.config, self.urls
+        if isinstance(node, MenuNode):
+            return render.menu(config, urls, lang_id, node_id, node, 1, preamble)
+        if isinstance(node, InfoNode):
+            events.append(make_event("info", self.now, node=node_id))
+            if node.next:
+                message = " ".join([*preamble, node.message[lang_id]])
+                return render.info_then(config, urls, lang_id, message, node.next)
+            return render.info(config, urls, lang_id, node_id, [*preamble, node.message[lang_id]], 1)
+        if isinstance(node, RecordNode):
+            texts = [*preamble, node.prompt[lang_id]]
+            return render.record(
+                config, urls, lang_id, node_id, texts, node.max_length_s, self._back_url(lang_id, node_id)
+            )
+        if isinstance(node, TransferNode):
+            return self._transfer(lang_id, node_id, node, preamble, events)
+        assert isinstance(node, HangupNode)
+        events.append(make_event("goodbye", self.now, node=node_id))
+        return render.speak_and_hang_up(config, lang_id, [*preamble, node.message[lang_id]])
+
+    def _transfer(
+        self, lang_id: str, node_id: str, node: TransferNode, preamble: list[str], events: list[dict]
+    ) -> VoiceResponse:
+        if self.plan.hours.is_open(self.now):
+            events.append(make_event("enqueued", self.now, node=node_id, queue=node.queue))
+            texts = [*preamble, node.prompt[lang_id]]
+            return render.enqueue(self.config, self.urls, lang_id, node_id, texts, node.queue)
+        opening = self.plan.hours.next_opening(self.now)
+        events.append(
+            make_event("after_hours", self.now, node=node_id, queue=node.queue, opening=opening and opening.isoformat())
+        )
+        texts = [*preamble, self._closed_text(lang_id)]
+        offer = self.config.after_hours.message_node is not None
+        return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer)
+
+    def _closed_text(self, lang_id: str) -> str:
+        opening = self.plan.hours.next_opening(self.now)
+        lang = self.config.languages[lang_id]
+        when = describe_opening(opening, self.now, lang) if opening else "—"
+        return self.config.prompts.closed[lang_id].format(opening=when)
+
+    # ----- input at a node ----------------------------------------------------------------
+
+    def choice(self, call: Call, lang_id: str, node_id: str, attempt: int) -> VoiceResponse:
+        lang_id, _ = self.plan.language(lang_id)
+        node = self.plan.node(node_id)
+        if node is None:
+            return self._recover(call, lang_id, f"input for unknown node {node_id!r}")
+        if not call.digits and not call.speech:
+            # Gather's actionOnEmptyResult reading: the action came with nothing in it.
+            return self._retry(call, lang_id, node_id, node, attempt, "no_input")
+        if isinstance(node, MenuNode):
+            option = self._match(node, lang_id, call)
+            if option is not None:
+                return self._moved(call, lang_id, node_id, node, option.goto, self._shown_input(node, call))
+        if call.digits == self.keys.agent:
+            return self._moved(call, lang_id, node_id, node, self.plan.agents[node_id], "agent_key")
+        if call.digits == self.keys.back:
+            parent = self.plan.parents.get(node_id, self.config.menu.root)
+            return self._moved(call, lang_id, node_id, node, parent, "back_key")
+        if call.digits == self.keys.repeat:
+            self._log(call, [self._input_event(node_id, node, "repeat_key", "repeat")])
+            return self._render_again(lang_id, node_id, node, attempt, [], full=True)
+        message_node = self.config.after_hours.message_node
+        if isinstance(node, TransferNode) and message_node and call.digits == self.config.after_hours.message_key:
+            return self._moved(call, lang_id, node_id, node, message_node, call.digits)
+        return self._retry(call, lang_id, node_id, node, attempt, "invalid_option")
+
+    def silence(self, call: Call, lang_id: str, node_id: str, attempt: int) -> VoiceResponse:
+        lang_id, _ = self.plan.language(lang_id)
+        node = self.plan.node(node_id)
+        if node is None:
+            return self._recover(call, lang_id, f"silence at unknown node {node_id!r}")
+        return self._retry(call, lang_id, node_id, node, attempt, "no_input")
+
+    def _match(self, node: MenuNode, lang_id: str, call: Call) -> Option | None:
+        if call.digits is not None:
+            return next((o for o in node.options if o.key == call.digits), None)
+        heard = (call.speech or "").casefold()
+        best: tuple[int, Option] | None = None
+        for option in node.options:
+            for word in [option.label.get(lang_id, ""), *option.keywords.get(lang_id, [])]:
+                word = word.casefold().strip()
+                if word and word in heard and (best is None or len(word) > best[0]):
+                    best = (len(word), option)  # the most specific match wins
+        return best[1] if best else None
+
+    def _shown_input(self, node: Node, call: Call) -> str:
+        if node.sensitive:
+            return "[redacted]"
+        return call.digits if call.digits is not None else "speech"
+
+    def _input_event(self, node_id: str, node: Node, shown: str, result: str) -> dict:
+        shown = "[redacted]" if node.sensitive else shown
+        return make_event("input", self.now, node=node_id, input=shown, result=result)
+
+    def _moved(self, call: Call, lang_id: str, node_id: str, node: Node, target: str, shown: str) -> VoiceResponse:
+        event = self._input_event(node_id, node, shown, "choice")
+        return self._enter(call, lang_id, target, [], [event])
+
+    def _retry(self, call: Call, lang_id: str, node_id: str, node: Node, attempt: int, reason: str) -> VoiceResponse:
+        shown = "-" if reason == "no_input" else (call.digits or "speech")
+        event = self._input_event(node_id, node, shown, reason)
+        if attempt >= self.config.input.max_attempts:
+            return self._give_up(call, lang_id, node_id, [event])
+        self._log(call, [event])
+        reason_text = getattr(self.config.prompts, reason)[lang_id]
+        return self._render_again(lang_id, node_id, node, attempt + 1, [reason_text], full=False)
+
+    def _render_again(
+        self, lang_id: str, node_id: str, node: Node, attempt: int, preamble: list[str], full: bool
+    ) -> VoiceResponse:
+        """The same node again; an answer or a closed-line notice is repeated only when asked."""
+        config, urls = self.config, self.urls
+        if isinstance(node, MenuNode):
+            return render.menu(config, urls, lang_id, node_id, node, attempt, preamble)
+        if isinstance(node, InfoNode) and not node.next:
+            texts = [*preamble, node.message[lang_id]] if full else preamble
+            return render.info(config, urls, lang_id, node_id, texts, attempt)
+        if isinstance(node, TransferNode) and not self.plan.hours.is_open(self.now):
+            texts = [*preamble, self._closed_text(lang_id)] if full else preamble
+            offer = config.after_hours.message_node is not None
+            return render.closed(config, urls, lang_id, node_id, texts, attempt, offer)
+        return self._render_entry(lang_id, node_id, node, preamble, [])
+
+    def _give_up(self, call: Call, lang_id: str, node_id: str, events: list[dict]) -> VoiceResponse:
+        """Too many failed attempts: an agent when the line is open, else when it opens, goodbye."""
+        events.append(make_event("gave_up", self.now, node=node_id))
+        sorry = self.config.prompts.too_many_attempts[lang_id]
+        wants_agent = self.config.input.on_max_attempts == "agent_or_goodbye"
+        if wants_agent and self.plan.hours.is_open(self.now):
+            return self._enter(
+                call, lang_id, self.plan.agents.get(node_id, self.config.input.agent_node), [sorry], events
+            )
+        self._log(call, events)
+        texts = [sorry] if self.plan.hours.is_open(self.now) else [sorry, self._closed_text(lang_id)]
+        return render.speak_and_hang_up(self.config, lang_id, texts)
+
+    def _back_url(self, lang_id: str, node_id: str) -> str:
+        return self.urls.node(lang_id, self.plan.parents.get(node_id, self.config.menu.root))
+
+    # ----- recordings, queues, status -------------------------------------------------------
+
+    def recorded(self, call: Call, lang_id: str, node_id: str, form) -> VoiceResponse:  # noqa: ANN001
+        lang_id, _ = self.plan.language(lang_id)
+        url = form.get("RecordingUrl")
+        duration = _int(form.get("RecordingDuration"))
+        events = []
+        if url and duration >= 1:
+            events.append(
+                make_event(
+                    "recording",
+                    self.now,
+                    event_id=f"rec-{form.get('RecordingSid') or url}",
+                    node=node_id,
+                    url=url,
+                    duration_s=duration,
+                    sid=form.get("RecordingSid"),
+                )
+            )
+        try:
+            reference = self.calls.append(call.sid, events, with_reference=True)
+        except RedisError:
+            log.warning("call %s: Redis unavailable, recording event not logged", call.sid)
+            reference = None
+        self._sync(call.sid)
+        if call.digits == "hangup" or call.status in TERMINAL_STATUSES:
+            return render.empty()  # the caller is gone; the action only reports the recording
+        if not events:
+            texts = [self.config.prompts.recording_empty[lang_id]]
+            return render.speak_and_redirect(self.config, lang_id, texts, self._back_url(lang_id, node_id))
+        node = self.plan.node(node_id)
+        if not isinstance(node, RecordNode) or reference is None:
+            return render.speak_and_hang_up(self.config, lang_id, [])
+        spoken = " ".join(str(reference))  # digit by digit, in every language
+        return render.speak_and_hang_up(self.config, lang_id, [node.confirmation[lang_id].format(reference=spoken)])
+
+    def queued(self, call: Call, lang_id: str, node_id: str, form) -> VoiceResponse:  # noqa: ANN001
+        lang_id, _ = self.plan.language(lang_id)
+        result = form.get("QueueResult") or "unknown"
+        event = make_event(
+            "queue_result",
+            self.now,
+            event_id=f"queue-{node_id}-{result}",
+            node=node_id,
+            result=result,
+            wait_s=_int(form.get("QueueTime")),
+        )
+        self._log(call, [event])
+        self._sync(call.sid)
+        if result in _QUEUE_DONE or call.status in TERMINAL_STATUSES:
+            return render.empty()
+        if result == "queue-full":
+            offer = self.config.after_hours.message_node is not None
+            texts = [self.config.prompts.queue_full[lang_id]]
+            return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer)
+        if result == "leave":
+            return self._enter(call, lang_id, self.config.menu.root, [])
+        return self._recover(call, lang_id, f"queue result {result}")
+
+    def hold(self, lang_id: str, queue: str) -> VoiceResponse:
+        lang_id, _ = self.plan.language(lang_id)
+        queue_config = self.config.queues.get(queue, QueueConfig())
+        return render.hold(self.config, lang_id, queue_config)
+
+    def status(self, call: Call, form) -> None:  # noqa: ANN001
+        seq = form.get("SequenceNumber")
+        event = make_event(
+            "status",
+            self.now,
+            event_id=f"status-{call.status}-{seq or ''}",
+            status=call.status,
+            duration_s=_int(form.get("CallDuration")) if form.get("CallDuration") else None,
+            seq=_int(seq) if seq else None,
+        )
+        self._log(call, [event])
+        if call.status in TERMINAL_STATUSES:
+            self._sync(call.sid)
+
+    # ----- helpers --------------------------------------------------------------------------
+
+    def _recover(self, call: Call, lang_id: str, reason: str, events: list[dict] | None = None) -> VoiceResponse:
+        """The call lost its place (config changed under it, odd input): back to the main menu."""
+        log.warning("call %s: recovering to the main menu: %s", call.sid, reason)
+        events = [*(events or []), make_event("error", self.now, reason=reason)]
+        return self._enter(call, lang_id, self.config.menu.root, [self.config.prompts.recover[lang_id]], events)
+
+    def _log(self, call: Call, events: list[dict]) -> None:
+        try:
+            self.calls.append(call.sid, events)
+        except RedisError:
+            # The caller must still be answered; the ticket will miss these steps.
+            log.warning("call %s: Redis unavailable, %d ticket event(s) not logged", call.sid, len(events))
+
+    def _sync(self, call_sid: str) -> None:
+        try:
+            self.request_sync(call_sid)
+        except RedisError:
+            log.warning("call %s: Redis unavailable, ticket sync not queued", call_sid)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(0, int(float(value or 0)))
+    except ValueError:
+        return 0

@@ -1,0 +1,122 @@
+"""Load `hotline.yaml` into a `HotlineConfig`, or refuse it with file, line, YAML path and reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from ivr.menus.checks import check_config
+from ivr.menus.model import HotlineConfig
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    loc: Loc
+    reason: str
+
+    def format(self, file: str, line: int | None) -> str:
+        where = f"{file}:{line}" if line else file
+        return f"{where}: {dotted(self.loc) or '(top)'}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """A config that must not go live. `problems` holds one formatted line per problem."""
+
+    def __init__(self, problems: Sequence[str]):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; ops must hear about the first."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        seen: dict[object, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
+
+def load_config(path: str | Path) -> HotlineConfig:
+    """Read and validate the config at `path`; raise ConfigError listing every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, filename: str = "<config>") -> HotlineConfig:
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}" if mark else filename
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: {reason}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{filename}: the config must be a mapping at the top level"])
+    try:
+        config = HotlineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [Problem(tuple(e["loc"]), _reason(e)) for e in exc.errors()]
+        raise ConfigError(_format(problems, filename, tree)) from exc
+    found = [Problem(loc, reason) for loc, reason in check_config(config)]
+    if found:
+        raise ConfigError(_format(found, filename, tree))
+    return config
+
+
+def _reason(error: dict) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return "unknown setting (typo?)"
+    if error["type"] == "union_tag_invalid":
+        return f"unknown node type; {message.split('. ', 1)[-1]}"
+    return message
+
+
+def _format(problems: list[Problem], filename: str, tree: yaml.Node | None) -> list[str]:
+    return [p.format(filename, _line(tree, p.loc)) for p in problems]
+
+
+def _line(node: yaml.Node | None, loc: Loc) -> int | None:
+    """The line of the deepest YAML node that `loc` reaches (pydantic's union tags are skipped)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                continue  # a union tag such as 'menu' or a key pydantic invented
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+        else:
+            continue
+        line = node.start_mark.line + 1
+    return line

@@ -1,0 +1,305 @@
+"""The hotline config as typed, frozen data: languages, prompts, the menu tree, input policy, hours.
+
+Pydantic checks each value's own shape (`extra="forbid"` catches typos); checks that need the
+whole tree (references, reachability, translations) live in `ivr.menus.checks`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from ivr.menus import voices
+
+Digit = Annotated[str, Field(pattern=r"^[0-9*#]$", description="one DTMF key")]
+NodeId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+LangId = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+# Text per language id, e.g. {en: "...", ja: "...", zh: "..."}; completeness is checked later.
+LangText = dict[LangId, Annotated[str, Field(min_length=1, max_length=2000)]]
+Branch = Literal["account", "payment", "refund", "complaint", "agent", "other"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Language(Strict):
+    name: str = Field(description="the language's name in itself, e.g. 日本語")
+    key: Digit = Field(description="DTMF key that picks it on the language menu")
+    choose: str = Field(description="'for English press 3', said in this language")
+    say_language: str
+    voice: str
+    speech_language: str | None = Field(default=None, description="<Gather> speech code; unset disables speech for it")
+    weekdays: tuple[str, str, str, str, str, str, str] = Field(description="names of Monday..Sunday as said to callers")
+    today: str
+    tomorrow: str
+    opening_format: str = Field(
+        description="how the next opening is said; fields {day}, {date}, {time}",
+    )
+    date_format: str = Field(default="{month}/{day}", description="fields {month}, {day}")
+
+    @field_validator("say_language")
+    @classmethod
+    def _known_say_language(cls, code: str) -> str:
+        problem = voices.say_language_problem(code)
+        if problem:
+            raise ValueError(problem)
+        return code
+
+    @field_validator("speech_language")
+    @classmethod
+    def _known_speech_language(cls, code: str | None) -> str | None:
+        if code is not None and (problem := voices.speech_language_problem(code)):
+            raise ValueError(problem)
+        return code
+
+    @model_validator(mode="after")
+    def _voice_fits_language(self) -> Language:
+        problem = voices.voice_problem(self.voice, self.say_language)
+        if problem:
+            raise ValueError(f"voice: {problem}")
+        return self
+
+    @field_validator("opening_format")
+    @classmethod
+    def _opening_fields(cls, text: str) -> str:
+        _check_placeholders(text, {"day", "date", "time"})
+        return text
+
+
+class GlobalKeys(Strict):
+    """Keys that work in every menu. Chosen so no menu option needs them."""
+
+    agent: Digit = "0"
+    repeat: Digit = "9"
+    back: Digit = "*"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> GlobalKeys:
+        keys = [self.agent, self.repeat, self.back]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"agent, repeat and back must be different keys, got {keys}")
+        return self
+
+
+class InputPolicy(Strict):
+    timeout_s: int = Field(default=6, ge=2, le=30)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    speech: bool = Field(default=True, description="accept speech where a language has a code")
+    keys: GlobalKeys = GlobalKeys()
+    agent_node: NodeId = Field(default="agent", description="transfer node for the agent key and the fallback")
+    on_max_attempts: Literal["agent_or_goodbye", "goodbye"] = "agent_or_goodbye"
+
+
+_RANGE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+
+
+class TimeRange(Strict):
+    opens: time
+    closes: time  # time(0, 0) never appears: 24:00 is stored as time.max
+
+    @classmethod
+    def parse(cls, text: str) -> TimeRange:
+        match = _RANGE.match(text.strip())
+        if not match:
+            raise ValueError(f"{text!r} is not a time range like '09:00-18:00'")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2):
+            raise ValueError(f"{text!r} has an invalid time")
+        closes = time.max if h2 == 24 else time(h2, m2)
+        if closes <= time(h1, m1):
+            raise ValueError(f"{text!r} closes before it opens (ranges cannot cross midnight)")
+        return cls(opens=time(h1, m1), closes=closes)
+
+
+def _range(value: object) -> object:
+    return TimeRange.parse(value) if isinstance(value, str) else value
+
+
+# Written as ["09:00-12:00", "13:00-18:00"]; each range is checked on its own, so an error
+# names its exact place (hours.weekly.mon[0]).
+DayRanges = Annotated[list[Annotated[TimeRange, BeforeValidator(_range)]], Field(max_length=6)]
+
+
+class HolidayCalendar(Strict):
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    subdivision: str | None = None
+
+    @model_validator(mode="after")
+    def _known(self) -> HolidayCalendar:
+        import holidays
+
+        try:
+            holidays.country_holidays(self.country, subdiv=self.subdivision, years=2026)
+        except NotImplementedError as exc:
+            raise ValueError(f"the holidays package has no calendar for {self.country}") from exc
+        return self
+
+
+class BusinessHours(Strict):
+    timezone: str
+    weekly: dict[Weekday, DayRanges]
+    public_holidays: HolidayCalendar | None = Field(default=None, description="closed on these public holidays")
+    closed_dates: list[date] = []
+    special_hours: dict[date, DayRanges] = Field(
+        default={}, description="hours for one date; overrides weekly, holidays and closed_dates"
+    )
+
+    @field_validator("weekly")
+    @classmethod
+    def _opens_sometimes(cls, weekly: dict) -> dict:
+        if not any(weekly.values()):
+            raise ValueError("the weekly schedule never opens; give at least one day hours")
+        return weekly
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+        return name
+
+
+class QueueConfig(Strict):
+    """A queue callers wait in for an agent (skills and routing arrive with the queue issue)."""
+
+    hold_music_url: str | None = Field(default=None, pattern=r"^https://")
+    announce_every_s: int = Field(default=60, ge=15, le=600)
+
+
+class Option(Strict):
+    key: Digit
+    goto: NodeId
+    label: LangText = Field(description="what the option is called; also a speech hint")
+    keywords: dict[LangId, list[str]] = Field(default={}, description="extra words that pick this option by speech")
+
+
+class NodeBase(Strict):
+    branch: Branch | None = Field(default=None, description="the ticket's branch once a caller reaches this node")
+    sensitive: bool = Field(default=False, description="redact this node's input on tickets")
+
+
+class MenuNode(NodeBase):
+    type: Literal["menu"]
+    prompt: LangText
+    agent: NodeId | None = Field(
+        default=None,
+        description="transfer node the agent key reaches here and below (default: input.agent_node)",
+    )
+    options: list[Option] = Field(min_length=1, max_length=9)
+
+
+class InfoNode(NodeBase):
+    """A self-service answer; then back / agent / repeat / goodbye, or straight on to `next`."""
+
+    type: Literal["info"]
+    message: LangText
+    next: NodeId | None = None
+
+
+class RecordNode(NodeBase):
+    """Record a message onto the ticket, then read back the ticket reference."""
+
+    type: Literal["record"]
+    prompt: LangText
+    confirmation: LangText = Field(description="said after recording; {reference} available")
+    max_length_s: int = Field(default=120, ge=5, le=600)
+
+    @field_validator("confirmation")
+    @classmethod
+    def _reference(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"reference"})
+        return texts
+
+
+class TransferNode(NodeBase):
+    """Hand the caller to agents in `queue`, within business hours."""
+
+    type: Literal["transfer"]
+    queue: NodeId
+    prompt: LangText
+
+
+class HangupNode(NodeBase):
+    type: Literal["hangup"]
+    message: LangText
+
+
+Node = Annotated[MenuNode | InfoNode | RecordNode | TransferNode | HangupNode, Field(discriminator="type")]
+
+
+class Menu(Strict):
+    root: NodeId
+    nodes: dict[NodeId, Node]
+
+
+class AfterHours(Strict):
+    message_key: Digit = Field(default="1", description="key that starts the message")
+    message_node: NodeId | None = Field(
+        default="leave_message",
+        description="record node offered to callers who reach a closed line; unset: no message",
+    )
+
+
+class Prompts(Strict):
+    """System prompts, each in every language. Placeholders are listed per prompt."""
+
+    greeting: LangText
+    invalid_option: LangText
+    no_input: LangText
+    info_followup: LangText = Field(description="after an answer: back / agent / repeat keys")
+    goodbye: LangText
+    recover: LangText = Field(description="said when the call lost its place, before the menu")
+    closed: LangText = Field(description="the line is closed; {opening}")
+    closed_offer_message: LangText
+    recording_empty: LangText
+    hold: LangText
+    queue_full: LangText
+    too_many_attempts: LangText
+    fallback: LangText = Field(description="said by /voice/fallback when the app failed")
+
+    @field_validator("closed")
+    @classmethod
+    def _opening(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"opening"})
+        return texts
+
+
+class Fallback(Strict):
+    dial: str | None = Field(
+        default=None,
+        pattern=r"^\+[1-9]\d{6,14}$",
+        description="E.164 number /voice/fallback connects to when the app fails; unset: goodbye",
+    )
+
+
+class HotlineConfig(Strict):
+    name: str
+    default_language: LangId
+    languages: dict[LangId, Language] = Field(min_length=1)
+    input: InputPolicy = InputPolicy()
+    hours: BusinessHours
+    after_hours: AfterHours = AfterHours()
+    queues: dict[NodeId, QueueConfig] = Field(min_length=1)
+    prompts: Prompts
+    menu: Menu
+    fallback: Fallback = Fallback()
+
+
+def _check_placeholders(text: str, allowed: set[str]) -> None:
+    used = set(re.findall(r"{(\w*)}", text))
+    unknown = used - allowed
+    if unknown:
+        names = ", ".join("{" + u + "}" for u in sorted(unknown))
+        allowed_text = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
+        raise ValueError(f"unknown placeholder {names} in {text!r} (allowed: {allowed_text})")

@@ -1,0 +1,214 @@
+"""Pure TwiML builders: config + language + URLs in, `VoiceResponse` out. No I/O, no Flask.
+
+Every `<Gather>` here is followed by verbs that speak (or a `<Redirect>` to a URL that does), so
+a caller who says nothing never falls off the end of a document into silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from ivr.menus.model import HotlineConfig, Language, MenuNode, QueueConfig
+
+
+class Urls(Protocol):
+    """Where each webhook lives; implemented with url_for in the handlers."""
+
+    def language_choice(self, attempt: int) -> str: ...
+    def language_silence(self, attempt: int) -> str: ...
+    def node(self, lang: str, node_id: str) -> str: ...
+    def choice(self, lang: str, node_id: str, attempt: int) -> str: ...
+    def silence(self, lang: str, node_id: str, attempt: int) -> str: ...
+    def recorded(self, lang: str, node_id: str) -> str: ...
+    def queued(self, lang: str, node_id: str) -> str: ...
+    def hold(self, lang: str, queue: str) -> str: ...
+
+
+def say(target: VoiceResponse | Gather, text: str, lang: Language) -> None:
+    target.say(text, voice=lang.voice, language=lang.say_language)
+
+
+def _gather(
+    vr: VoiceResponse,
+    config: HotlineConfig,
+    lang: Language | None,
+    action: str,
+    hints: Iterable[str] = (),
+) -> Gather:
+    """A one-key Gather; with speech when the config and the language (None: keys only) allow."""
+    policy = config.input
+    speech = policy.speech and lang is not None and lang.speech_language is not None
+    attrs = {
+        "action": action,
+        "method": "POST",
+        "num_digits": 1,
+        # Every key is an answer (the back key is '*', and '#' could be an option), so no key
+        # ends the Gather early; numDigits=1 submits on the first key.
+        "finish_on_key": "",
+        "timeout": policy.timeout_s,
+        "action_on_empty_result": False,
+    }
+    if speech:
+        hint_list = [h for h in dict.fromkeys(hints) if 0 < len(h) <= 100][:500]
+        attrs.update(input="dtmf speech", language=lang.speech_language, speech_timeout="auto")
+        if hint_list:
+            attrs["hints"] = ", ".join(hint_list)
+    return vr.gather(**attrs)
+
+
+def option_hints(node: MenuNode, lang_id: str) -> list[str]:
+    hints = [o.label[lang_id] for o in node.options]
+    for option in node.options:
+        hints.extend(option.keywords.get(lang_id, []))
+    return hints
+
+
+def language_menu(
+    config: HotlineConfig, urls: Urls, attempt: int, preamble: list[tuple[str, Language]]
+) -> VoiceResponse:
+    """Each language offers itself in its own voice: '日本語は1を…', '普通话请按2', 'For English…'."""
+    vr = VoiceResponse()
+    # Keys only: speech needs a recognition language, and the caller has not chosen one yet.
+    gather = _gather(vr, config, None, urls.language_choice(attempt))
+    for text, lang in preamble:
+        say(gather, text, lang)
+    for lang in config.languages.values():
+        say(gather, lang.choose, lang)
+    vr.redirect(urls.language_silence(attempt), method="POST")
+    return vr
+
+
+def menu(
+    config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, node: MenuNode, attempt: int, preamble: list[str]
+) -> VoiceResponse:
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    gather = _gather(vr, config, lang, urls.choice(lang_id, node_id, attempt), option_hints(node, lang_id))
+    for text in preamble:
+        say(gather, text, lang)
+    say(gather, node.prompt[lang_id], lang)
+    vr.redirect(urls.silence(lang_id, node_id, attempt), method="POST")
+    return vr
+
+
+def info(
+    config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], attempt: int
+) -> VoiceResponse:
+    """An answer (or just its follow-up), then back / agent / repeat; silence ends politely."""
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    gather = _gather(vr, config, lang, urls.choice(lang_id, node_id, attempt))
+    for text in [*texts, config.prompts.info_followup[lang_id]]:
+        say(gather, text, lang)
+    say(vr, config.prompts.goodbye[lang_id], lang)
+    vr.hangup()
+    return vr
+
+
+def info_then(config: HotlineConfig, urls: Urls, lang_id: str, message: str, next_id: str) -> VoiceResponse:
+    vr = VoiceResponse()
+    say(vr, message, config.languages[lang_id])
+    vr.redirect(urls.node(lang_id, next_id), method="POST")
+    return vr
+
+
+def record(
+    config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], max_length_s: int, back_url: str
+) -> VoiceResponse:
+    """Prompt, beep, record. If the caller says nothing, older Twilio falls through to the verbs
+    after <Record> and newer Twilio calls the action with a short recording: both are handled."""
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    for text in texts:
+        say(vr, text, lang)
+    vr.record(
+        action=urls.recorded(lang_id, node_id),
+        method="POST",
+        max_length=max_length_s,
+        timeout=5,
+        play_beep=True,
+        finish_on_key="1234567890*#",
+    )
+    say(vr, config.prompts.recording_empty[lang_id], lang)
+    vr.redirect(back_url, method="POST")
+    return vr
+
+
+def speak_and_hang_up(config: HotlineConfig, lang_id: str, texts: list[str]) -> VoiceResponse:
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    for text in [*texts, config.prompts.goodbye[lang_id]]:
+        say(vr, text, lang)
+    vr.hangup()
+    return vr
+
+
+def speak_and_redirect(config: HotlineConfig, lang_id: str, texts: list[str], url: str) -> VoiceResponse:
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    for text in texts:
+        say(vr, text, lang)
+    vr.redirect(url, method="POST")
+    return vr
+
+
+def enqueue(
+    config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], queue: str
+) -> VoiceResponse:
+    vr = VoiceResponse()
+    for text in texts:
+        say(vr, text, config.languages[lang_id])
+    vr.enqueue(
+        queue,
+        action=urls.queued(lang_id, node_id),
+        method="POST",
+        wait_url=urls.hold(lang_id, queue),
+        wait_url_method="POST",
+    )
+    return vr
+
+
+def closed(
+    config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], attempt: int, offer_message: bool
+) -> VoiceResponse:
+    """The line is closed: when it opens, then (if configured) the offer to leave a message."""
+    lang = config.languages[lang_id]
+    if not offer_message:
+        return speak_and_hang_up(config, lang_id, texts)
+    vr = VoiceResponse()
+    gather = _gather(vr, config, lang, urls.choice(lang_id, node_id, attempt))
+    for text in [*texts, config.prompts.closed_offer_message[lang_id]]:
+        say(gather, text, lang)
+    say(vr, config.prompts.goodbye[lang_id], lang)
+    vr.hangup()
+    return vr
+
+
+def hold(config: HotlineConfig, lang_id: str, queue: QueueConfig) -> VoiceResponse:
+    """One turn of the waitUrl loop: Twilio re-requests it when the document ends."""
+    vr = VoiceResponse()
+    say(vr, config.prompts.hold[lang_id], config.languages[lang_id])
+    if queue.hold_music_url:
+        vr.play(queue.hold_music_url)
+    else:
+        vr.pause(length=queue.announce_every_s)
+    return vr
+
+
+def fallback(config: HotlineConfig) -> VoiceResponse:
+    """Static apology in every language; connects to the backup number when one is configured."""
+    vr = VoiceResponse()
+    for lang_id, lang in config.languages.items():
+        say(vr, config.prompts.fallback[lang_id], lang)
+    if config.fallback.dial:
+        vr.dial(config.fallback.dial)
+    else:
+        vr.hangup()
+    return vr
+
+
+def empty() -> VoiceResponse:
+    return VoiceResponse()

@@ -1,0 +1,137 @@
+"""The live config and what is derived from it, reloaded when ops publish a valid change.
+
+A running call keeps working across a reload: its URLs carry only node ids, and a node that
+disappeared is answered with a recovery to the main menu (see `ivr.menus.flow`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivr.hours import Hours
+from ivr.menus.loader import ConfigError, load_config
+from ivr.menus.model import HotlineConfig, InfoNode, Language, MenuNode, Node
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated config plus lookups the flow needs on every request."""
+
+    config: HotlineConfig
+    hours: Hours
+    parents: dict[str, str]  # node -> the menu that leads to it (first found from the root)
+    branches: dict[str, str]  # node -> branch it belongs to (own or inherited from its parent)
+    agents: dict[str, str]  # node -> transfer node its agent key reaches (own or inherited)
+    version: str = field(default="")
+
+    @classmethod
+    def build(cls, config: HotlineConfig, version: str = "") -> Plan:
+        parents = _parents(config)
+        branches: dict[str, str] = {}
+        agents: dict[str, str] = {}
+        for node_id in _bfs_order(config):
+            node, parent = config.menu.nodes[node_id], parents.get(node_id, "")
+            if branch := node.branch or branches.get(parent):
+                branches[node_id] = branch
+            own_agent = node.agent if isinstance(node, MenuNode) else None
+            agents[node_id] = own_agent or agents.get(parent) or config.input.agent_node
+        return cls(config, Hours(config.hours), parents, branches, agents, version)
+
+    def node(self, node_id: str) -> Node | None:
+        return self.config.menu.nodes.get(node_id)
+
+    def language(self, lang_id: str | None) -> tuple[str, Language]:
+        """The caller's language, falling back to the default for unknown ids."""
+        if lang_id in self.config.languages:
+            return lang_id, self.config.languages[lang_id]
+        default = self.config.default_language
+        return default, self.config.languages[default]
+
+
+def _edges(node: Node) -> list[str]:
+    if isinstance(node, MenuNode):
+        return [o.goto for o in node.options] + ([node.agent] if node.agent else [])
+    if isinstance(node, InfoNode) and node.next:
+        return [node.next]
+    return []
+
+
+def _bfs_order(config: HotlineConfig) -> list[str]:
+    nodes = config.menu.nodes
+    starts = [config.menu.root, config.input.agent_node, config.after_hours.message_node]
+    order, seen = [], set()
+    todo = deque(s for s in starts if s in nodes)
+    while todo:
+        node_id = todo.popleft()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        order.append(node_id)
+        todo.extend(t for t in _edges(nodes[node_id]) if t in nodes)
+    return order
+
+
+def _parents(config: HotlineConfig) -> dict[str, str]:
+    parents: dict[str, str] = {}
+    for node_id in _bfs_order(config):
+        node = config.menu.nodes[node_id]
+        if isinstance(node, MenuNode):
+            for target in (o.goto for o in node.options):
+                if target != config.menu.root:
+                    parents.setdefault(target, node_id)
+        elif isinstance(node, InfoNode) and node.next:
+            # "next" is automatic, so "back" from the target means back to where the info was.
+            parents.setdefault(node.next, parents.get(node_id, config.menu.root))
+    return parents
+
+
+class ConfigHolder:
+    """Serves the current Plan; every `interval_s` it checks the file and reloads a valid change."""
+
+    def __init__(self, path: str | Path, interval_s: float = 2.0):
+        self.path = Path(path)
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._plan = Plan.build(load_config(self.path), version=self._version())
+        self._checked = time.monotonic()
+
+    def current(self) -> Plan:
+        if self.interval_s and time.monotonic() - self._checked >= self.interval_s:
+            self.reload_if_changed()
+        return self._plan
+
+    def reload_if_changed(self) -> bool:
+        with self._lock:
+            self._checked = time.monotonic()
+            stamp = self._file_stamp()
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            try:
+                self._plan = Plan.build(load_config(self.path), version=self._version())
+            except ConfigError as exc:
+                log.error("config change refused; the previous config stays live:\n%s", exc)
+                return False
+            log.info("config reloaded from %s (version %s)", self.path, self._plan.version)
+            return True
+
+    def _file_stamp(self) -> tuple[float, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size)
+
+    def _version(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]

@@ -1,0 +1,47 @@
+"""Keep phone numbers and entered digits out of logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+# Anything that looks like a phone number or a run of entered digits: 5+ digits, optionally
+# with a leading + and separators. Short numbers (menu keys, HTTP codes, ports), digits inside
+# ids (CallSids are hex) and ISO dates stay readable.
+_NUMBERISH = re.compile(r"(?<![\w.:/+-])(?!\d{4}-\d\d-\d\d)\+?\d[\d -]{3,}\d(?![\w:/]|\.\d)")
+
+
+def mask_number(number: str | None) -> str:
+    """'+819012345678' -> '+81******5678'. Keeps enough to tell calls apart in a log."""
+    if not number:
+        return "-"
+    digits = re.sub(r"\D", "", number)
+    if len(digits) < 5:
+        return "*" * len(number)
+    head = "+" + digits[:2] if number.startswith("+") else ""
+    return f"{head}{'*' * (len(digits) - len(head.lstrip('+')) - 4)}{digits[-4:]}"
+
+
+def scrub(text: str) -> str:
+    return _NUMBERISH.sub(lambda m: mask_number(m.group(0)), text)
+
+
+class ScrubFilter(logging.Filter):
+    """Masks number-like runs in every record that passes a handler, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_scrubbing() -> None:
+    """Attach the filter to every root handler (idempotent); called by the app factory."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in root.handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())

@@ -1,0 +1,46 @@
+"""Only signed Twilio calls reach the voice webhooks.
+
+Order of checks: oversized body (413), signature (403), then the form must be a call (400).
+The signed URL is PUBLIC_BASE_URL + path + query when set (the origin Twilio was given), else
+the URL as seen through X-Forwarded-Proto/Host (ProxyFix is installed by the app factory).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from flask import abort, current_app, request
+from twilio.request_validator import RequestValidator
+
+CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
+
+
+@lru_cache(maxsize=4)
+def _validator(token: str) -> RequestValidator:
+    return RequestValidator(token)
+
+
+def signed_url() -> str:
+    """The URL Twilio signed, exactly as it requested it (raw query string, no re-encoding)."""
+    query = request.query_string.decode("latin-1")
+    tail = request.path + (f"?{query}" if query else "")
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        return base.rstrip("/") + tail
+    return request.host_url.rstrip("/") + tail
+
+
+def require_twilio_call() -> None:
+    """before_request for every webhook: abort with a clear 4xx unless Twilio signed it."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        abort(413, description=f"request body over {limit} bytes is not a Twilio webhook")
+    signature = request.headers.get("X-Twilio-Signature")
+    if not signature:
+        abort(403, description="missing X-Twilio-Signature: only Twilio may call this URL")
+    validator = _validator(current_app.config["TWILIO_AUTH_TOKEN"])
+    if not validator.validate(signed_url(), request.form, signature):
+        abort(403, description="X-Twilio-Signature does not match this request")
+    if not CALL_SID.match(request.form.get("CallSid", "")):
+        abort(400, description="not a Twilio call: CallSid missing or malformed")

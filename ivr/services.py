@@ -1,0 +1,61 @@
+"""The app's wiring: one `Services` per app, built by the factory, found via `services()`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import Flask, current_app
+from redis import Redis
+from rq import Queue
+
+from ivr.calllog import CallLog
+from ivr.menus.runtime import ConfigHolder
+from ivr.tickets.store import TicketStore
+
+TICKETS_QUEUE = "tickets"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    redis: Redis
+    calls: CallLog
+    config: ConfigHolder
+    store: TicketStore
+    tickets_queue: Queue
+    clock: Callable[[], datetime]
+
+    @classmethod
+    def build(cls, app: Flask) -> Services:
+        # Neither Redis nor the database is contacted here: both connect on first use.
+        settings = app.config
+        redis = Redis.from_url(
+            settings["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+        )
+        return cls(
+            redis=redis,
+            calls=CallLog(redis, settings["CALL_LOG_TTL_S"]),
+            config=ConfigHolder(settings["HOTLINE_CONFIG"], settings["CONFIG_RELOAD_INTERVAL_S"]),
+            store=TicketStore(settings["DATABASE_URL"]),
+            tickets_queue=Queue(TICKETS_QUEUE, connection=redis),
+            clock=settings["CLOCK"] or utc_now,
+        )
+
+    def close(self) -> None:
+        """Release connections (tests and CLI commands that build many apps)."""
+        self.store.dispose()
+        self.redis.close()
+
+    def request_ticket_sync(self, call_sid: str) -> None:
+        from callbacks.tickets import enqueue_sync
+
+        enqueue_sync(self.tickets_queue, call_sid)
+
+
+def services() -> Services:
+    return current_app.extensions["hotline"]

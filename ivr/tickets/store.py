@@ -1,0 +1,147 @@
+"""The ticket store (SQLAlchemy 2): fold a call's events in, and answer the ops API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ivr.tickets.models import Ticket, TicketEvent
+from ivr.tickets.summary import summarize
+
+log = logging.getLogger(__name__)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI objects
+    cursor = dbapi_connection.cursor()
+    # WAL lets the API read while a worker writes; busy_timeout waits instead of failing at once.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class TicketStore:
+    def __init__(self, url: str):
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(self.url, pool_pre_ping=True)
+            if self._engine.dialect.name == "sqlite":
+                event.listen(self._engine, "connect", _sqlite_pragmas)
+            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    def session(self) -> Session:
+        self.engine  # noqa: B018 - builds the sessionmaker on first use
+        assert self._sessions is not None
+        return self._sessions()
+
+    def sync(
+        self,
+        call_sid: str,
+        events: list[dict],
+        reference: int | None,
+        new_reference: Callable[[], int],
+        now: datetime,
+    ) -> Ticket:
+        """Merge events into the call's ticket and rebuild its summary. Idempotent; a concurrent
+        sync of the same call fails on the unique constraints and is retried by RQ."""
+        with self.session() as session, session.begin():
+            known = set(session.scalars(select(TicketEvent.event_id).where(TicketEvent.call_sid == call_sid)))
+            for e in events:
+                if e["id"] in known:
+                    continue
+                known.add(e["id"])
+                data = {k: v for k, v in e.items() if k not in ("id", "at", "kind")}
+                session.add(
+                    TicketEvent(
+                        call_sid=call_sid,
+                        event_id=e["id"][:80],
+                        at=datetime.fromisoformat(e["at"]),
+                        kind=e["kind"],
+                        data=data,
+                    )
+                )
+            session.flush()
+            stored = session.scalars(
+                select(TicketEvent).where(TicketEvent.call_sid == call_sid).order_by(TicketEvent.pk)
+            ).all()
+            fields = summarize([_as_event(row) for row in stored])
+            ticket = session.scalar(select(Ticket).where(Ticket.call_sid == call_sid))
+            if ticket is None:
+                ticket_id = reference
+                if ticket_id is None or session.get(Ticket, ticket_id) is not None:
+                    # Redis lost the sequence (or never gave one): take a fresh, unused number.
+                    log.warning("call %s: reference %s unavailable, allocating another", call_sid, ticket_id)
+                    ticket_id = new_reference()
+                ticket = Ticket(id=ticket_id, call_sid=call_sid)
+                session.add(ticket)
+            for key, value in fields.items():
+                setattr(ticket, key, value)
+            ticket.updated_at = now
+        return ticket
+
+    def max_reference(self) -> int:
+        with self.session() as session:
+            return session.scalar(select(func.max(Ticket.id))) or 0
+
+    def get(self, ticket_id: int) -> Ticket | None:
+        with self.session() as session:
+            return session.get(Ticket, ticket_id)
+
+    def find(
+        self, call_sid: str | None = None, caller: str | None = None, since: datetime | None = None, limit: int = 50
+    ) -> list[Ticket]:
+        query = select(Ticket).order_by(Ticket.started_at.desc(), Ticket.id.desc()).limit(limit)
+        if call_sid:
+            query = query.where(Ticket.call_sid == call_sid)
+        if caller:
+            query = query.where(Ticket.caller == caller)
+        if since:
+            query = query.where(Ticket.started_at >= since)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
+
+def _as_event(row: TicketEvent) -> dict:
+    at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)  # SQLite drops the zone
+    return {**row.data, "id": row.event_id, "at": at.isoformat(), "kind": row.kind}
+
+
+def ticket_json(ticket: Ticket) -> dict:
+    def iso(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+    return {
+        "id": ticket.id,
+        "call_sid": ticket.call_sid,
+        "caller": ticket.caller,
+        "called": ticket.called,
+        "language": ticket.language,
+        "started_at": iso(ticket.started_at),
+        "ended_at": iso(ticket.ended_at),
+        "duration_s": ticket.duration_s,
+        "branch": ticket.branch,
+        "outcome": ticket.outcome,
+        "status": ticket.status,
+        "path": ticket.path,
+        "recordings": ticket.recordings,
+        "updated_at": iso(ticket.updated_at),
+    }

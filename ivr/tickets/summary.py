@@ -1,0 +1,95 @@
+"""Fold a call's events into the ticket's fields. Pure: same events, same ticket, any order."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ivr.menus.flow import TERMINAL_STATUSES
+
+OUTCOMES = (
+    "in_progress",
+    "self_service",
+    "transferred",
+    "abandoned",
+    "message_left",
+    "after_hours",
+    "gave_up",
+    "hung_up_in_menu",
+    "error",
+    "missed",
+)
+
+
+def _at(event: dict) -> datetime:
+    return datetime.fromisoformat(event["at"])
+
+
+def summarize(events: list[dict]) -> dict:
+    """Ticket fields from events (each: id, at, kind, ...). Events are sorted by time first, so
+    out-of-order delivery (a status callback overtaking a Record action) changes nothing."""
+    events = sorted(events, key=lambda e: (_at(e), e.get("seq") or 0))
+    by_kind: dict[str, list[dict]] = {}
+    for event in events:
+        by_kind.setdefault(event["kind"], []).append(event)
+    start = (by_kind.get("call") or [None])[0]
+    final = next((e for e in reversed(by_kind.get("status", [])) if e["status"] in TERMINAL_STATUSES), None)
+    started_at = _at(start) if start else (_at(events[0]) if events else None)
+    ended_at = _at(final) if final else None
+    duration = final.get("duration_s") if final else None
+    if duration is None and started_at and ended_at:
+        duration = max(0, round((ended_at - started_at).total_seconds()))
+    languages = [e["lang"] for e in events if e["kind"] in ("language", "visit")]
+    branches = [e["branch"] for e in by_kind.get("visit", []) if e.get("branch")]
+    return {
+        "caller": start.get("caller", "") if start else "",
+        "called": start.get("called", "") if start else "",
+        "language": languages[-1] if languages else None,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "duration_s": duration,
+        "status": final["status"] if final else (by_kind.get("status") or [{}])[-1].get("status"),
+        "branch": branches[-1] if branches else "other",
+        "outcome": _outcome(by_kind, final),
+        "path": _path(events),
+        "recordings": [
+            {k: e.get(k) for k in ("url", "duration_s", "sid", "node", "at")} for e in by_kind.get("recording", [])
+        ],
+    }
+
+
+def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
+    if final is None:
+        return "in_progress"
+    if by_kind.get("recording"):
+        return "message_left"
+    results = [e["result"] for e in by_kind.get("queue_result", [])]
+    if "bridged" in results:
+        return "transferred"
+    if "hangup" in results:
+        return "abandoned"
+    if by_kind.get("enqueued"):
+        return "transferred"
+    if by_kind.get("after_hours"):
+        return "after_hours"
+    if by_kind.get("gave_up"):
+        return "gave_up"
+    if by_kind.get("info") or by_kind.get("goodbye"):
+        return "self_service"
+    if by_kind.get("error"):
+        return "error"
+    if final["status"] != "completed" and not by_kind.get("visit"):
+        return "missed"
+    return "hung_up_in_menu"
+
+
+def _path(events: list[dict]) -> list[dict]:
+    """One entry per node visited, with the inputs given there and what they did."""
+    path: list[dict] = []
+    for event in events:
+        if event["kind"] == "visit":
+            path.append({"node": event["node"], "at": event["at"], "inputs": []})
+        elif event["kind"] == "input":
+            if not path or path[-1]["node"] != event["node"]:
+                path.append({"node": event["node"], "at": event["at"], "inputs": []})
+            path[-1]["inputs"].append({k: event.get(k) for k in ("at", "input", "result")})
+    return path

@@ -1,0 +1,79 @@
+"""The ops API: bearer token, ticket queries, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import OPS_TOKEN
+from tests.twiml import call_form, signed_post
+
+API = {"Authorization": f"Bearer {OPS_TOKEN}"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": OPS_TOKEN}])
+def test_no_or_wrong_token_is_401(client, headers):
+    response = client.get("/api/tickets", headers=headers)
+    assert response.status_code == 401
+    assert "Bearer" in response.get_json()["error"]
+
+
+def test_api_is_closed_when_no_token_is_configured(make_app):
+    client = make_app(OPS_API_TOKEN=None).test_client()
+    assert client.get("/api/tickets", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+def test_query_by_call_sid_caller_and_since(app, walker, run_jobs, clock):
+    first = walker(caller="+819011112222").dial(["3", "hangup"])
+    clock.advance(3600)
+    second = walker(caller="+819033334444").dial(["1", "hangup"])
+    run_jobs()
+    client = app.test_client()
+
+    def ids(query: str) -> list[str]:
+        response = client.get(f"/api/tickets{query}", headers=API)
+        assert response.status_code == 200
+        return [t["call_sid"] for t in response.get_json()["tickets"]]
+
+    assert ids("") == [second.call_sid, first.call_sid]
+    assert ids(f"?call_sid={first.call_sid}") == [first.call_sid]
+    assert ids("?caller=%2B819033334444") == [second.call_sid]
+    assert ids("?caller=090-3333-4444") == [second.call_sid]  # national format, hotline's country
+    since = clock.now.isoformat().replace("+00:00", "Z")
+    assert ids(f"?since={since}") == [second.call_sid]
+    ticket = client.get(f"/api/tickets?call_sid={second.call_sid}", headers=API).get_json()["tickets"][0]
+    by_id = client.get(f"/api/tickets/{ticket['id']}", headers=API)
+    assert by_id.status_code == 200 and by_id.get_json() == ticket
+    assert ticket["language"] == "ja"
+
+
+@pytest.mark.parametrize("query", ["?since=yesterday", "?limit=0", "?limit=abc", "?limit=100000"])
+def test_bad_query_is_400_with_a_reason(client, query):
+    response = client.get(f"/api/tickets{query}", headers=API)
+    assert response.status_code == 400
+    assert response.get_json()["error"]
+
+
+def test_unknown_ticket_is_404(client):
+    response = client.get("/api/tickets/999999", headers=API)
+    assert response.status_code == 404 and "999999" in response.get_json()["error"]
+
+
+def test_database_down_is_503_not_500(make_app):
+    app = make_app(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
+    response = app.test_client().get("/api/tickets", headers=API)
+    assert response.status_code == 503
+    assert "unavailable" in response.get_json()["error"]
+
+
+def test_healthz_needs_no_token_and_reports_dependencies(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok" and body["redis"] == "ok" and body["database"] == "ok"
+
+
+def test_status_callback_answers_204(client):
+    response = signed_post(
+        client, "/voice/status", call_form(CallStatus="completed", CallDuration="12", SequenceNumber="3")
+    )
+    assert response.status_code == 204

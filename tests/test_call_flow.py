@@ -1,0 +1,230 @@
+"""Callers walk the shipped menus in each language, as Twilio would run the TwiML."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import yaml
+
+from ivr.menus.loader import load_config
+from tests.conftest import CLOSED_TIME, SHIPPED_CONFIG
+from tests.twiml import call_form, parse, says, signed_post, verbs
+
+CONFIG = load_config(SHIPPED_CONFIG)
+LANGS = {"ja": ("1", "ja-JP"), "zh": ("2", "cmn-CN"), "en": ("3", "en-US")}
+# Main-menu key, then a key in that branch, and the node the caller should reach.
+BRANCHES = {
+    "account": ("1", "2", "account_login"),
+    "payment": ("2", "1", "payment_failed"),
+    "refund": ("3", "1", "refund_how"),
+    "complaint": ("4", "3", "agent_complaint"),
+}
+
+
+def prompt(name: str, lang: str) -> str:
+    return getattr(CONFIG.prompts, name)[lang]
+
+
+def message(node: str, lang: str) -> str:
+    node_config = CONFIG.menu.nodes[node]
+    for field in ("message", "prompt"):
+        if hasattr(node_config, field):
+            return getattr(node_config, field)[lang]
+    raise KeyError(node)
+
+
+def test_incoming_greets_and_offers_each_language_in_its_own_voice(client):
+    root = parse(signed_post(client, "/voice/incoming", call_form()))
+    assert verbs(root) == ["Gather", "Redirect"]
+    gather = root.find("Gather")
+    assert gather.get("numDigits") == "1"
+    assert gather.get("action") == "/voice/language?attempt=1"
+    spoken = [(s.get("language"), s.get("voice"), s.text) for s in says(gather)]
+    assert spoken[0] == ("ja-JP", "Polly.Mizuki", CONFIG.prompts.greeting["ja"])
+    assert [lang for lang, _, _ in spoken[1:]] == ["ja-JP", "cmn-CN", "en-US"]
+    assert root.find("Redirect").text == "/voice/language/silence?attempt=1"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_every_language_reaches_every_branch(walker, ticket_for, lang, branch):
+    lang_key, say_code = LANGS[lang]
+    main_key, branch_key, target = BRANCHES[branch]
+    result = walker().dial([lang_key, main_key, branch_key, "hangup"])
+    assert not result.problems
+    after_language = result.said[4:]
+    assert after_language, "nothing said after the language choice"
+    assert {u.language for u in after_language} == {say_code}
+    assert message(target, lang) in result.text()
+    ticket = ticket_for(result.call_sid)
+    assert ticket["language"] == lang
+    assert ticket["branch"] == branch
+    assert [step["node"] for step in ticket["path"]] == ["language", "main", branch, target]
+    assert ticket["path"][1]["inputs"] == [
+        {"at": ticket["path"][1]["inputs"][0]["at"], "input": main_key, "result": "choice"}
+    ]
+
+
+def test_menus_accept_speech_with_hints_in_the_callers_language(client, walker, ticket_for):
+    root = parse(signed_post(client, "/voice/ja/node/main", call_form()))
+    gather = root.find("Gather")
+    assert gather.get("input") == "dtmf speech"
+    assert gather.get("language") == "ja-JP"
+    hints = gather.get("hints").split(", ")
+    assert set(o.label["ja"] for o in CONFIG.menu.nodes["main"].options) <= set(hints)
+    result = walker().dial(["2", "say:我想问一下退款的事情", "1", "hangup"])
+    assert message("refund_how", "zh") in result.text()
+    assert ticket_for(result.call_sid)["path"][1]["inputs"][0]["input"] == "speech"
+
+
+def test_invalid_key_says_not_an_option_and_repeats_the_menu(walker):
+    result = walker().dial(["3", "7", "hangup"])
+    text = result.text()
+    assert prompt("invalid_option", "en") in text
+    assert text.count(message("main", "en")) == 2
+
+
+def test_absurd_digits_are_an_invalid_option_not_an_error(client):
+    form = call_form(Digits="9" * 300 + "#*")
+    root = parse(signed_post(client, "/voice/en/node/main/choice?attempt=1", form))
+    gather = root.find("Gather")
+    assert gather.get("action") == "/voice/en/node/main/choice?attempt=2"
+    assert says(gather)[0].text == prompt("invalid_option", "en")
+
+
+def test_no_input_repeats_the_menu_then_hands_to_an_agent(walker, ticket_for):
+    result = walker().dial(["3", None, None, None, "queue:hangup"])
+    text = result.text()
+    assert text.count(prompt("no_input", "en")) == 2
+    assert prompt("too_many_attempts", "en") in text
+    assert message("agent", "en") in text  # connecting to an agent
+    assert not result.problems
+    ticket = ticket_for(result.call_sid)
+    assert [i["result"] for i in ticket["path"][1]["inputs"]] == ["no_input"] * 3
+    assert ticket["outcome"] == "abandoned"
+
+
+def test_no_input_when_closed_ends_with_the_opening_time_and_goodbye(walker, clock):
+    clock.now = CLOSED_TIME
+    result = walker().dial(["3", None, None, None])
+    text = result.text()
+    assert prompt("too_many_attempts", "en") in text
+    assert "Monday" in text and "9:00" in text
+    assert result.said[-1].text == prompt("goodbye", "en")
+    assert result.ended == "hangup" and not result.problems
+
+
+def test_actionOnEmptyResult_reading_of_no_input_is_handled_too(client):
+    root = parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form()))
+    assert says(root.find("Gather"))[0].text == prompt("no_input", "en")
+
+
+def test_repeat_key_repeats_and_back_key_goes_to_the_parent_menu(walker):
+    result = walker().dial(["3", "2", "9", "*", "hangup"])
+    text = result.text()
+    assert text.count(message("payment", "en")) == 2
+    assert text.count(message("main", "en")) == 2
+    assert prompt("invalid_option", "en") not in text
+
+
+def test_info_answer_offers_back_agent_repeat_then_says_goodbye(walker, ticket_for):
+    result = walker().dial(["3", "2", "2", None])
+    assert message("payment_charged_twice", "en") in result.text()
+    assert prompt("info_followup", "en") in result.text()
+    assert result.said[-1].text == prompt("goodbye", "en")
+    assert result.ended == "hangup" and not result.problems
+    assert ticket_for(result.call_sid)["outcome"] == "self_service"
+
+
+def test_agent_key_in_a_branch_reaches_that_branchs_queue(client):
+    root = parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(Digits="0")))
+    assert verbs(root) == ["Say", "Enqueue"]
+    enqueue = root.find("Enqueue")
+    assert enqueue.text == "payment"
+    assert enqueue.get("waitUrl") == "/voice/en/hold/payment"
+    assert enqueue.get("action") == "/voice/en/node/agent_payment/queued"
+
+
+def test_locked_account_explains_then_transfers(walker, ticket_for):
+    result = walker().dial(["1", "1", "3", "queue:bridged"])
+    assert message("account_locked", "ja") in result.text()
+    assert message("agent_account", "ja") in result.text()
+    ticket = ticket_for(result.call_sid)
+    assert ticket["outcome"] == "transferred" and ticket["branch"] == "account"
+
+
+def test_hold_music_loop_is_a_valid_wait_document(client):
+    root = parse(signed_post(client, "/voice/zh/hold/refund", call_form(CallStatus="ringing")))
+    assert verbs(root)[0] == "Say"
+    assert root.find("Say").get("language") == "cmn-CN"
+    assert set(verbs(root)) <= {"Say", "Play", "Pause"}
+
+
+def test_queue_full_offers_a_message(client):
+    form = call_form(QueueResult="queue-full")
+    root = parse(signed_post(client, "/voice/en/node/agent/queued", form))
+    gather = root.find("Gather")
+    assert says(gather)[0].text == prompt("queue_full", "en")
+    assert verbs(root) == ["Gather", "Say", "Hangup"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/voice/en/node/no_such_node", "/voice/en/node/no_such_node/choice?attempt=2", "/voice/en/node/gone/silence"],
+)
+def test_unknown_node_or_language_recovers_to_the_main_menu(client, path):
+    root = parse(signed_post(client, path, call_form(Digits="1")))
+    gather = root.find("Gather")
+    assert gather.get("action").endswith("/node/main/choice?attempt=1")
+    assert says(gather)[0].text in CONFIG.prompts.recover.values()
+
+
+def test_unknown_language_falls_back_to_the_default_language(client):
+    root = parse(signed_post(client, "/voice/xx/node/main/silence?attempt=1", call_form()))
+    gather = root.find("Gather")
+    assert gather.get("action") == "/voice/ja/node/main/choice?attempt=2"
+    assert [s.text for s in says(gather)] == [prompt("no_input", "ja"), message("main", "ja")]
+
+
+def test_node_removed_while_a_caller_is_on_it_recovers(make_app, tmp_path, walker):
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    app = make_app(HOTLINE_CONFIG=str(path))
+    client = app.test_client()
+    parse(signed_post(client, "/voice/en/node/refund", call_form()))
+    # Ops publish a config without the refund status answer while the caller is in the menu.
+    data["menu"]["nodes"]["refund"]["options"] = [
+        o for o in data["menu"]["nodes"]["refund"]["options"] if o["key"] != "2"
+    ]
+    del data["menu"]["nodes"]["refund_status"]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert app.extensions["hotline"].config.reload_if_changed()
+    root = parse(signed_post(client, "/voice/en/node/refund_status", call_form()))
+    assert "/node/main/choice" in root.find("Gather").get("action")
+    root = parse(signed_post(client, "/voice/en/node/refund/choice?attempt=1", call_form(Digits="2")))
+    assert says(root.find("Gather"))[0].text == prompt("invalid_option", "en")
+
+
+def test_a_broken_config_change_is_refused_and_the_old_one_stays_live(make_app, tmp_path):
+    path = tmp_path / "hotline.yaml"
+    path.write_text(SHIPPED_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    app = make_app(HOTLINE_CONFIG=str(path))
+    path.write_text(path.read_text(encoding="utf-8").replace("goto: refund_how", "goto: nowhere"), encoding="utf-8")
+    holder = app.extensions["hotline"].config
+    assert holder.reload_if_changed() is False
+    assert "refund_how" in holder.current().config.menu.nodes
+    parse(signed_post(app.test_client(), "/voice/en/node/refund", call_form()))
+
+
+def test_random_callers_never_hit_dead_air_or_an_error(walker, clock):
+    """Fuzz: random keys, silences and speech through the whole tree, open and closed."""
+    rng = random.Random(20261122)
+    alphabet = ["1", "2", "3", "4", "5", "0", "9", "*", "#", None, None, "say:refund", "77", "rec:5", "rec:0"]
+    for n in range(60):
+        clock.now = CLOSED_TIME if n % 3 == 0 else clock.now
+        inputs = [rng.choice(alphabet) for _ in range(rng.randint(1, 12))]
+        result = walker().dial(inputs)
+        assert not result.problems, (inputs, result.problems)
+        assert result.ended in {"hangup", "caller_hung_up", "bridged"}, (inputs, result.ended)

@@ -1,0 +1,191 @@
+"""A broken config is refused with the file, the line, the YAML path and the reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ivr.menus.loader import ConfigError, load_config, parse_config
+from ivr.settings import SettingsError
+from tests.conftest import ROOT, SHIPPED_CONFIG
+
+SHIPPED = SHIPPED_CONFIG.read_text(encoding="utf-8")
+
+
+def broken(edit) -> list[str]:
+    data = yaml.safe_load(SHIPPED)
+    edit(data)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "hotline.yaml")
+    return caught.value.problems
+
+
+def only(problems: list[str]) -> str:
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_the_shipped_config_is_valid_and_complete():
+    config = load_config(SHIPPED_CONFIG)
+    assert set(config.languages) == {"ja", "zh", "en"}
+    assert {lang.say_language for lang in config.languages.values()} == {"ja-JP", "cmn-CN", "en-US"}
+    main_targets = {o.goto for o in config.menu.nodes["main"].options}
+    assert {"account", "payment", "refund", "complaint", "agent"} <= main_targets
+    assert config.hours.timezone == "Asia/Tokyo"
+
+
+def test_unknown_node_reference_names_file_line_and_path():
+    def edit(d):
+        d["menu"]["nodes"]["payment"]["options"][1]["goto"] = "charged_twice_typo"
+
+    problems = broken(edit)
+    assert any(
+        p.startswith("hotline.yaml:") and "menu.nodes.payment.options[1].goto: unknown node 'charged_twice_typo'" in p
+        for p in problems
+    ), problems
+
+
+def test_line_numbers_point_at_the_offending_line():
+    text = SHIPPED.replace("max_attempts: 3", "max_attempts: 0")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "hotline.yaml")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "max_attempts: 0" in row)
+    assert only(caught.value.problems).startswith(f"hotline.yaml:{line}: input.max_attempts: ")
+
+
+def test_duplicate_option_keys():
+    def edit(d):
+        d["menu"]["nodes"]["refund"]["options"][2]["key"] = "1"
+
+    assert "menu.nodes.refund.options[2].key: duplicate key '1' (also options[0])" in only(broken(edit))
+
+
+def test_option_key_clashing_with_a_global_key():
+    def edit(d):
+        d["menu"]["nodes"]["refund"]["options"][2]["key"] = "*"
+
+    assert "is the back key in every menu" in only(broken(edit))
+
+
+def test_duplicate_yaml_keys_are_not_silently_overwritten():
+    text = SHIPPED.replace("  timeout_s: 6\n", "  timeout_s: 6\n  timeout_s: 8\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "hotline.yaml")
+    assert "duplicate key 'timeout_s'" in only(caught.value.problems)
+
+
+def test_unreachable_node():
+    def edit(d):
+        d["menu"]["nodes"]["orphan"] = {"type": "hangup", "message": {"ja": "さようなら", "zh": "再见", "en": "Bye"}}
+
+    assert "menu.nodes.orphan: unreachable" in only(broken(edit))
+
+
+def test_cycle_without_exit():
+    def edit(d):
+        nodes = d["menu"]["nodes"]
+        nodes["loop_a"] = {
+            "type": "menu",
+            "prompt": {"ja": "a", "zh": "a", "en": "a"},
+            "options": [{"key": "1", "goto": "loop_b", "label": {"ja": "b", "zh": "b", "en": "b"}}],
+        }
+        nodes["loop_b"] = {
+            "type": "menu",
+            "prompt": {"ja": "b", "zh": "b", "en": "b"},
+            "options": [{"key": "1", "goto": "loop_a", "label": {"ja": "a", "zh": "a", "en": "a"}}],
+        }
+        nodes["main"]["options"].append({"key": "5", "goto": "loop_a", "label": {"ja": "x", "zh": "x", "en": "x"}})
+
+    problems = broken(edit)
+    assert any("menu.nodes.loop_a: cycle without exit" in p for p in problems), problems
+    assert any("menu.nodes.loop_b: cycle without exit" in p for p in problems), problems
+
+
+def test_next_chain_that_loops_forever():
+    def edit(d):
+        d["menu"]["nodes"]["account_register"]["next"] = "account_login"
+        d["menu"]["nodes"]["account_login"]["next"] = "account_register"
+
+    assert any("'next' loops forever" in p for p in broken(edit))
+
+
+def test_missing_translation():
+    def edit(d):
+        del d["menu"]["nodes"]["refund_status"]["message"]["zh"]
+
+    assert "menu.nodes.refund_status.message: missing translation for zh" in only(broken(edit))
+
+
+def test_zh_CN_is_refused_with_the_code_twilio_uses():
+    def edit(d):
+        d["languages"]["zh"]["say_language"] = "zh-CN"
+
+    problems = broken(edit)
+    assert any(
+        "languages.zh.say_language: unknown <Say> language code 'zh-CN'; Twilio uses 'cmn-CN'" in p for p in problems
+    )
+
+
+def test_voice_that_does_not_speak_the_language():
+    def edit(d):
+        d["languages"]["ja"]["voice"] = "Polly.Joanna"
+
+    assert "does not speak ja-JP" in only(broken(edit))
+
+
+@pytest.mark.parametrize("hours", ["25:00-26:00", "9-18", "18:00-09:00"])
+def test_invalid_times(hours):
+    def edit(d):
+        d["hours"]["weekly"]["mon"] = [hours]
+
+    assert "hours.weekly.mon" in only(broken(edit))
+
+
+def test_unknown_time_zone():
+    def edit(d):
+        d["hours"]["timezone"] = "Asia/Tokio"
+
+    assert "hours.timezone: unknown time zone 'Asia/Tokio'" in only(broken(edit))
+
+
+def test_typo_in_a_setting_name():
+    def edit(d):
+        d["input"]["timout_s"] = 5
+
+    assert "input.timout_s: unknown setting (typo?)" in only(broken(edit))
+
+
+def test_unknown_node_type():
+    def edit(d):
+        d["menu"]["nodes"]["refund_how"]["type"] = "infos"
+
+    assert "menu.nodes.refund_how" in only(broken(edit))
+
+
+def test_the_app_refuses_to_start_on_an_invalid_config(make_app, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(SHIPPED.replace("goto: refund_how", "goto: nowhere"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        make_app(HOTLINE_CONFIG=str(path))
+    assert str(path) in str(caught.value)
+
+
+def test_the_app_refuses_to_start_without_an_auth_token(make_app):
+    with pytest.raises(SettingsError, match="TWILIO_AUTH_TOKEN"):
+        make_app(TWILIO_AUTH_TOKEN="")
+
+
+def test_check_command_exit_codes_and_output(tmp_path):
+    ok = subprocess.run(
+        [sys.executable, "-m", "ivr", "check", str(SHIPPED_CONFIG)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OK - 3 languages" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SHIPPED.replace("timezone: Asia/Tokyo", "timezone: Mars/Olympus"), encoding="utf-8")
+    failed = subprocess.run([sys.executable, "-m", "ivr", "check", str(bad)], capture_output=True, text=True, cwd=ROOT)
+    assert failed.returncode == 1
+    assert f"{bad}:" in failed.stderr and "unknown time zone 'Mars/Olympus'" in failed.stderr

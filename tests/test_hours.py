@@ -1,0 +1,104 @@
+"""Business hours: weekly schedule, Japanese public holidays, closed dates, special hours, and
+how the next opening is said in each language."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ivr.hours import Hours, describe_opening
+from ivr.menus.loader import load_config
+from tests.conftest import CLOSED_TIME, SHIPPED_CONFIG
+from tests.twiml import call_form, parse, says, signed_post, verbs
+
+CONFIG = load_config(SHIPPED_CONFIG)
+HOURS = Hours(CONFIG.hours)
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+def tokyo(*args) -> datetime:
+    return datetime(*args, tzinfo=TOKYO)
+
+
+@pytest.mark.parametrize(
+    ("when", "is_open"),
+    [
+        (tokyo(2026, 11, 24, 8, 59), False),  # Tuesday before 9:00
+        (tokyo(2026, 11, 24, 9, 0), True),
+        (tokyo(2026, 11, 24, 19, 59), True),
+        (tokyo(2026, 11, 24, 20, 0), False),
+        (tokyo(2026, 11, 23, 12, 0), False),  # Labour Thanksgiving Day (public holiday, Monday)
+        (tokyo(2026, 11, 28, 10, 0), True),  # Saturday 10-18
+        (tokyo(2026, 11, 29, 12, 0), False),  # Sunday
+        (tokyo(2026, 12, 30, 12, 0), True),  # special hours 10-15
+        (tokyo(2026, 12, 30, 16, 0), False),
+        (tokyo(2026, 12, 31, 12, 0), False),  # closed date
+    ],
+)
+def test_is_open(when, is_open):
+    assert HOURS.is_open(when.astimezone(UTC)) is is_open
+
+
+def test_next_opening_skips_sunday_and_the_holiday():
+    # Saturday 22:00 -> Sunday closed -> Monday 23 Nov 2026 is a holiday -> Tuesday 09:00.
+    assert HOURS.next_opening(tokyo(2026, 11, 21, 22, 0)) == tokyo(2026, 11, 24, 9, 0)
+
+
+def test_next_opening_over_new_year():
+    assert HOURS.next_opening(tokyo(2026, 12, 30, 16, 0)) == tokyo(2027, 1, 4, 9, 0)
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected"),
+    [("en", "Monday, 11/30, at 9:00"), ("ja", "11月30日、月曜日の9:00"), ("zh", "11月30日星期一9:00")],
+)
+def test_opening_is_said_in_the_callers_language_naming_the_day(lang, expected):
+    opening = HOURS.next_opening(CLOSED_TIME)
+    assert describe_opening(opening, CLOSED_TIME, CONFIG.languages[lang]) == expected
+
+
+def test_today_and_tomorrow():
+    early = tokyo(2026, 11, 24, 7, 0)
+    assert describe_opening(HOURS.next_opening(early), early, CONFIG.languages["en"]).startswith("today")
+    late = tokyo(2026, 11, 24, 21, 0)
+    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]).startswith("11月25日、明日")
+
+
+def test_after_hours_transfer_says_when_the_line_opens_and_offers_a_message(client, clock):
+    clock.now = CLOSED_TIME
+    root = parse(signed_post(client, "/voice/zh/node/refund/choice?attempt=1", call_form(Digits="3")))
+    assert verbs(root) == ["Gather", "Say", "Hangup"]
+    spoken = [s.text for s in says(root.find("Gather"))]
+    assert "星期一" in spoken[0] and "9:00" in spoken[0]
+    assert spoken[-1] == CONFIG.prompts.closed_offer_message["zh"]
+    assert all(s.get("language") == "cmn-CN" for s in says(root))
+
+
+def test_after_hours_caller_leaves_a_message_that_lands_on_the_ticket(walker, ticket_for, clock):
+    clock.now = CLOSED_TIME
+    result = walker().dial(["1", "0", "1", "rec:14"])
+    text = result.text()
+    assert "月曜日" in text
+    ticket = ticket_for(result.call_sid)
+    assert ticket["outcome"] == "message_left"
+    assert ticket["recordings"][0]["duration_s"] == 14
+    assert ticket["recordings"][0]["node"] == "leave_message"
+    spoken_reference = " ".join(str(ticket["id"]))
+    assert spoken_reference in result.said[-2].text
+    assert result.said[-1].text == CONFIG.prompts.goodbye["ja"]
+
+
+def test_after_hours_caller_who_hangs_up_is_an_after_hours_ticket(walker, ticket_for, clock):
+    clock.now = CLOSED_TIME
+    result = walker().dial(["3", "0", None])
+    assert result.said[-1].text == CONFIG.prompts.goodbye["en"] and not result.problems
+    assert ticket_for(result.call_sid)["outcome"] == "after_hours"
+
+
+def test_self_service_works_around_the_clock(walker, ticket_for, clock):
+    clock.now = CLOSED_TIME
+    result = walker().dial(["3", "3", "2", "hangup"])
+    assert CONFIG.menu.nodes["refund_status"].message["en"] in result.text()
+    assert ticket_for(result.call_sid)["outcome"] == "self_service"

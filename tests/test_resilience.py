@@ -1,0 +1,56 @@
+"""Redis down, the fallback URL, and logs that never show phone numbers or entered digits."""
+
+from __future__ import annotations
+
+import logging
+
+from ivr.localredis import free_port
+from ivr.menus.loader import load_config
+from tests.conftest import SHIPPED_CONFIG
+from tests.twiml import call_form, parse, says, signed_post, verbs
+
+CONFIG = load_config(SHIPPED_CONFIG)
+
+
+def test_callers_are_served_with_redis_down(make_app, caplog):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    client = app.test_client()
+    root = parse(signed_post(client, "/voice/incoming", call_form()))
+    assert verbs(root) == ["Gather", "Redirect"]
+    root = parse(signed_post(client, "/voice/en/node/main/choice?attempt=1", call_form(Digits="2")))
+    assert says(root.find("Gather"))[0].text == CONFIG.menu.nodes["payment"].prompt["en"]
+    assert signed_post(client, "/voice/status", call_form(CallStatus="completed")).status_code == 204
+    assert client.get("/healthz").status_code == 503
+    assert "Redis unavailable" in caplog.text
+
+
+def test_fallback_is_static_and_works_without_redis_or_database(make_app):
+    app = make_app(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1",
+    )
+    form = call_form(ErrorCode="11200", ErrorUrl="https://hotline.example.com/voice/incoming")
+    root = parse(signed_post(app.test_client(), "/voice/fallback", form))
+    assert verbs(root) == ["Say", "Say", "Say", "Hangup"]
+    assert [s.get("language") for s in says(root)] == ["ja-JP", "cmn-CN", "en-US"]
+
+
+def test_fallback_dials_the_backup_number_when_configured(make_app, tmp_path):
+    text = SHIPPED_CONFIG.read_text(encoding="utf-8").replace("dial: null", 'dial: "+81355550100"')
+    path = tmp_path / "hotline.yaml"
+    path.write_text(text, encoding="utf-8")
+    root = parse(signed_post(make_app(HOTLINE_CONFIG=str(path)).test_client(), "/voice/fallback", call_form()))
+    assert verbs(root)[-1] == "Dial" and root.find("Dial").text == "+81355550100"
+
+
+def test_logs_never_contain_full_phone_numbers_or_digits(walker, run_jobs, caplog):
+    caplog.set_level(logging.DEBUG)
+    caller = "+819087654321"
+    result = walker(caller=caller).dial(["3", "4", "1", "rec:9"])
+    walker(caller=caller).dial(["3", "123456789", "hangup"])
+    run_jobs()
+    assert result.ended == "hangup"
+    logged = "\n".join(handler_text for handler_text in caplog.messages)
+    assert "87654321" not in logged and "9087654321" not in logged
+    assert "123456789" not in logged
+    assert "+81******4321" in logged  # masked, so calls can still be told apart

@@ -1,0 +1,176 @@
+"""One complete ticket per call, written through RQ, idempotent and order-tolerant, on SQLite
+and PostgreSQL; a database outage delays tickets, never calls."""
+
+from __future__ import annotations
+
+import pytest
+from rq import Queue, Worker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+
+from ivr.menus.loader import load_config
+from ivr.services import TICKETS_QUEUE
+from tests.conftest import OPS_TOKEN, SHIPPED_CONFIG
+from tests.twiml import call_form, parse, signed_post
+
+CONFIG = load_config(SHIPPED_CONFIG)
+API = {"Authorization": f"Bearer {OPS_TOKEN}"}
+
+
+@pytest.fixture
+def app(make_app, any_database_url):
+    return make_app(DATABASE_URL=any_database_url)
+
+
+def test_complaint_recording_is_read_back_and_on_the_ticket(walker, ticket_for, clock):
+    result = walker().dial(["3", "4", "1", "rec:31"])
+    ticket = ticket_for(result.call_sid)
+    assert str(ticket["id"]) == result.said[-2].text.split("reference ")[1].split(".")[0].replace(" ", "")
+    assert ticket["branch"] == "complaint"
+    assert ticket["outcome"] == "message_left"
+    assert ticket["recordings"] == [
+        {
+            "url": ticket["recordings"][0]["url"],
+            "duration_s": 31,
+            "sid": ticket["recordings"][0]["sid"],
+            "node": "complaint_merchant",
+            "at": ticket["recordings"][0]["at"],
+        }
+    ]
+    assert ticket["recordings"][0]["url"].startswith("https://api.twilio.com/")
+    for field in (
+        "id",
+        "call_sid",
+        "caller",
+        "called",
+        "language",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "path",
+        "branch",
+        "outcome",
+        "recordings",
+    ):
+        assert ticket[field] not in (None, ""), field
+    assert ticket["caller"] == "+819012345678" and ticket["called"] == "+815012345678"
+
+
+def test_completed_status_before_the_record_action_loses_nothing(walker, ticket_for):
+    result = walker(status_before_last_action=True).dial(["3", "4", "2", "hangup"])
+    ticket = ticket_for(result.call_sid)
+    assert ticket["status"] == "completed"
+    assert ticket["outcome"] == "message_left"
+    assert ticket["recordings"][0]["node"] == "complaint_service"
+    assert [step["node"] for step in ticket["path"]][-1] == "complaint_service"
+
+
+def test_silent_recording_either_way_twilio_reports_it(walker, ticket_for):
+    for mode in ("action", "fallthrough"):
+        result = walker(silent_record=mode).dial(["3", "4", "1", "rec:0", "hangup"])
+        assert CONFIG.prompts.recording_empty["en"] in result.text()
+        assert CONFIG.menu.nodes["complaint"].prompt["en"] in result.text()  # back to the menu
+        ticket = ticket_for(result.call_sid)
+        assert ticket["recordings"] == [] and ticket["outcome"] == "hung_up_in_menu"
+
+
+def test_retried_webhooks_and_repeated_jobs_make_one_ticket(app, walker, run_jobs, ticket_for):
+    result = walker().dial(["3", "2", "1", None])
+    client = app.test_client()
+    # Twilio retries the first webhook and the status callback (same form, same signature).
+    for url, form in [result.requests[0], result.requests[-1]]:
+        path = url.removeprefix("https://hotline.example.com")
+        response = signed_post(client, path, form)
+        assert response.status_code in (200, 204)
+    assert run_jobs() >= 2
+    first = ticket_for(result.call_sid)
+    hotline = app.extensions["hotline"]
+    hotline.request_ticket_sync(result.call_sid)
+    second = ticket_for(result.call_sid)
+    assert first["path"] == second["path"] and first["id"] == second["id"]
+    assert len(client.get("/api/tickets?limit=500", headers=API).get_json()["tickets"]) == 1
+    assert [s["node"] for s in first["path"]] == ["language", "main", "payment", "payment_failed"]
+
+
+def test_a_call_in_progress_has_an_in_progress_ticket_once_synced(app, walker, ticket_for):
+    result = walker().dial(["3", "hangup"])
+    hotline = app.extensions["hotline"]
+    hotline.redis.delete(f"call:{{{result.call_sid}}}:events")  # keep only the status: no harm
+    ticket = ticket_for(result.call_sid)
+    assert ticket["outcome"] in ("hung_up_in_menu", "in_progress")
+
+
+def test_hangup_in_the_menu(walker, ticket_for):
+    result = walker().dial(["2", "hangup"])
+    ticket = ticket_for(result.call_sid)
+    assert ticket["outcome"] == "hung_up_in_menu" and ticket["language"] == "zh" and ticket["branch"] == "other"
+
+
+def test_references_are_distinct_and_six_digits(walker, ticket_for):
+    ids = {ticket_for(walker().dial(["3", "hangup"]).call_sid)["id"] for _ in range(3)}
+    assert len(ids) == 3 and all(100000 <= i < 1000000 for i in ids)
+
+
+def test_a_forked_rq_worker_writes_the_ticket(app, walker):
+    result = walker().dial(["3", "1", "1", None])
+    with app.app_context():
+        hotline = app.extensions["hotline"]
+        queue = Queue(TICKETS_QUEUE, connection=hotline.redis)
+        assert queue.count == 1
+        Worker([queue], connection=hotline.redis).work(burst=True)  # forks a work horse per job
+        assert queue.count == 0 and not FailedJobRegistry(queue=queue).get_job_ids()
+        tickets = hotline.store.find(call_sid=result.call_sid)
+    assert tickets and tickets[0].outcome == "self_service"
+
+
+def test_database_down_delays_the_ticket_but_not_the_call(make_app, walker, any_database_url, redis_url, clock):
+    # No database behind this URL: every webhook must still answer, and the job must be retried.
+    down = make_app(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
+    from ivr.simulator import CallWalker
+    from tests.conftest import AUTH_TOKEN, BASE_URL, transport_for
+
+    result = CallWalker(transport_for(down), AUTH_TOKEN, base_url=BASE_URL).dial(["3", "4", "1", "rec:20"])
+    assert result.ended == "hangup" and not result.problems
+    with down.app_context():
+        hotline = down.extensions["hotline"]
+        from rq import SimpleWorker
+
+        SimpleWorker([TICKETS_QUEUE], connection=hotline.redis).work(burst=True)
+        queue = Queue(TICKETS_QUEUE, connection=hotline.redis)
+        scheduled = ScheduledJobRegistry(queue=queue).get_job_ids()
+        assert scheduled, "the failed ticket write must be scheduled for a retry"
+        assert not FailedJobRegistry(queue=queue).get_job_ids()
+    # The database is back: the retry writes the complete ticket.
+    up = make_app(DATABASE_URL=any_database_url)
+    with up.app_context():
+        hotline = up.extensions["hotline"]
+        queue = Queue(TICKETS_QUEUE, connection=hotline.redis)
+        for job_id in ScheduledJobRegistry(queue=queue).get_job_ids():
+            queue.enqueue_job(queue.fetch_job(job_id))  # what the scheduler does when the retry is due
+        from rq import SimpleWorker
+
+        SimpleWorker([TICKETS_QUEUE], connection=hotline.redis).work(burst=True)
+        ticket = hotline.store.find(call_sid=result.call_sid)[0]
+    assert ticket.outcome == "message_left" and ticket.recordings[0]["duration_s"] == 20
+
+
+def test_sensitive_input_is_redacted_on_the_ticket(make_app, tmp_path, ticket_for):
+    import yaml
+
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    data["menu"]["nodes"]["payment"]["sensitive"] = True
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    app = make_app(HOTLINE_CONFIG=str(path))
+    client = app.test_client()
+    sid = "CA" + "b" * 32
+    parse(signed_post(client, "/voice/incoming", call_form(sid)))
+    parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid, Digits="3")))
+    parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid, Digits="8")))
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="30"))
+    from rq import SimpleWorker
+
+    with app.app_context():
+        SimpleWorker([TICKETS_QUEUE], connection=app.extensions["hotline"].redis).work(burst=True)
+        ticket = app.extensions["hotline"].store.find(call_sid=sid)[0]
+    inputs = [i["input"] for step in ticket.path for i in step["inputs"]]
+    assert inputs == ["[redacted]", "[redacted]"]
