@@ -38,10 +38,16 @@ def local_environment():
             started.stop()
 
 
+def _interrupt(*_args: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(port: int) -> int:
     from ivr import create_app
     from ivr.tickets.migrate import upgrade
 
+    # Stop the same way on SIGTERM as on Ctrl-C: children first, then the private Redis.
+    signal.signal(signal.SIGTERM, _interrupt)
     with local_environment():
         app = create_app()  # refuses an invalid config before anything starts
         upgrade(app.config["DATABASE_URL"])

@@ -40,7 +40,9 @@ def _gather(
 ) -> Gather:
     """A one-key Gather; with speech when the config and the language (None: keys only) allow."""
     policy = config.input
-    speech = policy.speech and lang is not None and lang.speech_language is not None
+    # Speech only where there are options to name: an answer's follow-up is keys only.
+    hints = list(hints)
+    speech = policy.speech and bool(hints) and lang is not None and lang.speech_language is not None
     attrs = {
         "action": action,
         "method": "POST",
