@@ -3,9 +3,9 @@ and that every text a caller may hear exists in every configured language."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 
+from ivr.menus.graph import node_edges, reachable_in_order
 from ivr.menus.model import (
     HotlineConfig,
     InfoNode,
@@ -122,28 +122,11 @@ def _check_keys(config: HotlineConfig) -> Iterator[Finding]:
 
 
 def _edges(config: HotlineConfig) -> dict[str, list[str]]:
-    edges: dict[str, list[str]] = {}
-    for node_id, node in config.menu.nodes.items():
-        if isinstance(node, MenuNode):
-            edges[node_id] = [o.goto for o in node.options] + ([node.agent] if node.agent else [])
-        elif isinstance(node, InfoNode):
-            edges[node_id] = [node.next] if node.next else []
-        else:
-            edges[node_id] = []
-    return edges
+    return {node_id: node_edges(node) for node_id, node in config.menu.nodes.items()}
 
 
 def _check_reachability(config: HotlineConfig) -> Iterator[Finding]:
-    edges = _edges(config)
-    starts = [config.menu.root, config.input.agent_node, config.after_hours.message_node]
-    seen = set()
-    todo = deque(s for s in starts if s in edges)
-    while todo:
-        node_id = todo.popleft()
-        if node_id in seen:
-            continue
-        seen.add(node_id)
-        todo.extend(t for t in edges[node_id] if t in edges)
+    seen = set(reachable_in_order(config))
     for node_id in config.menu.nodes:
         if node_id not in seen:
             yield ("menu", "nodes", node_id), "unreachable: no menu option or 'next' leads here"

@@ -100,10 +100,17 @@ def info(
     config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], attempt: int
 ) -> VoiceResponse:
     """An answer (or just its follow-up), then back / agent / repeat; silence ends politely."""
+    return _offer_then_goodbye(config, urls, lang_id, node_id, [*texts, config.prompts.info_followup[lang_id]], attempt)
+
+
+def _offer_then_goodbye(
+    config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], attempt: int
+) -> VoiceResponse:
+    """Texts in a keys-only Gather; a caller who says nothing hears goodbye (never dead air)."""
     lang = config.languages[lang_id]
     vr = VoiceResponse()
     gather = _gather(vr, config, lang, urls.choice(lang_id, node_id, attempt))
-    for text in [*texts, config.prompts.info_followup[lang_id]]:
+    for text in texts:
         say(gather, text, lang)
     say(vr, config.prompts.goodbye[lang_id], lang)
     vr.hangup()
@@ -177,16 +184,10 @@ def closed(
     config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], attempt: int, offer_message: bool
 ) -> VoiceResponse:
     """The line is closed: when it opens, then (if configured) the offer to leave a message."""
-    lang = config.languages[lang_id]
     if not offer_message:
         return speak_and_hang_up(config, lang_id, texts)
-    vr = VoiceResponse()
-    gather = _gather(vr, config, lang, urls.choice(lang_id, node_id, attempt))
-    for text in [*texts, config.prompts.closed_offer_message[lang_id]]:
-        say(gather, text, lang)
-    say(vr, config.prompts.goodbye[lang_id], lang)
-    vr.hangup()
-    return vr
+    offer = [*texts, config.prompts.closed_offer_message[lang_id]]
+    return _offer_then_goodbye(config, urls, lang_id, node_id, offer, attempt)
 
 
 def hold(config: HotlineConfig, lang_id: str, queue: QueueConfig) -> VoiceResponse:

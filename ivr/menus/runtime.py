@@ -10,11 +10,11 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.hours import Hours
+from ivr.menus.graph import reachable_in_order
 from ivr.menus.loader import ConfigError, load_config
 from ivr.menus.model import HotlineConfig, InfoNode, Language, MenuNode, Node
 
@@ -37,7 +37,7 @@ class Plan:
         parents = _parents(config)
         branches: dict[str, str] = {}
         agents: dict[str, str] = {}
-        for node_id in _bfs_order(config):
+        for node_id in reachable_in_order(config):
             node, parent = config.menu.nodes[node_id], parents.get(node_id, "")
             if branch := node.branch or branches.get(parent):
                 branches[node_id] = branch
@@ -56,32 +56,9 @@ class Plan:
         return default, self.config.languages[default]
 
 
-def _edges(node: Node) -> list[str]:
-    if isinstance(node, MenuNode):
-        return [o.goto for o in node.options] + ([node.agent] if node.agent else [])
-    if isinstance(node, InfoNode) and node.next:
-        return [node.next]
-    return []
-
-
-def _bfs_order(config: HotlineConfig) -> list[str]:
-    nodes = config.menu.nodes
-    starts = [config.menu.root, config.input.agent_node, config.after_hours.message_node]
-    order, seen = [], set()
-    todo = deque(s for s in starts if s in nodes)
-    while todo:
-        node_id = todo.popleft()
-        if node_id in seen:
-            continue
-        seen.add(node_id)
-        order.append(node_id)
-        todo.extend(t for t in _edges(nodes[node_id]) if t in nodes)
-    return order
-
-
 def _parents(config: HotlineConfig) -> dict[str, str]:
     parents: dict[str, str] = {}
-    for node_id in _bfs_order(config):
+    for node_id in reachable_in_order(config):
         node = config.menu.nodes[node_id]
         if isinstance(node, MenuNode):
             for target in (o.goto for o in node.options):
