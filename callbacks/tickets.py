@@ -15,13 +15,21 @@ def enqueue_sync(queue: Queue, call_sid: str) -> None:
     queue.enqueue(sync_ticket, call_sid, retry=SYNC_RETRY, job_timeout=60, result_ttl=0)
 
 
+def seed_reference_floor() -> None:
+    """Keep Redis's reference sequence above every stored ticket id. Run where a process starts
+    next to the database (worker, migrations, local commands) and by every sync, so a Redis that
+    lost its data hands out fresh references, not ones callers already hold."""
+    hotline = services()
+    hotline.calls.raise_reference_floor(hotline.store.max_reference())
+
+
 def sync_ticket(call_sid: str) -> int:
     """Fold the call's events from Redis into its ticket; returns the ticket id."""
     hotline = services()
     calls = hotline.calls
 
     def fresh_reference() -> int:
-        calls.raise_reference_floor(hotline.store.max_reference())
+        seed_reference_floor()
         return calls.allocate_reference()
 
     ticket = hotline.store.sync(

@@ -46,7 +46,10 @@ def db_upgrade_command() -> None:
     """Bring the ticket database to the newest schema."""
     from ivr.tickets.migrate import upgrade
 
+    from callbacks.tickets import seed_reference_floor
+
     upgrade(current_app.config["DATABASE_URL"])
+    seed_reference_floor()
     click.echo("ticket database is up to date")
 
 
@@ -56,8 +59,10 @@ def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) for the hotline's queues."""
     from rq import Worker
 
+    from callbacks.tickets import seed_reference_floor
     from ivr.services import TICKETS_QUEUE, services
 
+    seed_reference_floor()
     hotline_services = services()
     worker = Worker([TICKETS_QUEUE], connection=hotline_services.redis)
     worker.work(burst=burst, with_scheduler=True)

@@ -51,6 +51,10 @@ def main(port: int) -> int:
     with local_environment():
         app = create_app()  # refuses an invalid config before anything starts
         upgrade(app.config["DATABASE_URL"])
+        with app.app_context():
+            from callbacks.tickets import seed_reference_floor
+
+            seed_reference_floor()
         base = os.environ.get("PUBLIC_BASE_URL") or f"http://localhost:{port}"
         env = dict(os.environ)
         children = [
@@ -68,7 +72,7 @@ def main(port: int) -> int:
             f"  Call status changes:    POST {base}/voice/status\n"
             f"Twilio must reach this machine over https: run a tunnel (e.g. ngrok http {port}) and set\n"
             f"PUBLIC_BASE_URL to its https origin, or signatures will not match.\n"
-            f"Try a call without a phone:  python -m ivr call --keys 3,2,1\n"
+            f"Try a call without a phone:  make call KEYS=3,2,1\n"
             f"Health: {base}/healthz    Press Ctrl-C to stop.\n",
             flush=True,
         )

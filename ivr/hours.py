@@ -57,15 +57,14 @@ def _holiday_dates(country: str, subdivision: str | None, year: int) -> frozense
 
 
 def describe_opening(opening: datetime, now: datetime, language: Language) -> str:
-    """'tomorrow, 11/24, at 9:00' in the caller's language, in the hotline's zone."""
+    """'tomorrow at 9:00' or 'on Monday, November 30, at 9:00' in the caller's language, in the
+    hotline's zone."""
     local_now = now.astimezone(opening.tzinfo)
     days_ahead = (opening.date() - local_now.date()).days
-    if days_ahead == 0:
-        day = language.today
-    elif days_ahead == 1:
-        day = language.tomorrow
-    else:
-        day = language.weekdays[opening.weekday()]
-    when = language.date_format.format(month=opening.month, day=opening.day)
     clock = f"{opening.hour}:{opening.minute:02d}"
-    return language.opening_format.format(day=day, date=when, time=clock)
+    if days_ahead in (0, 1):
+        day = language.today if days_ahead == 0 else language.tomorrow
+        return language.opening_soon_format.format(day=day, time=clock)
+    month_name = language.months[opening.month - 1] if language.months else ""
+    when = language.date_format.format(month=opening.month, day=opening.day, month_name=month_name)
+    return language.opening_format.format(day=language.weekdays[opening.weekday()], date=when, time=clock)

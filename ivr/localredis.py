@@ -70,7 +70,8 @@ def start_local_redis(appendonly: bool = False, timeout_s: float = 10.0) -> Loca
         "no",
     ]
     with open(Path(directory.name) / "redis.log", "wb") as log:  # the child keeps its own copy
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: Ctrl-C reaches the app's processes, which stop first; Redis is last.
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     client = redis.Redis(port=port, socket_connect_timeout=0.2)
     deadline = time.monotonic() + timeout_s
     while True:

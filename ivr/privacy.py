@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import re
 
-# Anything that looks like a phone number or a run of entered digits: 5+ digits, optionally
-# with a leading + and separators. Short numbers (menu keys, HTTP codes, ports), digits inside
-# ids (CallSids are hex) and ISO dates stay readable.
-_NUMBERISH = re.compile(r"(?<![\w.:/+-])(?!\d{4}-\d\d-\d\d)\+?\d[\d -]{3,}\d(?![\w:/]|\.\d)")
+# Anything that looks like a phone number or a run of entered digits: 7+ characters of digits,
+# optionally with a leading + and separators. Shorter numbers (menu keys, ports, PIDs, ticket
+# references, line numbers), digits inside ids (CallSids are hex) and ISO dates stay readable.
+_NUMBERISH = re.compile(r"(?<![\w.:/+-])(?!\d{4}-\d\d-\d\d)\+?\d[\d -]{5,}\d(?![\w:/]|\.\d)")
 
 
 def mask_number(number: str | None) -> str:
@@ -34,6 +34,9 @@ class ScrubFilter(logging.Filter):
         cleaned = scrub(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when set, so the traceback is printed scrubbed too.
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
         return True
 
 

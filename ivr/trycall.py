@@ -17,7 +17,11 @@ def _parse_keys(keys: str) -> list[str | None]:
 
 
 def try_call(app: Flask, keys: str | None, caller: str, called: str) -> dict | None:
+    from callbacks.tickets import seed_reference_floor
+
     upgrade(app.config["DATABASE_URL"])
+    with app.app_context():
+        seed_reference_floor()
     client = app.test_client()
     base = app.config.get("PUBLIC_BASE_URL") or "http://localhost"
 

@@ -66,6 +66,24 @@ def test_every_language_reaches_every_branch(walker, ticket_for, lang, branch):
     ]
 
 
+def test_callers_of_other_languages_are_welcomed_in_theirs(walker):
+    english = walker().dial(["3", "hangup"])
+    assert [u.text for u in english.said].count(prompt("greeting", "en")) == 1
+    japanese = walker().dial(["1", "hangup"])
+    assert prompt("greeting", "ja") in japanese.said[0].text
+    assert [u.text for u in japanese.said].count(prompt("greeting", "ja")) == 1
+
+
+def test_a_wrong_key_on_the_language_menu_is_explained_in_every_language(walker):
+    result = walker().dial(["7", "hangup"])
+    apologies = [(u.language, u.text) for u in result.said if u.text in CONFIG.prompts.invalid_option.values()]
+    assert apologies == [
+        ("ja-JP", prompt("invalid_option", "ja")),
+        ("cmn-CN", prompt("invalid_option", "zh")),
+        ("en-US", prompt("invalid_option", "en")),
+    ]
+
+
 def test_menus_accept_speech_with_hints_in_the_callers_language(client, walker, ticket_for):
     root = parse(signed_post(client, "/voice/ja/node/main", call_form()))
     gather = root.find("Gather")

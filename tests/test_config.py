@@ -189,3 +189,24 @@ def test_check_command_exit_codes_and_output(tmp_path):
     failed = subprocess.run([sys.executable, "-m", "ivr", "check", str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert failed.returncode == 1
     assert f"{bad}:" in failed.stderr and "unknown time zone 'Mars/Olympus'" in failed.stderr
+
+
+def test_impossible_dates_are_reported_not_crashed_on():
+    text = SHIPPED.replace("2026-12-31, 2027", "2026-13-31, 2027")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "hotline.yaml")
+    assert "hours.closed_dates[0]: " in only(caught.value.problems)
+
+
+def test_message_key_must_not_be_a_global_key():
+    def edit(d):
+        d["after_hours"]["message_key"] = "9"
+
+    assert "after_hours.message_key: key '9' is already a global key" in only(broken(edit))
+
+
+def test_confirmation_must_read_back_the_reference():
+    def edit(d):
+        d["menu"]["nodes"]["complaint_service"]["confirmation"]["en"] = "Thank you."
+
+    assert "menu.nodes.complaint_service.confirmation" in only(broken(edit))

@@ -52,18 +52,19 @@ def test_next_opening_over_new_year():
 
 @pytest.mark.parametrize(
     ("lang", "expected"),
-    [("en", "Monday, 11/30, at 9:00"), ("ja", "11月30日、月曜日の9:00"), ("zh", "11月30日星期一9:00")],
+    [("en", "on Monday, November 30, at 9:00"), ("ja", "11月30日、月曜日の9:00"), ("zh", "11月30日（星期一）9:00")],
 )
 def test_opening_is_said_in_the_callers_language_naming_the_day(lang, expected):
     opening = HOURS.next_opening(CLOSED_TIME)
     assert describe_opening(opening, CLOSED_TIME, CONFIG.languages[lang]) == expected
 
 
-def test_today_and_tomorrow():
+def test_today_and_tomorrow_are_said_without_a_date():
     early = tokyo(2026, 11, 24, 7, 0)
-    assert describe_opening(HOURS.next_opening(early), early, CONFIG.languages["en"]).startswith("today")
+    assert describe_opening(HOURS.next_opening(early), early, CONFIG.languages["en"]) == "today at 9:00"
     late = tokyo(2026, 11, 24, 21, 0)
-    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]).startswith("11月25日、明日")
+    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]) == "明日の9:00"
+    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["zh"]) == "明天9:00"
 
 
 def test_after_hours_transfer_says_when_the_line_opens_and_offers_a_message(client, clock):
@@ -72,7 +73,7 @@ def test_after_hours_transfer_says_when_the_line_opens_and_offers_a_message(clie
     assert verbs(root) == ["Gather", "Say", "Hangup"]
     spoken = [s.text for s in says(root.find("Gather"))]
     assert "星期一" in spoken[0] and "9:00" in spoken[0]
-    assert spoken[-1] == CONFIG.prompts.closed_offer_message["zh"]
+    assert spoken[-1] == CONFIG.prompts.closed_offer_message["zh"].format(key="1")
     assert all(s.get("language") == "cmn-CN" for s in says(root))
 
 

@@ -54,3 +54,33 @@ def test_logs_never_contain_full_phone_numbers_or_digits(walker, run_jobs, caplo
     assert "87654321" not in logged and "9087654321" not in logged
     assert "123456789" not in logged
     assert "+81******4321" in logged  # masked, so calls can still be told apart
+
+
+def test_a_recording_made_while_redis_is_down_is_confirmed_and_its_sid_logged(make_app, caplog):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    form = call_form(
+        RecordingUrl="https://api.twilio.com/rec/RE1", RecordingDuration="20", RecordingSid="RE" + "1" * 32, Digits="#"
+    )
+    root = parse(signed_post(app.test_client(), "/voice/en/node/complaint_merchant/recorded", form))
+    assert [s.text for s in says(root)] == [CONFIG.prompts.message_saved["en"], CONFIG.prompts.goodbye["en"]]
+    assert "RE" + "1" * 32 in caplog.text
+
+
+def test_tracebacks_are_scrubbed_too(caplog):
+    from ivr.privacy import ScrubFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(ScrubFilter())
+    import io
+
+    stream = io.StringIO()
+    handler.setStream(stream)
+    logger = logging.getLogger("scrub-test")
+    logger.addHandler(handler)
+    try:
+        raise ValueError("bad caller +819012345678")
+    except ValueError:
+        logger.exception("failed for %s", "+819012345678")
+    logger.removeHandler(handler)
+    assert "9012345678" not in stream.getvalue()
+    assert "+81******5678" in stream.getvalue() and "ValueError" in stream.getvalue()

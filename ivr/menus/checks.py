@@ -100,6 +100,9 @@ def _check_references(config: HotlineConfig) -> Iterator[Finding]:
 def _check_keys(config: HotlineConfig) -> Iterator[Finding]:
     keys = config.input.keys
     reserved = {keys.repeat: "the repeat key", keys.back: "the back key"}
+    if config.after_hours.message_key in {keys.agent, *reserved}:
+        loc = ("after_hours", "message_key")
+        yield loc, f"key {config.after_hours.message_key!r} is already a global key (agent, repeat or back)"
     for node_id, node in config.menu.nodes.items():
         if not isinstance(node, MenuNode):
             continue

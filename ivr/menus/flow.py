@@ -98,7 +98,9 @@ class Flow:
         chosen = next((i for i, lang in self.config.languages.items() if lang.key == call.digits), None)
         if chosen:
             picked = make_event("input", self.now, node="language", input=call.digits, result="choice")
-            return self._enter(call, chosen, self.config.menu.root, [], [picked, self._language_event(chosen)])
+            # The greeting was in the default language; welcome everyone else in theirs.
+            welcome = [] if chosen == self.config.default_language else [self.config.prompts.greeting[chosen]]
+            return self._enter(call, chosen, self.config.menu.root, welcome, [picked, self._language_event(chosen)])
         return self._language_retry(call, attempt, "invalid_option" if call.digits else "no_input")
 
     def language_silence(self, call: Call, attempt: int) -> VoiceResponse:
@@ -110,7 +112,9 @@ class Flow:
             # Nobody chose: carry on in the default language rather than give up on the caller.
             return self._enter(call, default, self.config.menu.root, [], [self._language_event(default)])
         self._log(call, [make_event("input", self.now, node="language", result=reason)])
-        preamble = [(getattr(self.config.prompts, reason)[default], lang)]
+        # No language chosen yet: apologise in each, in its own voice.
+        texts = getattr(self.config.prompts, reason)
+        preamble = [(texts[lang_id], lang) for lang_id, lang in self.config.languages.items()]
         return render.language_menu(self.config, self.urls, attempt + 1, preamble)
 
     def _language_event(self, lang_id: str) -> dict:
@@ -300,7 +304,11 @@ class Flow:
         try:
             reference = self.calls.append(call.sid, events, with_reference=True)
         except RedisError:
-            log.warning("call %s: Redis unavailable, recording event not logged", call.sid)
+            # Twilio keeps the recording; this line is how ops find it for the ticket.
+            log.error(
+                "call %s: Redis unavailable, recording %s (%ss) not on the ticket yet",
+                call.sid, form.get("RecordingSid") or url, duration,
+            )
             reference = None
         self._sync(call.sid)
         if call.digits == "hangup" or call.status in TERMINAL_STATUSES:
@@ -310,7 +318,7 @@ class Flow:
             return render.speak_and_redirect(self.config, lang_id, texts, self._back_url(lang_id, node_id))
         node = self.plan.node(node_id)
         if not isinstance(node, RecordNode) or reference is None:
-            return render.speak_and_hang_up(self.config, lang_id, [])
+            return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.message_saved[lang_id]])
         spoken = " ".join(str(reference))  # digit by digit, in every language
         return render.speak_and_hang_up(self.config, lang_id, [node.confirmation[lang_id].format(reference=spoken)])
 

@@ -58,6 +58,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# Dates stay strings for pydantic to parse, so '2026-13-31' is reported with its place instead of
+# crashing PyYAML's timestamp constructor.
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_config(path: str | Path) -> HotlineConfig:
     """Read and validate the config at `path`; raise ConfigError listing every problem found."""
     path = Path(path)
@@ -71,7 +79,7 @@ def load_config(path: str | Path) -> HotlineConfig:
 def parse_config(text: str, filename: str = "<config>") -> HotlineConfig:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        tree = yaml.compose(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
@@ -100,23 +108,31 @@ def _reason(error: dict) -> str:
 
 
 def _format(problems: list[Problem], filename: str, tree: yaml.Node | None) -> list[str]:
-    return [p.format(filename, _line(tree, p.loc)) for p in problems]
+    out = []
+    for problem in problems:
+        line, loc = _resolve(tree, problem.loc)
+        out.append(Problem(loc, problem.reason).format(filename, line))
+    return out
 
 
-def _line(node: yaml.Node | None, loc: Loc) -> int | None:
-    """The line of the deepest YAML node that `loc` reaches (pydantic's union tags are skipped)."""
+def _resolve(node: yaml.Node | None, loc: Loc) -> tuple[int | None, Loc]:
+    """The line of the deepest YAML node `loc` reaches, and `loc` without the parts pydantic adds
+    that are not in the file (the node type tag of a discriminated union, say)."""
     line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
+    kept: list[str | int] = []
+    for i, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             match = next((v for k, v in node.value if k.value == str(part)), None)
             if match is None:
-                continue  # a union tag such as 'menu' or a key pydantic invented
+                if i == len(loc) - 1 or part == "[key]":
+                    kept.append(part)  # a missing key is still the place to name
+                continue
             node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
         else:
+            kept.append(part)
             continue
+        kept.append(part)
         line = node.start_mark.line + 1
-    return line
+    return line, tuple(kept)

@@ -36,13 +36,21 @@ class Language(Strict):
     say_language: str
     voice: str
     speech_language: str | None = Field(default=None, description="<Gather> speech code; unset disables speech for it")
-    weekdays: tuple[str, str, str, str, str, str, str] = Field(description="names of Monday..Sunday as said to callers")
+    weekdays: tuple[str, str, str, str, str, str, str] = Field(
+        description="names of Monday..Sunday as said to callers"
+    )
+    months: tuple[str, str, str, str, str, str, str, str, str, str, str, str] | None = Field(
+        default=None, description="names of January..December, for {month_name} in date_format"
+    )
     today: str
     tomorrow: str
     opening_format: str = Field(
-        description="how the next opening is said; fields {day}, {date}, {time}",
+        description="the next opening two or more days ahead; fields {day}, {date}, {time}",
     )
-    date_format: str = Field(default="{month}/{day}", description="fields {month}, {day}")
+    opening_soon_format: str = Field(
+        default="{day} {time}", description="the next opening today or tomorrow; fields {day}, {time}"
+    )
+    date_format: str = Field(default="{month}/{day}", description="fields {month}, {day}, {month_name}")
 
     @field_validator("say_language")
     @classmethod
@@ -71,6 +79,19 @@ class Language(Strict):
     def _opening_fields(cls, text: str) -> str:
         _check_placeholders(text, {"day", "date", "time"})
         return text
+
+    @field_validator("opening_soon_format")
+    @classmethod
+    def _opening_soon_fields(cls, text: str) -> str:
+        _check_placeholders(text, {"day", "time"})
+        return text
+
+    @model_validator(mode="after")
+    def _month_names_given(self) -> Language:
+        if "{month_name}" in self.date_format and self.months is None:
+            raise ValueError("date_format uses {month_name}: give the 12 'months'")
+        _check_placeholders(self.date_format, {"month", "day", "month_name"})
+        return self
 
 
 class GlobalKeys(Strict):
@@ -218,6 +239,8 @@ class RecordNode(NodeBase):
     def _reference(cls, texts: dict[str, str]) -> dict[str, str]:
         for text in texts.values():
             _check_placeholders(text, {"reference"})
+            if "{reference}" not in text:
+                raise ValueError(f"the caller must hear the reference: put {{reference}} in {text!r}")
         return texts
 
 
@@ -260,7 +283,8 @@ class Prompts(Strict):
     goodbye: LangText
     recover: LangText = Field(description="said when the call lost its place, before the menu")
     closed: LangText = Field(description="the line is closed; {opening}")
-    closed_offer_message: LangText
+    closed_offer_message: LangText = Field(description="how to leave a message; {key} is the key")
+    message_saved: LangText = Field(description="a message was recorded but its reference is unknown")
     recording_empty: LangText
     hold: LangText
     queue_full: LangText
@@ -272,6 +296,13 @@ class Prompts(Strict):
     def _opening(cls, texts: dict[str, str]) -> dict[str, str]:
         for text in texts.values():
             _check_placeholders(text, {"opening"})
+        return texts
+
+    @field_validator("closed_offer_message")
+    @classmethod
+    def _key(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"key"})
         return texts
 
 

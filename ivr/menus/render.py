@@ -186,7 +186,8 @@ def closed(
     """The line is closed: when it opens, then (if configured) the offer to leave a message."""
     if not offer_message:
         return speak_and_hang_up(config, lang_id, texts)
-    offer = [*texts, config.prompts.closed_offer_message[lang_id]]
+    how = config.prompts.closed_offer_message[lang_id].format(key=config.after_hours.message_key)
+    offer = [*texts, how]
     return _offer_then_goodbye(config, urls, lang_id, node_id, offer, attempt)
 
 

@@ -98,6 +98,9 @@ class ConfigHolder:
             except ConfigError as exc:
                 log.error("config change refused; the previous config stays live:\n%s", exc)
                 return False
+            except Exception:  # a live call must never fail because of a bad publish
+                log.exception("config change refused (unexpected error); the previous config stays live")
+                return False
             log.info("config reloaded from %s (version %s)", self.path, self._plan.version)
             return True
 

@@ -78,8 +78,9 @@ class TicketStore:
             if ticket is None:
                 ticket_id = reference
                 if ticket_id is None or session.get(Ticket, ticket_id) is not None:
-                    # Redis lost the sequence (or never gave one): take a fresh, unused number.
-                    log.warning("call %s: reference %s unavailable, allocating another", call_sid, ticket_id)
+                    # Redis lost its sequence before the floor was seeded again: the caller may have
+                    # heard a number another ticket holds. Give this ticket a fresh one, loudly.
+                    log.error("call %s: reference %s already taken, allocating another", call_sid, ticket_id)
                     ticket_id = new_reference()
                 ticket = Ticket(id=ticket_id, call_sid=call_sid)
                 session.add(ticket)

@@ -67,8 +67,8 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
         return "transferred"
     if "hangup" in results:
         return "abandoned"
-    if by_kind.get("enqueued"):
-        return "transferred"
+    if len(by_kind.get("enqueued", [])) > len(results):
+        return "transferred"  # still queued (or bridged) when the call ended; no result yet
     if by_kind.get("after_hours"):
         return "after_hours"
     if by_kind.get("gave_up"):
