@@ -44,9 +44,8 @@ def check_command(path: str | None) -> None:
 @hotline.command("db-upgrade")
 def db_upgrade_command() -> None:
     """Bring the ticket database to the newest schema."""
-    from ivr.tickets.migrate import upgrade
-
     from callbacks.tickets import seed_reference_floor
+    from ivr.tickets.migrate import upgrade
 
     upgrade(current_app.config["DATABASE_URL"])
     seed_reference_floor()

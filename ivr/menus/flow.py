@@ -307,7 +307,9 @@ class Flow:
             # Twilio keeps the recording; this line is how ops find it for the ticket.
             log.error(
                 "call %s: Redis unavailable, recording %s (%ss) not on the ticket yet",
-                call.sid, form.get("RecordingSid") or url, duration,
+                call.sid,
+                form.get("RecordingSid") or url,
+                duration,
             )
             reference = None
         self._sync(call.sid)

@@ -36,9 +36,7 @@ class Language(Strict):
     say_language: str
     voice: str
     speech_language: str | None = Field(default=None, description="<Gather> speech code; unset disables speech for it")
-    weekdays: tuple[str, str, str, str, str, str, str] = Field(
-        description="names of Monday..Sunday as said to callers"
-    )
+    weekdays: tuple[str, str, str, str, str, str, str] = Field(description="names of Monday..Sunday as said to callers")
     months: tuple[str, str, str, str, str, str, str, str, str, str, str, str] | None = Field(
         default=None, description="names of January..December, for {month_name} in date_format"
     )
