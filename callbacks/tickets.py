@@ -1,18 +1,82 @@
-"""RQ jobs that write tickets. Jobs take ids and let exceptions propagate so RQ retries them."""
+"""Ticket writing through RQ. Jobs take ids and let exceptions propagate so RQ retries them.
+
+Webhooks don't create RQ jobs (that costs a dozen Redis commands and Python work per job, too
+much for a webhook's budget). They mark the call's ticket as due with one ZADD in the pipeline
+they already send; the worker's dispatcher turns due calls into `sync_ticket` jobs every second.
+A call marked again while being dispatched stays due, so a late event (a Record action after
+`completed`) always gets its own sync.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
+from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 
 from ivr.services import services
 
+log = logging.getLogger(__name__)
+
+DUE_KEY = "hotline:tickets:due"
+DISPATCH_LOCK_KEY = "hotline:tickets:dispatch-lock"
 # A database outage of up to about an hour is ridden out; after that the job sits in RQ's failed
 # registry, and the events stay in Redis for CALL_LOG_TTL_S (`flask hotline resync` replays them).
 SYNC_RETRY = Retry(max=10, interval=[2, 5, 15, 30, 60, 120, 300, 600, 900, 1800])
 
+# KEYS: the due set. ARGV: member, score pairs as read. Removes a member only if nobody marked it
+# again since it was read.
+_REMOVE_UNCHANGED = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[i + 1]) then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
 
-def enqueue_sync(queue: Queue, call_sid: str) -> None:
-    queue.enqueue(sync_ticket, call_sid, retry=SYNC_RETRY, job_timeout=60, result_ttl=0)
+
+def mark_due(pipeline: Pipeline, call_sid: str) -> None:
+    """Add 'this call's ticket needs a sync' to a webhook's pipeline (one command)."""
+    pipeline.zadd(DUE_KEY, {call_sid: time.time()})
+
+
+def enqueue_sync(queue: Queue, call_sid: str, pipeline: Pipeline | None = None) -> None:
+    job = Queue.prepare_data(sync_ticket, (call_sid,), retry=SYNC_RETRY, timeout=60, result_ttl=0)
+    queue.enqueue_many([job], pipeline=pipeline)
+
+
+def dispatch_due(redis: Redis, queue: Queue, batch: int = 500) -> int:
+    """Queue a sync job for every call marked due; returns how many were queued."""
+    due = redis.zrange(DUE_KEY, 0, batch - 1, withscores=True)
+    if not due:
+        return 0
+    with redis.pipeline() as pipe:
+        for member, _score in due:
+            enqueue_sync(queue, member.decode(), pipe)
+        pipe.execute()
+    # Only after the jobs are safely queued: a crash in between queues a sync twice, harmlessly.
+    args = [value for member, score in due for value in (member, repr(score))]
+    redis.eval(_REMOVE_UNCHANGED, 1, DUE_KEY, *args)
+    return len(due)
+
+
+def run_dispatcher(redis: Redis, queue: Queue, stop: threading.Event, interval_s: float = 1.0) -> None:
+    """The worker's dispatcher loop; several workers may run one, the lock keeps them apart."""
+    while not stop.is_set():
+        try:
+            if redis.set(DISPATCH_LOCK_KEY, "1", nx=True, px=int(interval_s * 5000)):
+                while dispatch_due(redis, queue) == 500:
+                    pass
+                redis.delete(DISPATCH_LOCK_KEY)
+        except Exception:  # noqa: BLE001 - keep dispatching after a Redis blip
+            log.exception("ticket dispatcher: will retry")
+        stop.wait(interval_s)
 
 
 def seed_reference_floor() -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from redis import Redis
+from redis.client import Pipeline
 
 SEQUENCE_KEY = "hotline:ticket_seq"
 # References start at six digits so every one is read back the same way.
@@ -68,16 +69,25 @@ class CallLog:
         keys = [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY]
         return int(self._start(keys=keys, args=[json.dumps(event), self.ttl_s, FIRST_REFERENCE]))
 
-    def append(self, call_sid: str, events: Iterable[dict], with_reference: bool = False) -> int | None:
-        """Append events (and optionally read the reference) in one pipelined round trip."""
+    def append(
+        self,
+        call_sid: str,
+        events: Iterable[dict],
+        with_reference: bool = False,
+        also: Callable[[Pipeline], None] | None = None,
+    ) -> int | None:
+        """Append events, optionally read the reference and add more commands (`also`, e.g.
+        queueing the ticket job), all in one pipelined round trip."""
         payload = [json.dumps(e) for e in events]
         pipe = self.redis.pipeline(transaction=False)
         if payload:
             pipe.rpush(events_key(call_sid), *payload)
             pipe.expire(events_key(call_sid), self.ttl_s)
+        if also is not None:
+            also(pipe)
         if with_reference:
             pipe.hget(call_key(call_sid), "ref")
-        results = pipe.execute() if (payload or with_reference) else []
+        results = pipe.execute() if len(pipe) else []
         if with_reference and results[-1] is not None:
             return int(results[-1])
         return None

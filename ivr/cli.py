@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import click
 from flask import Flask, current_app
@@ -58,13 +59,26 @@ def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) for the hotline's queues."""
     from rq import Worker
 
-    from callbacks.tickets import seed_reference_floor
+    from callbacks.tickets import run_dispatcher, seed_reference_floor
     from ivr.services import TICKETS_QUEUE, services
 
     seed_reference_floor()
     hotline_services = services()
-    worker = Worker([TICKETS_QUEUE], connection=hotline_services.redis)
-    worker.work(burst=burst, with_scheduler=True)
+    stop = threading.Event()
+    dispatcher = threading.Thread(
+        target=run_dispatcher,
+        args=(hotline_services.redis, hotline_services.tickets_queue, stop),
+        name="ticket-dispatcher",
+        daemon=True,
+    )
+    dispatcher.start()
+    if burst:  # a burst run should find what is already due
+        hotline_services.dispatch_due_tickets()
+    try:
+        worker = Worker([TICKETS_QUEUE], connection=hotline_services.redis)
+        worker.work(burst=burst, with_scheduler=True)
+    finally:
+        stop.set()
 
 
 @hotline.command("resync")

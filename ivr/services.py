@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from flask import Flask, current_app
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue
 
 from ivr.calllog import CallLog
@@ -51,10 +52,21 @@ class Services:
         self.store.dispose()
         self.redis.close()
 
+    def mark_ticket_due(self, call_sid: str, pipeline: Pipeline) -> None:
+        from callbacks.tickets import mark_due
+
+        mark_due(pipeline, call_sid)
+
     def request_ticket_sync(self, call_sid: str) -> None:
+        """Queue a sync now (the CLI's resync); webhooks use mark_ticket_due."""
         from callbacks.tickets import enqueue_sync
 
         enqueue_sync(self.tickets_queue, call_sid)
+
+    def dispatch_due_tickets(self) -> int:
+        from callbacks.tickets import dispatch_due
+
+        return dispatch_due(self.redis, self.tickets_queue)
 
 
 def services() -> Services:

@@ -58,6 +58,7 @@ def try_call(app: Flask, keys: str | None, caller: str, called: str) -> dict | N
     click.echo(f"Call ended ({result.ended}). Ticket:")
     with app.app_context():
         hotline = app.extensions["hotline"]
+        hotline.dispatch_due_tickets()
         SimpleWorker([TICKETS_QUEUE], connection=hotline.redis).work(burst=True)
         tickets = hotline.store.find(call_sid=result.call_sid)
     return ticket_json(tickets[0]) if tickets else None

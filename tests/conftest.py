@@ -180,6 +180,7 @@ def run_jobs(app):
         """Returns how many jobs ran; fails if any of them failed."""
         with app.app_context():
             hotline = app.extensions["hotline"]
+            hotline.dispatch_due_tickets()  # what the worker's dispatcher does every second
             queue = Queue(TICKETS_QUEUE, connection=hotline.redis)
             queued = queue.count
             SimpleWorker([queue], connection=hotline.redis).work(burst=True)

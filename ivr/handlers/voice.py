@@ -56,7 +56,7 @@ def twiml(vr: VoiceResponse) -> Response:
 
 def flow() -> Flow:
     hotline = services()
-    return Flow(hotline.config.current(), hotline.calls, FlaskUrls(), hotline.clock(), hotline.request_ticket_sync)
+    return Flow(hotline.config.current(), hotline.calls, FlaskUrls(), hotline.clock(), hotline.mark_ticket_due)
 
 
 def call() -> Call:

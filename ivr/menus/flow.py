@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -33,6 +34,8 @@ from ivr.privacy import mask_number
 
 log = logging.getLogger(__name__)
 
+# Documents per config version: languages x nodes x attempts x preambles is a few thousand.
+_MAX_CACHED_DOCUMENTS = 20_000
 TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 # Queue results after which the call is over (or bridged): nothing more to say.
 _QUEUE_DONE = frozenset({"bridged", "bridging-in-process", "hangup", "redirected", "redirected-from-bridged"})
@@ -69,14 +72,14 @@ class Flow:
         calls: CallLog,
         urls: render.Urls,
         now: datetime,
-        request_sync: Callable[[str], None],
+        mark_due: Callable[[str, Pipeline], None],
     ):
         self.plan = plan
         self.config = plan.config
         self.calls = calls
         self.urls = urls
         self.now = now
-        self.request_sync = request_sync
+        self.mark_due = mark_due
         self.keys = plan.config.input.keys
 
     # ----- start and language -------------------------------------------------------------
@@ -92,7 +95,9 @@ class Flow:
         greeting = self.config.prompts.greeting[default]
         if len(self.config.languages) == 1:
             return self._enter(call, default, self.config.menu.root, [greeting])
-        return render.language_menu(self.config, self.urls, 1, [(greeting, lang)])
+        return self._memo(
+            ("language", 1, greeting), lambda: render.language_menu(self.config, self.urls, 1, [(greeting, lang)])
+        )
 
     def language_choice(self, call: Call, attempt: int) -> VoiceResponse:
         chosen = next((i for i, lang in self.config.languages.items() if lang.key == call.digits), None)
@@ -115,7 +120,8 @@ class Flow:
         # No language chosen yet: apologise in each, in its own voice.
         texts = getattr(self.config.prompts, reason)
         preamble = [(texts[lang_id], lang) for lang_id, lang in self.config.languages.items()]
-        return render.language_menu(self.config, self.urls, attempt + 1, preamble)
+        key = ("language", attempt + 1, reason)
+        return self._memo(key, lambda: render.language_menu(self.config, self.urls, attempt + 1, preamble))
 
     def _language_event(self, lang_id: str) -> dict:
         return make_event("language", self.now, lang=lang_id)
@@ -143,13 +149,20 @@ class Flow:
     ) -> VoiceResponse:
         config, urls = self.config, self.urls
         if isinstance(node, MenuNode):
-            return render.menu(config, urls, lang_id, node_id, node, 1, preamble)
+            return self._memo(
+                ("menu", lang_id, node_id, 1, *preamble),
+                lambda: render.menu(config, urls, lang_id, node_id, node, 1, preamble),
+            )
         if isinstance(node, InfoNode):
             events.append(make_event("info", self.now, node=node_id))
             if node.next:
                 message = " ".join([*preamble, node.message[lang_id]])
-                return render.info_then(config, urls, lang_id, message, node.next)
-            return render.info(config, urls, lang_id, node_id, [*preamble, node.message[lang_id]], 1)
+                key = ("info_then", lang_id, node_id, message)
+                return self._memo(key, lambda: render.info_then(config, urls, lang_id, message, node.next))
+            texts = [*preamble, node.message[lang_id]]
+            return self._memo(
+                ("info", lang_id, node_id, 1, *texts), lambda: render.info(config, urls, lang_id, node_id, texts, 1)
+            )
         if isinstance(node, RecordNode):
             texts = [*preamble, node.prompt[lang_id]]
             return render.record(
@@ -167,7 +180,10 @@ class Flow:
         if self.plan.hours.is_open(self.now):
             events.append(make_event("enqueued", self.now, node=node_id, queue=node.queue))
             texts = [*preamble, node.prompt[lang_id]]
-            return render.enqueue(self.config, self.urls, lang_id, node_id, texts, node.queue)
+            return self._memo(
+                ("enqueue", lang_id, node_id, *texts),
+                lambda: render.enqueue(self.config, self.urls, lang_id, node_id, texts, node.queue),
+            )
         opening = self.plan.hours.next_opening(self.now)
         events.append(
             make_event("after_hours", self.now, node=node_id, queue=node.queue, opening=opening and opening.isoformat())
@@ -256,10 +272,16 @@ class Flow:
         """The same node again; an answer or a closed-line notice is repeated only when asked."""
         config, urls = self.config, self.urls
         if isinstance(node, MenuNode):
-            return render.menu(config, urls, lang_id, node_id, node, attempt, preamble)
+            return self._memo(
+                ("menu", lang_id, node_id, attempt, *preamble),
+                lambda: render.menu(config, urls, lang_id, node_id, node, attempt, preamble),
+            )
         if isinstance(node, InfoNode) and not node.next:
             texts = [*preamble, node.message[lang_id]] if full else preamble
-            return render.info(config, urls, lang_id, node_id, texts, attempt)
+            return self._memo(
+                ("info", lang_id, node_id, attempt, *texts),
+                lambda: render.info(config, urls, lang_id, node_id, texts, attempt),
+            )
         if isinstance(node, TransferNode) and not self.plan.hours.is_open(self.now):
             texts = [*preamble, self._closed_text(lang_id)] if full else preamble
             offer = config.after_hours.message_node is not None
@@ -302,7 +324,7 @@ class Flow:
                 )
             )
         try:
-            reference = self.calls.append(call.sid, events, with_reference=True)
+            reference = self.calls.append(call.sid, events, with_reference=True, also=self._sync_in(call.sid))
         except RedisError:
             # Twilio keeps the recording; this line is how ops find it for the ticket.
             log.error(
@@ -312,7 +334,6 @@ class Flow:
                 duration,
             )
             reference = None
-        self._sync(call.sid)
         if call.digits == "hangup" or call.status in TERMINAL_STATUSES:
             return render.empty()  # the caller is gone; the action only reports the recording
         if not events:
@@ -335,8 +356,7 @@ class Flow:
             result=result,
             wait_s=_int(form.get("QueueTime")),
         )
-        self._log(call, [event])
-        self._sync(call.sid)
+        self._log(call, [event], sync=True)
         if result in _QUEUE_DONE or call.status in TERMINAL_STATUSES:
             return render.empty()
         if result == "queue-full":
@@ -350,7 +370,7 @@ class Flow:
     def hold(self, lang_id: str, queue: str) -> VoiceResponse:
         lang_id, _ = self.plan.language(lang_id)
         queue_config = self.config.queues.get(queue, QueueConfig())
-        return render.hold(self.config, lang_id, queue_config)
+        return self._memo(("hold", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config))
 
     def status(self, call: Call, form) -> None:  # noqa: ANN001
         seq = form.get("SequenceNumber")
@@ -362,9 +382,7 @@ class Flow:
             duration_s=_int(form.get("CallDuration")) if form.get("CallDuration") else None,
             seq=_int(seq) if seq else None,
         )
-        self._log(call, [event])
-        if call.status in TERMINAL_STATUSES:
-            self._sync(call.sid)
+        self._log(call, [event], sync=call.status in TERMINAL_STATUSES)
 
     # ----- helpers --------------------------------------------------------------------------
 
@@ -374,18 +392,27 @@ class Flow:
         events = [*(events or []), make_event("error", self.now, reason=reason)]
         return self._enter(call, lang_id, self.config.menu.root, [self.config.prompts.recover[lang_id]], events)
 
-    def _log(self, call: Call, events: list[dict]) -> None:
+    def _memo(self, key: tuple, build: Callable[[], VoiceResponse]) -> str:
+        """TwiML from a pure renderer, kept per config version: the same inputs (language, node,
+        attempt, texts) always give the same document, so it is built and serialized once."""
+        cache = self.plan.rendered
+        text = cache.get(key)
+        if text is None:
+            text = str(build())
+            if len(cache) < _MAX_CACHED_DOCUMENTS:
+                cache[key] = text
+        return text
+
+    def _log(self, call: Call, events: list[dict], sync: bool = False) -> None:
+        """Append events (and queue the ticket job) in one round trip; never fail the caller."""
         try:
-            self.calls.append(call.sid, events)
+            self.calls.append(call.sid, events, also=self._sync_in(call.sid) if sync else None)
         except RedisError:
             # The caller must still be answered; the ticket will miss these steps.
             log.warning("call %s: Redis unavailable, %d ticket event(s) not logged", call.sid, len(events))
 
-    def _sync(self, call_sid: str) -> None:
-        try:
-            self.request_sync(call_sid)
-        except RedisError:
-            log.warning("call %s: Redis unavailable, ticket sync not queued", call_sid)
+    def _sync_in(self, call_sid: str) -> Callable[[Pipeline], None]:
+        return lambda pipe: self.mark_due(call_sid, pipe)
 
 
 def _int(value: str | None) -> int:

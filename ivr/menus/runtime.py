@@ -31,6 +31,8 @@ class Plan:
     branches: dict[str, str]  # node -> branch it belongs to (own or inherited from its parent)
     agents: dict[str, str]  # node -> transfer node its agent key reaches (own or inherited)
     version: str = field(default="")
+    # Rendered TwiML by its inputs (see Flow._memo); a new config gets a new, empty cache.
+    rendered: dict[tuple, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, config: HotlineConfig, version: str = "") -> Plan:
