@@ -81,8 +81,8 @@ class CallLog:
         payload = [json.dumps(e) for e in events]
         pipe = self.redis.pipeline(transaction=False)
         if payload:
+            # The TTL was set when the call started and is renewed by every ticket sync.
             pipe.rpush(events_key(call_sid), *payload)
-            pipe.expire(events_key(call_sid), self.ttl_s)
         if also is not None:
             also(pipe)
         if with_reference:
@@ -97,7 +97,13 @@ class CallLog:
         return int(ref) if ref is not None else None
 
     def events(self, call_sid: str) -> list[dict]:
-        return [json.loads(raw) for raw in self.redis.lrange(events_key(call_sid), 0, -1)]
+        """The call's events; also renews their TTL (a key created by a late append has none)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lrange(events_key(call_sid), 0, -1)
+        pipe.expire(events_key(call_sid), self.ttl_s)
+        pipe.expire(call_key(call_sid), self.ttl_s)
+        raw_events = pipe.execute()[0]
+        return [json.loads(raw) for raw in raw_events]
 
     def raise_reference_floor(self, floor: int) -> None:
         self._floor(keys=[SEQUENCE_KEY], args=[floor])
