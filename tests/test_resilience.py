@@ -84,3 +84,15 @@ def test_tracebacks_are_scrubbed_too(caplog):
     logger.removeHandler(handler)
     assert "9012345678" not in stream.getvalue()
     assert "+81******5678" in stream.getvalue() and "ValueError" in stream.getvalue()
+
+
+def test_an_unexpected_failure_answers_with_an_apology_and_the_main_menu(client, app):
+    # Corrupted state in Redis (a reference that is not a number) makes the Record action fail
+    # inside the flow: the caller must still get TwiML, never a 500 or Twilio's error message.
+    sid = "CA" + "d" * 32
+    app.extensions["hotline"].redis.hset(f"call:{{{sid}}}", "ref", "not-a-number")
+    form = call_form(sid, RecordingUrl="https://api.twilio.com/rec/RE2", RecordingDuration="12", Digits="#")
+    root = parse(signed_post(client, "/voice/en/node/complaint_merchant/recorded", form))
+    assert verbs(root) == ["Say", "Redirect"]
+    assert root.find("Say").text == CONFIG.prompts.recover["en"]
+    assert root.find("Redirect").text == "/voice/en/node/main"
