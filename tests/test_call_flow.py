@@ -167,7 +167,7 @@ def test_agent_key_in_a_branch_reaches_that_branchs_queue(client):
 def test_locked_account_explains_then_transfers(walker, ticket_for):
     result = walker().dial(["1", "1", "3", "queue:bridged"])
     assert message("account_locked", "ja") in result.text()
-    assert message("agent_account", "ja") in result.text()
+    assert message("agent_urgent", "ja") in result.text()
     ticket = ticket_for(result.call_sid)
     assert ticket["outcome"] == "transferred" and ticket["branch"] == "account"
 

@@ -210,3 +210,34 @@ def test_confirmation_must_read_back_the_reference():
         d["menu"]["nodes"]["complaint_service"]["confirmation"]["en"] = "Thank you."
 
     assert "menu.nodes.complaint_service.confirmation" in only(broken(edit))
+
+
+def test_shipped_queues_agents_and_peak_windows():
+    config = load_config(SHIPPED_CONFIG)
+    assert config.queues["urgent"].priority == 9
+    assert {a.id for a in config.agents} == {"a101", "a102", "a103", "a201"}
+    assert len(config.peak.windows) == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d["agents"].append(dict(d["agents"][0])), "agents[4].id: duplicate agent id 'a101'"),
+        (lambda d: d["agents"][3].update(phone="+8112"), "agents[3].phone: '+8112' is not a valid E.164 number"),
+        (lambda d: d["agents"][0].pop("client"), "agents[0]: an agent needs a 'phone' or a 'client'"),
+        (lambda d: d["agents"][0].update(languages=["ko"]), "agents[0].languages: unknown language 'ko'"),
+        (
+            lambda d: d["queues"]["general"]["overflow"].update(action="queue", queue="account"),
+            "queues.general.overflow.queue: overflow loops: general -> account -> general",
+        ),
+        (
+            lambda d: d["queues"]["refund"].update(overflow={"action": "queue", "queue": "nowhere"}),
+            "queues.refund.overflow.queue: unknown queue 'nowhere'",
+        ),
+        (lambda d: d["queues"]["complaint"].update(skills=["legal"]), "queues.complaint: no agent has a skill"),
+        (lambda d: d["peak"]["windows"][0].update(hours="12:00-11:00"), "peak.windows[0].hours"),
+    ],
+)
+def test_queue_and_agent_mistakes_are_refused(edit, expected):
+    problems = broken(edit)
+    assert any(expected in p for p in problems), problems

@@ -25,6 +25,8 @@ def check_config(config: HotlineConfig) -> list[Finding]:
         *_check_keys(config),
         *_check_reachability(config),
         *_check_exits(config),
+        *_check_queues(config),
+        *_check_agents(config),
     ]
 
 
@@ -161,3 +163,43 @@ def _check_exits(config: HotlineConfig) -> Iterator[Finding]:
     for node_id in nodes:
         if node_id not in exits:
             yield ("menu", "nodes", node_id), "cycle without exit: no path from here ends the call"
+
+
+def queue_skills(name: str, config: HotlineConfig) -> set[str]:
+    return set(config.queues[name].skills or [name])
+
+
+def _check_queues(config: HotlineConfig) -> Iterator[Finding]:
+    known = set(config.languages)
+    for name, queue in config.queues.items():
+        base = ("queues", name)
+        for lang in sorted(set(queue.languages or []) - known):
+            yield (*base, "languages"), f"unknown language {lang!r}"
+        target = queue.overflow.queue
+        if target is not None and target not in config.queues:
+            yield (*base, "overflow", "queue"), f"unknown queue {target!r}"
+        seen, current = [name], target
+        while current in config.queues:
+            if current in seen:
+                yield (*base, "overflow", "queue"), f"overflow loops: {' -> '.join([*seen, current])}"
+                break
+            seen.append(current)
+            current = config.queues[current].overflow.queue
+
+
+def _check_agents(config: HotlineConfig) -> Iterator[Finding]:
+    known = set(config.languages)
+    first: dict[str, int] = {}
+    for i, agent in enumerate(config.agents):
+        if agent.id in first:
+            yield ("agents", i, "id"), f"duplicate agent id {agent.id!r} (also agents[{first[agent.id]}])"
+        first.setdefault(agent.id, i)
+        for lang in sorted(set(agent.languages) - known):
+            yield ("agents", i, "languages"), f"unknown language {lang!r}"
+    if not config.agents:
+        return  # agents may be managed elsewhere until the first are configured
+    for name, queue in config.queues.items():
+        skills = queue_skills(name, config)
+        langs = set(queue.languages or config.languages)
+        if not any(skills & set(a.skills) and langs & set(a.languages) for a in config.agents):
+            yield ("queues", name), f"no agent has a skill in {sorted(skills)} and a language in {sorted(langs)}"

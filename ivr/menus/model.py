@@ -187,11 +187,90 @@ class BusinessHours(Strict):
         return name
 
 
+class ServiceLevel(Strict):
+    """'target' of callers answered within 'answer_within_s' (80/20 is the classic)."""
+
+    answer_within_s: int = Field(default=60, ge=5, le=3600)
+    target: float = Field(default=0.8, gt=0, le=1)
+
+
+class Overflow(Strict):
+    """What happens when the queue is full or the estimate is above `max_wait_s`."""
+
+    max_wait_s: int | None = Field(default=None, ge=30, le=4 * 3600)
+    action: Literal["message", "queue"] = "message"
+    queue: NodeId | None = Field(default=None, description="with action: queue")
+
+    @model_validator(mode="after")
+    def _queue_named(self) -> Overflow:
+        if (self.action == "queue") != (self.queue is not None):
+            raise ValueError("name a 'queue' exactly when the action is 'queue'")
+        return self
+
+
 class QueueConfig(Strict):
-    """A queue callers wait in for an agent (skills and routing arrive with the queue issue)."""
+    """A skill queue callers wait in for an agent."""
 
     hold_music_url: str | None = Field(default=None, pattern=r"^https://")
     announce_every_s: int = Field(default=60, ge=15, le=600)
+    max_size: int = Field(default=200, ge=1, le=5000, description="Twilio's <Enqueue> holds 5000 at most")
+    skills: list[str] = Field(default=[], description="agents with any of these skills serve it (default: its name)")
+    languages: list[LangId] | None = Field(default=None, description="languages served (default: all)")
+    priority: int = Field(default=0, ge=0, le=9, description="higher is served first by agents who serve both")
+    service_level: ServiceLevel = ServiceLevel()
+    overflow: Overflow = Overflow()
+
+
+class Agent(Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    name: str
+    phone: str | None = Field(default=None, description="E.164 number the agent answers on")
+    client: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Twilio Client identity")
+    skills: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(min_length=1, description="skill: level 1-5")
+    languages: list[LangId] = Field(min_length=1)
+
+    @field_validator("phone")
+    @classmethod
+    def _e164(cls, phone: str | None) -> str | None:
+        if phone is None:
+            return None
+        import phonenumbers
+
+        try:
+            number = phonenumbers.parse(phone, None)
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"{phone!r} is not an E.164 number like +81312345678") from exc
+        if not phonenumbers.is_valid_number(number) or phone != phonenumbers.format_number(
+            number, phonenumbers.PhoneNumberFormat.E164
+        ):
+            raise ValueError(f"{phone!r} is not a valid E.164 number")
+        return phone
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Agent:
+        if not self.phone and not self.client:
+            raise ValueError("an agent needs a 'phone' or a 'client' identity to be called on")
+        return self
+
+
+class Routing(Strict):
+    ring_timeout_s: int = Field(default=20, ge=5, le=60, description="how long an agent's phone rings")
+    accept_timeout_s: int = Field(default=10, ge=3, le=60, description="time to press the accept key")
+    accept_key: Digit = "1"
+    wrap_up_s: int = Field(default=30, ge=0, le=600, description="after a call, before the next")
+
+
+class PeakWindow(Strict):
+    days: list[Weekday] = Field(min_length=1)
+    hours: Annotated[TimeRange, BeforeValidator(_range)]
+
+
+class Peak(Strict):
+    """At peak, or whenever the estimate is above `announce_above_s`, callers hear the estimate
+    before they are queued."""
+
+    windows: list[PeakWindow] = []
+    announce_above_s: int = Field(default=120, ge=0, le=3600)
 
 
 class Option(Strict):
@@ -320,6 +399,9 @@ class HotlineConfig(Strict):
     hours: BusinessHours
     after_hours: AfterHours = AfterHours()
     queues: dict[NodeId, QueueConfig] = Field(min_length=1)
+    agents: list[Agent] = []
+    routing: Routing = Routing()
+    peak: Peak = Peak()
     prompts: Prompts
     menu: Menu
     fallback: Fallback = Fallback()
