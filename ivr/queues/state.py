@@ -1,0 +1,216 @@
+"""Live routing state in Redis: who waits where and in what order, what each agent is doing, and
+the atomic match of waiting callers with available agents.
+
+Twilio's own `<Enqueue>` queues are strictly first-in first-out, so our order lives here: one
+sorted set per (queue, language), scored by arrival time, plus each queue's priority from config.
+A caller keeps their original arrival score when they go back to the line (an agent did not
+answer), so they keep their place. Positions are ZRANKs: O(log n), flat at 100,000 callers.
+
+Every key shares the `{routing}` hash tag, so one Lua script can match callers and agents
+atomically even on Redis Cluster: no agent ever gets two callers and no caller two agents,
+however many app processes and workers race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from redis import Redis
+
+TAG = "{routing}"
+AGENT_STATUS = f"{TAG}:agent-status"  # agent id -> available | reserved | busy | wrap_up | away | offline
+AGENT_SINCE = f"{TAG}:agent-since"  # agent id -> epoch ms of the last status change
+AGENT_CALL = f"{TAG}:agent-call"  # agent id -> the call it is reserved for or on
+STATUSES = ("available", "reserved", "busy", "wrap_up", "away", "offline")
+SETTABLE = ("available", "away", "offline")  # what an agent may set; the rest follow calls
+
+
+def waiting_key(queue: str, lang: str) -> str:
+    return f"{TAG}:waiting:{queue}:{lang}"
+
+
+def caller_key(call_sid: str) -> str:
+    return f"{TAG}:caller:{call_sid}"
+
+
+@dataclass(frozen=True)
+class Seat:
+    """A caller's place: which line, and the arrival time that orders it."""
+
+    call_sid: str
+    queue: str
+    lang: str
+    arrived_ms: int
+
+
+@dataclass(frozen=True)
+class Match:
+    agent_id: str
+    call_sid: str
+    queue: str
+    lang: str
+    arrived_ms: int
+
+
+# KEYS[1..3]: AGENT_STATUS, AGENT_SINCE, AGENT_CALL; KEYS[4..]: waiting sets.
+# ARGV: now_ms, caller-key prefix, n_agents, then per agent: id, n_lines, then per line:
+#       key index (into KEYS), priority.
+# Available agents are served longest-idle first; each takes the best head of its lines
+# (highest priority, then earliest arrival). Returns {agent, call, key index, score, ...}.
+_MATCH = """
+local now, prefix, n_agents = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local agents, i = {}, 4
+for a = 1, n_agents do
+  local id, n_lines = ARGV[i], tonumber(ARGV[i + 1])
+  local lines = {}
+  for l = 1, n_lines do
+    lines[l] = {tonumber(ARGV[i + 2 * l]), tonumber(ARGV[i + 2 * l + 1])}
+  end
+  i = i + 2 + 2 * n_lines
+  if redis.call('HGET', KEYS[1], id) == 'available' then
+    agents[#agents + 1] = {id = id, since = tonumber(redis.call('HGET', KEYS[2], id) or '0'), lines = lines}
+  end
+end
+table.sort(agents, function(x, y) if x.since == y.since then return x.id < y.id end return x.since < y.since end)
+local out = {}
+for _, agent in ipairs(agents) do
+  local best_key, best_member, best_score, best_priority = nil, nil, nil, nil
+  for _, line in ipairs(agent.lines) do
+    local head = redis.call('ZRANGE', KEYS[line[1]], 0, 0, 'WITHSCORES')
+    if head[1] then
+      local score = tonumber(head[2])
+      if best_key == nil or line[2] > best_priority or (line[2] == best_priority and score < best_score) then
+        best_key, best_member, best_score, best_priority = line[1], head[1], score, line[2]
+      end
+    end
+  end
+  if best_key then
+    redis.call('ZREM', KEYS[best_key], best_member)
+    redis.call('HSET', KEYS[1], agent.id, 'reserved')
+    redis.call('HSET', KEYS[2], agent.id, now)
+    redis.call('HSET', KEYS[3], agent.id, best_member)
+    redis.call('HSET', prefix .. best_member, 'agent', agent.id)
+    out[#out + 1] = agent.id
+    out[#out + 1] = best_member
+    out[#out + 1] = best_key
+    out[#out + 1] = tostring(best_score)
+  end
+end
+return out
+"""
+
+
+class RoutingState:
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._match = redis.register_script(_MATCH)
+
+    # ----- callers ------------------------------------------------------------------------
+
+    def join(self, seat: Seat) -> int:
+        """Put a caller in line (idempotent: a retried webhook keeps the first arrival); returns
+        their 1-based position in their (queue, language) line."""
+        key = waiting_key(seat.queue, seat.lang)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(key, {seat.call_sid: seat.arrived_ms}, nx=True)
+        pipe.hset(
+            caller_key(seat.call_sid),
+            mapping={"queue": seat.queue, "lang": seat.lang, "arrived_ms": seat.arrived_ms},
+        )
+        pipe.hdel(caller_key(seat.call_sid), "agent")
+        pipe.zrank(key, seat.call_sid)
+        return int(pipe.execute()[-1]) + 1
+
+    def back_to_line(self, call_sid: str) -> int | None:
+        """An agent did not take the call: the caller goes back with their original arrival time,
+        so they keep their place. Returns the position, or None if the caller is unknown."""
+        seat = self.seat(call_sid)
+        return None if seat is None else self.join(seat)
+
+    def leave(self, call_sid: str) -> Seat | None:
+        """Take a caller out of line (answered, hung up, moved on); returns where they were."""
+        seat = self.seat(call_sid)
+        if seat is None:
+            return None
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(waiting_key(seat.queue, seat.lang), call_sid)
+        pipe.delete(caller_key(call_sid))
+        pipe.execute()
+        return seat
+
+    def seat(self, call_sid: str) -> Seat | None:
+        data = self.redis.hgetall(caller_key(call_sid))
+        if not data:
+            return None
+        return Seat(call_sid, data[b"queue"].decode(), data[b"lang"].decode(), int(data[b"arrived_ms"]))
+
+    def position(self, call_sid: str, queue: str, lang: str) -> int | None:
+        rank = self.redis.zrank(waiting_key(queue, lang), call_sid)
+        return None if rank is None else rank + 1
+
+    def waiting(self, queue: str, langs: Iterable[str]) -> dict[str, tuple[int, int | None]]:
+        """Per language: (callers waiting, arrival ms of the longest waiting or None)."""
+        langs = list(langs)
+        pipe = self.redis.pipeline(transaction=False)
+        for lang in langs:
+            pipe.zcard(waiting_key(queue, lang))
+            pipe.zrange(waiting_key(queue, lang), 0, 0, withscores=True)
+        results = pipe.execute()
+        out = {}
+        for n, lang in enumerate(langs):
+            size, head = results[2 * n], results[2 * n + 1]
+            out[lang] = (int(size), int(head[0][1]) if head else None)
+        return out
+
+    # ----- agents -------------------------------------------------------------------------
+
+    def set_agent_status(self, agent_id: str, status: str, now_ms: int) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown agent status {status!r}")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(AGENT_STATUS, agent_id, status)
+        pipe.hset(AGENT_SINCE, agent_id, now_ms)
+        if status in ("available", "away", "offline"):
+            pipe.hdel(AGENT_CALL, agent_id)
+        pipe.execute()
+
+    def agents(self) -> dict[str, tuple[str, int, str | None]]:
+        """Agent id -> (status, since ms, call sid); agents never seen are absent (offline)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(AGENT_STATUS)
+        pipe.hgetall(AGENT_SINCE)
+        pipe.hgetall(AGENT_CALL)
+        statuses, since, calls = pipe.execute()
+        return {
+            agent.decode(): (
+                status.decode(),
+                int(since.get(agent, 0)),
+                calls[agent].decode() if agent in calls else None,
+            )
+            for agent, status in statuses.items()
+        }
+
+    # ----- matching -----------------------------------------------------------------------
+
+    def match(self, lines_by_agent: dict[str, list[tuple[str, str, int]]], now_ms: int) -> list[Match]:
+        """Reserve available agents for waiting callers, atomically. `lines_by_agent` maps each
+        agent to the (queue, language, priority) lines it may serve (from config)."""
+        keys = [AGENT_STATUS, AGENT_SINCE, AGENT_CALL]
+        index: dict[str, int] = {}
+        args: list[object] = [now_ms, f"{TAG}:caller:", len(lines_by_agent)]
+        for agent_id, lines in lines_by_agent.items():
+            args += [agent_id, len(lines)]
+            for queue, lang, priority in lines:
+                key = waiting_key(queue, lang)
+                if key not in index:
+                    keys.append(key)
+                    index[key] = len(keys)  # Lua's KEYS are 1-based
+                args += [index[key], priority]
+        raw = self._match(keys=keys, args=args)
+        matches = []
+        for n in range(0, len(raw), 4):
+            agent_id, call_sid, key_index, score = raw[n : n + 4]
+            _, _, queue, lang = keys[int(key_index) - 1].split(":", 3)
+            matches.append(Match(agent_id.decode(), call_sid.decode(), queue, lang, int(float(score))))
+        return matches
