@@ -13,6 +13,7 @@ from rq import Queue
 
 from ivr.calllog import CallLog
 from ivr.menus.runtime import ConfigHolder
+from ivr.queues.state import RoutingState
 from ivr.tickets.store import TicketStore
 
 TICKETS_QUEUE = "tickets"
@@ -30,6 +31,7 @@ class Services:
     store: TicketStore
     tickets_queue: Queue
     clock: Callable[[], datetime]
+    routing: RoutingState
 
     @classmethod
     def build(cls, app: Flask) -> Services:
@@ -45,6 +47,7 @@ class Services:
             store=TicketStore(settings["DATABASE_URL"]),
             tickets_queue=Queue(TICKETS_QUEUE, connection=redis),
             clock=settings["CLOCK"] or utc_now,
+            routing=RoutingState(redis),
         )
 
     def close(self) -> None:

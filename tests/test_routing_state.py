@@ -118,3 +118,21 @@ def test_racing_matchers_never_double_book(redis_url, processes):
     urgent = [m for m in results if m.queue == "urgent"]
     assert len(urgent) == len([n for n in range(200) if n % 7 == 0])  # all 29 urgent callers first
     assert setup.waiting("payment", ["ja"])["ja"][0] == 200 - 40
+
+
+def test_transferred_callers_join_our_line_and_leave_it_when_they_go(app, client, clock):
+    from tests.twiml import call_form, parse, signed_post
+
+    routing = app.extensions["hotline"].routing
+    sids = [sid(100 + n) for n in range(3)]
+    for n, call_sid in enumerate(sids):
+        clock.advance(1)
+        parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(call_sid, Digits="0")))
+    assert [routing.position(s, "payment", "en") for s in sids] == [1, 2, 3]
+    # The first hangs up while queued (Enqueue action), the second's completed status arrives
+    # without any Enqueue action: both leave the line.
+    form = call_form(sids[0], QueueResult="hangup", QueueTime="30", CallStatus="completed")
+    parse(signed_post(client, "/voice/en/node/agent_payment/queued", form))
+    status = call_form(sids[1], CallStatus="completed", CallDuration="90", SequenceNumber="2")
+    assert signed_post(client, "/voice/status", status).status_code == 204
+    assert [routing.position(s, "payment", "en") for s in sids] == [None, None, 1]

@@ -56,7 +56,9 @@ def twiml(vr: VoiceResponse) -> Response:
 
 def flow() -> Flow:
     hotline = services()
-    return Flow(hotline.config.current(), hotline.calls, FlaskUrls(), hotline.clock(), hotline.mark_ticket_due)
+    return Flow(
+        hotline.config.current(), hotline.calls, FlaskUrls(), hotline.clock(), hotline.mark_ticket_due, hotline.routing
+    )
 
 
 def call() -> Call:

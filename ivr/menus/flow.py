@@ -31,6 +31,7 @@ from ivr.menus.model import (
 )
 from ivr.menus.runtime import Plan
 from ivr.privacy import mask_number
+from ivr.queues.state import RoutingState, Seat
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Flow:
         urls: render.Urls,
         now: datetime,
         mark_due: Callable[[str, Pipeline], None],
+        routing: RoutingState,
     ):
         self.plan = plan
         self.config = plan.config
@@ -80,6 +82,9 @@ class Flow:
         self.urls = urls
         self.now = now
         self.mark_due = mark_due
+        self.routing = routing
+        # Redis commands gathered while deciding, sent with the events in one round trip.
+        self._ops: list[Callable[[Pipeline], None]] = []
         self.keys = plan.config.input.keys
 
     # ----- start and language -------------------------------------------------------------
@@ -140,12 +145,12 @@ class Flow:
         if node is None:
             return self._recover(call, lang_id, f"unknown node {node_id!r}", events)
         events.append(make_event("visit", self.now, node=node_id, lang=lang_id, branch=self.plan.branches.get(node_id)))
-        twiml = self._render_entry(lang_id, node_id, node, preamble, events)
+        twiml = self._render_entry(call, lang_id, node_id, node, preamble, events)
         self._log(call, events)
         return twiml
 
     def _render_entry(
-        self, lang_id: str, node_id: str, node: Node, preamble: list[str], events: list[dict]
+        self, call: Call, lang_id: str, node_id: str, node: Node, preamble: list[str], events: list[dict]
     ) -> VoiceResponse:
         config, urls = self.config, self.urls
         if isinstance(node, MenuNode):
@@ -169,16 +174,19 @@ class Flow:
                 config, urls, lang_id, node_id, texts, node.max_length_s, self._back_url(lang_id, node_id)
             )
         if isinstance(node, TransferNode):
-            return self._transfer(lang_id, node_id, node, preamble, events)
+            return self._transfer(call, lang_id, node_id, node, preamble, events)
         assert isinstance(node, HangupNode)
         events.append(make_event("goodbye", self.now, node=node_id))
         return render.speak_and_hang_up(config, lang_id, [*preamble, node.message[lang_id]])
 
     def _transfer(
-        self, lang_id: str, node_id: str, node: TransferNode, preamble: list[str], events: list[dict]
+        self, call: Call, lang_id: str, node_id: str, node: TransferNode, preamble: list[str], events: list[dict]
     ) -> VoiceResponse:
         if self.plan.hours.is_open(self.now):
             events.append(make_event("enqueued", self.now, node=node_id, queue=node.queue))
+            # Our own line (Twilio's queue is FIFO only): ordered by arrival, served by routing.
+            seat = Seat(call.sid, node.queue, lang_id, int(self.now.timestamp() * 1000))
+            self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
             texts = [*preamble, node.prompt[lang_id]]
             return self._memo(
                 ("enqueue", lang_id, node_id, *texts),
@@ -218,8 +226,10 @@ class Flow:
             parent = self.plan.parents.get(node_id, self.config.menu.root)
             return self._moved(call, lang_id, node_id, node, parent, "back_key")
         if call.digits == self.keys.repeat:
-            self._log(call, [self._input_event(node_id, node, "repeat_key", "repeat")])
-            return self._render_again(lang_id, node_id, node, attempt, [], full=True)
+            events = [self._input_event(node_id, node, "repeat_key", "repeat")]
+            twiml = self._render_again(call, lang_id, node_id, node, attempt, [], True, events)
+            self._log(call, events)
+            return twiml
         message_node = self.config.after_hours.message_node
         if isinstance(node, TransferNode) and message_node and call.digits == self.config.after_hours.message_key:
             return self._moved(call, lang_id, node_id, node, message_node, call.digits)
@@ -262,12 +272,22 @@ class Flow:
         event = self._input_event(node_id, node, shown, reason)
         if attempt >= self.config.input.max_attempts:
             return self._give_up(call, lang_id, node_id, [event])
-        self._log(call, [event])
         reason_text = getattr(self.config.prompts, reason)[lang_id]
-        return self._render_again(lang_id, node_id, node, attempt + 1, [reason_text], full=False)
+        events = [event]
+        twiml = self._render_again(call, lang_id, node_id, node, attempt + 1, [reason_text], False, events)
+        self._log(call, events)
+        return twiml
 
     def _render_again(
-        self, lang_id: str, node_id: str, node: Node, attempt: int, preamble: list[str], full: bool
+        self,
+        call: Call,
+        lang_id: str,
+        node_id: str,
+        node: Node,
+        attempt: int,
+        preamble: list[str],
+        full: bool,
+        events: list[dict],
     ) -> VoiceResponse:
         """The same node again; an answer or a closed-line notice is repeated only when asked."""
         config, urls = self.config, self.urls
@@ -286,7 +306,7 @@ class Flow:
             texts = [*preamble, self._closed_text(lang_id)] if full else preamble
             offer = config.after_hours.message_node is not None
             return render.closed(config, urls, lang_id, node_id, texts, attempt, offer)
-        return self._render_entry(lang_id, node_id, node, preamble, [])
+        return self._render_entry(call, lang_id, node_id, node, preamble, events)
 
     def _give_up(self, call: Call, lang_id: str, node_id: str, events: list[dict]) -> VoiceResponse:
         """Too many failed attempts: an agent when the line is open, else when it opens, goodbye."""
@@ -356,6 +376,7 @@ class Flow:
             result=result,
             wait_s=_int(form.get("QueueTime")),
         )
+        self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid))
         self._log(call, [event], sync=True)
         if result in _QUEUE_DONE or call.status in TERMINAL_STATUSES:
             return render.empty()
@@ -382,6 +403,10 @@ class Flow:
             duration_s=_int(form.get("CallDuration")) if form.get("CallDuration") else None,
             seq=_int(seq) if seq else None,
         )
+        if call.status in TERMINAL_STATUSES:
+            # A caller who hangs up while queued must not keep a place (the Enqueue action may
+            # come later, or never).
+            self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid))
         self._log(call, [event], sync=call.status in TERMINAL_STATUSES)
 
     # ----- helpers --------------------------------------------------------------------------
@@ -404,9 +429,18 @@ class Flow:
         return text
 
     def _log(self, call: Call, events: list[dict], sync: bool = False) -> None:
-        """Append events (and queue the ticket job) in one round trip; never fail the caller."""
+        """Append events, mark the ticket due and apply routing changes in one round trip; never
+        fail the caller."""
+        ops, self._ops = self._ops, []
+        if sync:
+            ops.append(self._sync_in(call.sid))
+
+        def also(pipe: Pipeline) -> None:
+            for op in ops:
+                op(pipe)
+
         try:
-            self.calls.append(call.sid, events, also=self._sync_in(call.sid) if sync else None)
+            self.calls.append(call.sid, events, also=also)
         except RedisError:
             # The caller must still be answered; the ticket will miss these steps.
             log.warning("call %s: Redis unavailable, %d ticket event(s) not logged", call.sid, len(events))

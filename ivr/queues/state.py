@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.client import Pipeline
 
 TAG = "{routing}"
 AGENT_STATUS = f"{TAG}:agent-status"  # agent id -> available | reserved | busy | wrap_up | away | offline
@@ -101,10 +102,42 @@ return out
 """
 
 
+# KEYS: the caller's hash. ARGV: waiting-key prefix. Takes the caller out of their line (if in
+# one) in one step, so a webhook can do it inside the pipeline it already sends.
+_LEAVE = """
+local seat = redis.call('HMGET', KEYS[1], 'queue', 'lang')
+if seat[1] then
+  redis.call('ZREM', ARGV[1] .. seat[1] .. ':' .. seat[2], ARGV[2])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
+
+
 class RoutingState:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._match = redis.register_script(_MATCH)
+        self._leave = redis.register_script(_LEAVE)
+
+    def join_in(self, pipe: Pipeline, seat: Seat) -> None:
+        """Add 'put this caller in line, and wake the dispatcher' to a webhook's pipeline."""
+        pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
+        pipe.hset(
+            caller_key(seat.call_sid),
+            mapping={"queue": seat.queue, "lang": seat.lang, "arrived_ms": seat.arrived_ms},
+        )
+        self.wake_in(pipe)
+
+    def leave_in(self, pipe: Pipeline, call_sid: str) -> None:
+        """Add 'take this caller out of line, if in one' to a webhook's pipeline."""
+        self._leave(keys=[caller_key(call_sid)], args=[f"{TAG}:waiting:", call_sid], client=pipe)
+
+    def wake_in(self, pipe: Pipeline) -> None:
+        pipe.lpush(WAKE_KEY, 1)
+        pipe.ltrim(WAKE_KEY, 0, 0)
 
     # ----- callers ------------------------------------------------------------------------
 

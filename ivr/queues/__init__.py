@@ -1,0 +1,1 @@
+"""Agent queues: wait-time estimation (`ivr.queues.estimator`)."""
