@@ -10,7 +10,6 @@ A call marked again while being dispatched stays due, so a late event (a Record 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from redis import Redis
@@ -22,7 +21,6 @@ from ivr.services import services
 log = logging.getLogger(__name__)
 
 DUE_KEY = "hotline:tickets:due"
-DISPATCH_LOCK_KEY = "hotline:tickets:dispatch-lock"
 # A database outage of up to about an hour is ridden out; after that the job sits in RQ's failed
 # registry, and the events stay in Redis for CALL_LOG_TTL_S (`flask hotline resync` replays them).
 SYNC_RETRY = Retry(max=10, interval=[2, 5, 15, 30, 60, 120, 300, 600, 900, 1800])
@@ -64,19 +62,6 @@ def dispatch_due(redis: Redis, queue: Queue, batch: int = 500) -> int:
     args = [value for member, score in due for value in (member, repr(score))]
     redis.eval(_REMOVE_UNCHANGED, 1, DUE_KEY, *args)
     return len(due)
-
-
-def run_dispatcher(redis: Redis, queue: Queue, stop: threading.Event, interval_s: float = 1.0) -> None:
-    """The worker's dispatcher loop; several workers may run one, the lock keeps them apart."""
-    while not stop.is_set():
-        try:
-            if redis.set(DISPATCH_LOCK_KEY, "1", nx=True, px=int(interval_s * 5000)):
-                while dispatch_due(redis, queue) == 500:
-                    pass
-                redis.delete(DISPATCH_LOCK_KEY)
-        except Exception:  # noqa: BLE001 - keep dispatching after a Redis blip
-            log.exception("ticket dispatcher: will retry")
-        stop.wait(interval_s)
 
 
 def seed_reference_floor() -> None:

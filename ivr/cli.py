@@ -59,23 +59,21 @@ def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) for the hotline's queues."""
     from rq import Worker
 
-    from callbacks.tickets import run_dispatcher, seed_reference_floor
-    from ivr.services import TICKETS_QUEUE, services
+    from callbacks.dispatcher import dispatch_once, run_dispatcher
+    from callbacks.tickets import seed_reference_floor
+    from ivr.services import ROUTING_QUEUE, TICKETS_QUEUE, services
 
     seed_reference_floor()
     hotline_services = services()
     stop = threading.Event()
-    dispatcher = threading.Thread(
-        target=run_dispatcher,
-        args=(hotline_services.redis, hotline_services.tickets_queue, stop),
-        name="ticket-dispatcher",
-        daemon=True,
-    )
+    app = current_app._get_current_object()
+    dispatcher = threading.Thread(target=run_dispatcher, args=(app, stop), name="dispatcher", daemon=True)
     dispatcher.start()
     if burst:  # a burst run should find what is already due
-        hotline_services.dispatch_due_tickets()
+        dispatch_once()
     try:
-        worker = Worker([TICKETS_QUEUE], connection=hotline_services.redis)
+        # Routing first: a caller is waiting on it; a ticket can wait a second.
+        worker = Worker([ROUTING_QUEUE, TICKETS_QUEUE], connection=hotline_services.redis)
         worker.work(burst=burst, with_scheduler=True)
     finally:
         stop.set()

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
+from twilio.rest import Client
 
 from ivr.calllog import CallLog
 from ivr.menus.runtime import ConfigHolder
@@ -17,6 +18,7 @@ from ivr.queues.state import RoutingState
 from ivr.tickets.store import TicketStore
 
 TICKETS_QUEUE = "tickets"
+ROUTING_QUEUE = "routing"  # connecting agents: listened to first, it keeps callers waiting
 
 
 def utc_now() -> datetime:
@@ -32,6 +34,8 @@ class Services:
     tickets_queue: Queue
     clock: Callable[[], datetime]
     routing: RoutingState
+    routing_queue: Queue
+    _twilio: Client | None = None
 
     @classmethod
     def build(cls, app: Flask) -> Services:
@@ -48,7 +52,17 @@ class Services:
             tickets_queue=Queue(TICKETS_QUEUE, connection=redis),
             clock=settings["CLOCK"] or utc_now,
             routing=RoutingState(redis),
+            routing_queue=Queue(ROUTING_QUEUE, connection=redis),
         )
+
+    def twilio(self) -> Client:
+        """The Twilio REST client (built on first use; only workers call Twilio)."""
+        if self._twilio is None:
+            sid = current_app.config.get("TWILIO_ACCOUNT_SID")
+            if not sid:
+                raise RuntimeError("TWILIO_ACCOUNT_SID is unset: routing needs Twilio's REST API")
+            self._twilio = Client(sid, current_app.config["TWILIO_AUTH_TOKEN"])
+        return self._twilio
 
     def close(self) -> None:
         """Release connections (tests and CLI commands that build many apps)."""

@@ -26,6 +26,7 @@ from ivr.tickets.migrate import upgrade
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = ROOT / "config" / "hotline.yaml"
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC" + "1" * 32
 OPS_TOKEN = "ops-token-for-tests"
 BASE_URL = "https://hotline.example.com"
 # Tuesday 2026-11-24 10:00 in Tokyo: the line is open (Monday the 23rd is a public holiday).
@@ -116,6 +117,7 @@ def make_app(redis_url, database_url, clock, config_path):
     def make(**overrides):
         settings = {
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "REDIS_URL": redis_url,
             "DATABASE_URL": database_url,
             "HOTLINE_CONFIG": str(config_path),

@@ -77,3 +77,28 @@ def test_status_callback_answers_204(client):
         client, "/voice/status", call_form(CallStatus="completed", CallDuration="12", SequenceNumber="3")
     )
     assert response.status_code == 204
+
+
+def test_agents_set_their_status_and_queues_show_live_state(app, client, clock):
+    assert {a["id"]: a["status"] for a in client.get("/api/agents", headers=API).get_json()["agents"]} == {
+        "a101": "offline",
+        "a102": "offline",
+        "a103": "offline",
+        "a201": "offline",
+    }
+    response = client.post("/api/agents/a103/status", json={"status": "available"}, headers=API)
+    assert response.status_code == 200
+    assert client.post("/api/agents/a103/status", json={"status": "busy"}, headers=API).status_code == 400
+    assert client.post("/api/agents/nobody/status", json={"status": "away"}, headers=API).status_code == 404
+    assert client.post("/api/agents/a103/status", json={"status": "away"}).status_code == 401
+    for n in range(2):
+        clock.advance(30)
+        form = call_form(f"CA{n:032x}", Digits="0")
+        assert signed_post(client, "/voice/en/node/payment/choice?attempt=1", form).status_code == 200
+    clock.advance(60)
+    queues = {q["queue"]: q for q in client.get("/api/queues", headers=API).get_json()["queues"]}
+    assert queues["payment"]["waiting"] == 2 and queues["payment"]["waiting_by_language"]["en"] == 2
+    assert queues["payment"]["longest_wait_s"] == 90
+    assert queues["payment"]["agents_staffed"] == 1 and queues["payment"]["agents_busy"] == 0
+    agents = {a["id"]: a for a in client.get("/api/agents", headers=API).get_json()["agents"]}
+    assert agents["a103"]["status"] == "available" and agents["a103"]["since"]

@@ -125,7 +125,7 @@ def test_transferred_callers_join_our_line_and_leave_it_when_they_go(app, client
 
     routing = app.extensions["hotline"].routing
     sids = [sid(100 + n) for n in range(3)]
-    for n, call_sid in enumerate(sids):
+    for call_sid in sids:
         clock.advance(1)
         parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(call_sid, Digits="0")))
     assert [routing.position(s, "payment", "en") for s in sids] == [1, 2, 3]

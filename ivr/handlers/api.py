@@ -32,6 +32,7 @@ def database_unavailable(_error):
 @bp.errorhandler(400)
 @bp.errorhandler(401)
 @bp.errorhandler(404)
+@bp.errorhandler(409)
 def json_error(error):
     return jsonify(error=error.description), error.code
 
@@ -89,3 +90,79 @@ def _since_arg() -> datetime | None:
     except ValueError:
         abort(400, description="since must be an ISO 8601 time, e.g. 2026-11-22T09:00:00+09:00")
     return since if since.tzinfo else since.replace(tzinfo=UTC)
+
+
+@bp.get("/agents")
+def list_agents():
+    """Agents from config with their live status."""
+    hotline = services()
+    live = hotline.routing.agents()
+    agents = []
+    for agent in hotline.config.current().config.agents:
+        status, since_ms, call_sid = live.get(agent.id, ("offline", 0, None))
+        agents.append(
+            {
+                "id": agent.id,
+                "name": agent.name,
+                "skills": agent.skills,
+                "languages": agent.languages,
+                "status": status,
+                "since": _iso_ms(since_ms),
+                "call_sid": call_sid,
+            }
+        )
+    return jsonify(agents=agents)
+
+
+@bp.post("/agents/<agent_id>/status")
+def set_agent_status(agent_id: str):
+    """An agent (or ops) sets available, away or offline; busy and wrap-up follow calls."""
+    from ivr.queues.state import SETTABLE
+
+    hotline = services()
+    if not any(a.id == agent_id for a in hotline.config.current().config.agents):
+        abort(404, description=f"no agent {agent_id!r} in the config")
+    body = request.get_json(silent=True) or {}
+    status = body.get("status") or request.form.get("status")
+    if status not in SETTABLE:
+        abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
+    current = hotline.routing.agents().get(agent_id)
+    if current and current[0] in ("reserved", "busy") and status == "available":
+        abort(409, description=f"agent {agent_id} is on a call ({current[0]})")
+    hotline.routing.set_agent_status(agent_id, status, int(hotline.clock().timestamp() * 1000))
+    return jsonify(id=agent_id, status=status)
+
+
+@bp.get("/queues")
+def list_queues():
+    """Each queue: callers waiting (per language), the longest wait, agents staffed and busy."""
+    from ivr.queues.lines import agent_lines
+
+    hotline = services()
+    config = hotline.config.current().config
+    now_ms = int(hotline.clock().timestamp() * 1000)
+    live = hotline.routing.agents()
+    lines = agent_lines(config)
+    out = []
+    for name, queue in config.queues.items():
+        langs = list(queue.languages or config.languages)
+        waiting = hotline.routing.waiting(name, langs)
+        heads = [head for _, head in waiting.values() if head is not None]
+        serving = [a for a, own in lines.items() if any(q == name for q, _, _ in own)]
+        statuses = [live.get(a, ("offline", 0, None))[0] for a in serving]
+        out.append(
+            {
+                "queue": name,
+                "waiting": sum(size for size, _ in waiting.values()),
+                "waiting_by_language": {lang: size for lang, (size, _) in waiting.items()},
+                "longest_wait_s": round((now_ms - min(heads)) / 1000) if heads else 0,
+                "agents_staffed": sum(s not in ("away", "offline") for s in statuses),
+                "agents_busy": sum(s in ("reserved", "busy", "wrap_up") for s in statuses),
+                "priority": queue.priority,
+            }
+        )
+    return jsonify(queues=out)
+
+
+def _iso_ms(ms: int) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None

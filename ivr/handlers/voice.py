@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ivr.calllog import make_event
 from ivr.menus import render
 from ivr.menus.flow import Call, Flow
+from ivr.queues.connect import AgentCalls
 from ivr.security import require_twilio_call
 from ivr.services import services
 
@@ -49,6 +50,15 @@ class FlaskUrls:
     def hold(self, lang: str, queue: str) -> str:
         return url_for("voice.hold", lang=lang, queue=queue)
 
+    def connected(self, lang: str, agent_id: str) -> str:
+        return url_for("voice.connected", lang=lang, agent_id=agent_id)
+
+    def whisper(self, agent_id: str) -> str:
+        return url_for("voice.whisper", agent_id=agent_id)
+
+    def accept(self, agent_id: str) -> str:
+        return url_for("voice.accept", agent_id=agent_id)
+
 
 def twiml(vr: VoiceResponse) -> Response:
     return Response(str(vr), mimetype="text/xml")
@@ -58,6 +68,13 @@ def flow() -> Flow:
     hotline = services()
     return Flow(
         hotline.config.current(), hotline.calls, FlaskUrls(), hotline.clock(), hotline.mark_ticket_due, hotline.routing
+    )
+
+
+def agent_calls() -> AgentCalls:
+    hotline = services()
+    return AgentCalls(
+        hotline.config.current(), hotline.routing, hotline.calls, FlaskUrls(), hotline.clock(), hotline.mark_ticket_due
     )
 
 
@@ -124,6 +141,31 @@ def queued(lang: str, node_id: str):
 def hold(lang: str, queue: str):
     """Enqueue waitUrl: Twilio loops it while the caller waits."""
     return twiml(flow().hold(lang, queue))
+
+
+@bp.post("/<lang>/connect/<agent_id>")
+def connect(lang: str, agent_id: str):
+    """The queued caller, redirected by the router: dial the reserved agent (whisper first)."""
+    return twiml(agent_calls().connect(call().sid, lang, agent_id))
+
+
+@bp.post("/<lang>/connect/<agent_id>/done")
+def connected(lang: str, agent_id: str):
+    """The caller's Dial ended: wrap-up after a conversation, else the next agent."""
+    return twiml(agent_calls().connected(call().sid, lang, agent_id, request.form))
+
+
+@bp.post("/agent/<agent_id>/whisper")
+def whisper(agent_id: str):
+    """On the agent's leg before the bridge: who calls and why; press a key to accept."""
+    return twiml(agent_calls().whisper(agent_id, request.form.get("ParentCallSid", "")))
+
+
+@bp.post("/agent/<agent_id>/accept")
+def accept(agent_id: str):
+    """The agent's key: accept bridges the calls, anything else declines."""
+    form = request.form
+    return twiml(agent_calls().accept(agent_id, form.get("ParentCallSid", ""), form.get("Digits")))
 
 
 @bp.post("/status")

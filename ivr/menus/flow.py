@@ -185,7 +185,8 @@ class Flow:
         if self.plan.hours.is_open(self.now):
             events.append(make_event("enqueued", self.now, node=node_id, queue=node.queue))
             # Our own line (Twilio's queue is FIFO only): ordered by arrival, served by routing.
-            seat = Seat(call.sid, node.queue, lang_id, int(self.now.timestamp() * 1000))
+            arrived_ms = int(self.now.timestamp() * 1000)
+            seat = Seat(call.sid, node.queue, lang_id, arrived_ms, node_id, self.plan.branches.get(node_id, "other"))
             self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
             texts = [*preamble, node.prompt[lang_id]]
             return self._memo(

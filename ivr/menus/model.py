@@ -49,6 +49,9 @@ class Language(Strict):
         default="{day} {time}", description="the next opening today or tomorrow; fields {day}, {time}"
     )
     date_format: str = Field(default="{month}/{day}", description="fields {month}, {day}, {month_name}")
+    branch_names: dict[Branch, str] = Field(
+        default={}, description="how the branches are named to agents in this language (whisper)"
+    )
 
     @field_validator("say_language")
     @classmethod
@@ -367,6 +370,17 @@ class Prompts(Strict):
     queue_full: LangText
     too_many_attempts: LangText
     fallback: LangText = Field(description="said by /voice/fallback when the app failed")
+    whisper: LangText = Field(
+        description="to the agent before the bridge; {branch} {language} {wait_min} {reference} {key}"
+    )
+    agent_missed: LangText = Field(description="to the caller when the agent did not take the call")
+
+    @field_validator("whisper")
+    @classmethod
+    def _whisper(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"branch", "language", "wait_min", "reference", "key"})
+        return texts
 
     @field_validator("closed")
     @classmethod

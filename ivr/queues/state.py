@@ -43,6 +43,8 @@ class Seat:
     queue: str
     lang: str
     arrived_ms: int
+    node: str = ""  # the transfer node that queued them (its URLs put them back in line)
+    branch: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,16 @@ return 0
 WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
 
 
+def _seat_fields(seat: Seat) -> dict[str, object]:
+    return {
+        "queue": seat.queue,
+        "lang": seat.lang,
+        "arrived_ms": seat.arrived_ms,
+        "node": seat.node,
+        "branch": seat.branch,
+    }
+
+
 class RoutingState:
     def __init__(self, redis: Redis):
         self.redis = redis
@@ -127,7 +139,7 @@ class RoutingState:
         pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
         pipe.hset(
             caller_key(seat.call_sid),
-            mapping={"queue": seat.queue, "lang": seat.lang, "arrived_ms": seat.arrived_ms},
+            mapping=_seat_fields(seat),
         )
         self.wake_in(pipe)
 
@@ -149,7 +161,7 @@ class RoutingState:
         pipe.zadd(key, {seat.call_sid: seat.arrived_ms}, nx=True)
         pipe.hset(
             caller_key(seat.call_sid),
-            mapping={"queue": seat.queue, "lang": seat.lang, "arrived_ms": seat.arrived_ms},
+            mapping=_seat_fields(seat),
         )
         pipe.hdel(caller_key(seat.call_sid), "agent")
         pipe.zrank(key, seat.call_sid)
@@ -173,10 +185,12 @@ class RoutingState:
         return seat
 
     def seat(self, call_sid: str) -> Seat | None:
-        data = self.redis.hgetall(caller_key(call_sid))
-        if not data:
+        data = {k.decode(): v.decode() for k, v in self.redis.hgetall(caller_key(call_sid)).items()}
+        if "queue" not in data:
             return None
-        return Seat(call_sid, data[b"queue"].decode(), data[b"lang"].decode(), int(data[b"arrived_ms"]))
+        return Seat(
+            call_sid, data["queue"], data["lang"], int(data["arrived_ms"]), data.get("node", ""), data.get("branch", "")
+        )
 
     def position(self, call_sid: str, queue: str, lang: str) -> int | None:
         rank = self.redis.zrank(waiting_key(queue, lang), call_sid)
@@ -198,15 +212,30 @@ class RoutingState:
 
     # ----- agents -------------------------------------------------------------------------
 
-    def set_agent_status(self, agent_id: str, status: str, now_ms: int) -> None:
+    def set_agent_status(self, agent_id: str, status: str, now_ms: int, call_sid: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown agent status {status!r}")
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(AGENT_STATUS, agent_id, status)
         pipe.hset(AGENT_SINCE, agent_id, now_ms)
-        if status in ("available", "away", "offline"):
+        if call_sid is not None:
+            pipe.hset(AGENT_CALL, agent_id, call_sid)
+        elif status in ("available", "away", "offline"):
             pipe.hdel(AGENT_CALL, agent_id)
+        if status == "available":
+            self.wake_in(pipe)
         pipe.execute()
+
+    def end_wrap_ups(self, wrap_up_ms: int, now_ms: int) -> list[str]:
+        """Agents whose wrap-up time is over become available again."""
+        done = [
+            agent
+            for agent, (status, since, _) in self.agents().items()
+            if status == "wrap_up" and since + wrap_up_ms <= now_ms
+        ]
+        for agent in done:
+            self.set_agent_status(agent, "available", now_ms)
+        return done
 
     def agents(self) -> dict[str, tuple[str, int, str | None]]:
         """Agent id -> (status, since ms, call sid); agents never seen are absent (offline)."""

@@ -1,0 +1,45 @@
+"""The worker's dispatcher thread: queues ticket syncs for calls marked due, and routes waiting
+callers to available agents. It wakes when a webhook pushes to the wake list (a caller joined,
+an agent became available) and at least every second. Several workers may run one; a short
+lock lets one at a time do a pass."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+
+from callbacks.routing import route
+from callbacks.tickets import dispatch_due
+from ivr.queues.state import WAKE_KEY
+from ivr.services import services
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "hotline:dispatch-lock"
+
+
+def dispatch_once() -> tuple[int, int]:
+    """One pass: (ticket syncs queued, callers routed)."""
+    hotline = services()
+    synced = 0
+    while (batch := dispatch_due(hotline.redis, hotline.tickets_queue)) == 500:
+        synced += batch
+    return synced + batch, route(hotline.routing_queue)
+
+
+def run_dispatcher(app: Flask, stop: threading.Event, interval_s: float = 1.0) -> None:
+    with app.app_context():
+        redis = services().redis
+        while not stop.is_set():
+            try:
+                redis.blpop([WAKE_KEY], timeout=interval_s)
+                if redis.set(LOCK_KEY, "1", nx=True, px=int(interval_s * 5000)):
+                    try:
+                        dispatch_once()
+                    finally:
+                        redis.delete(LOCK_KEY)
+            except Exception:  # noqa: BLE001 - keep dispatching after a Redis or config blip
+                log.exception("dispatcher pass failed; retrying")
+                stop.wait(interval_s)

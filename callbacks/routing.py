@@ -1,0 +1,83 @@
+"""Routing in the worker: match waiting callers with available agents, and the RQ job that
+redirects a reserved caller's call to the agent (Twilio REST). Jobs take ids and let
+exceptions propagate; a reservation that cannot be completed is released, never leaked."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, url_for
+from rq import Queue, Retry, get_current_job
+from twilio.base.exceptions import TwilioRestException
+
+from ivr.queues.lines import agent_lines
+from ivr.services import services
+
+log = logging.getLogger(__name__)
+
+CONNECT_RETRY = Retry(max=2, interval=[1, 3])
+# Twilio's answer when the call is no longer there to redirect (the caller hung up meanwhile).
+_CALL_GONE = {20404, 21220}
+
+
+def route(queue: Queue) -> int:
+    """One routing pass: end due wrap-ups, reserve agents for callers, queue the connections."""
+    hotline = services()
+    plan = hotline.config.current()
+    now_ms = int(hotline.clock().timestamp() * 1000)
+    hotline.routing.end_wrap_ups(plan.config.routing.wrap_up_s * 1000, now_ms)
+    matches = hotline.routing.match(agent_lines(plan.config), now_ms)
+    if matches:
+        jobs = [
+            Queue.prepare_data(connect_agent, (m.agent_id, m.call_sid), retry=CONNECT_RETRY, timeout=30, result_ttl=0)
+            for m in matches
+        ]
+        queue.enqueue_many(jobs)
+    return len(matches)
+
+
+def connect_agent(agent_id: str, call_sid: str) -> str:
+    """Redirect the queued caller to the Dial of the agent reserved for them."""
+    hotline = services()
+    seat = hotline.routing.seat(call_sid)
+    if seat is None:
+        _release(agent_id, call_sid, back_to_line=False)
+        return "caller gone"
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if not base:
+        raise RuntimeError("PUBLIC_BASE_URL is unset: Twilio needs an absolute URL to reach the agent")
+    with current_app.test_request_context(base_url=base):
+        url = url_for("voice.connect", lang=seat.lang, agent_id=agent_id, _external=True)
+    try:
+        hotline.twilio().calls(call_sid).update(url=url, method="POST")
+    except TwilioRestException as exc:
+        if exc.status == 404 or exc.code in _CALL_GONE:
+            _release(agent_id, call_sid, back_to_line=False)
+            return "caller gone"
+        if _last_attempt():
+            _release(agent_id, call_sid, back_to_line=True)
+        raise
+    except Exception:
+        if _last_attempt():
+            _release(agent_id, call_sid, back_to_line=True)
+        raise
+    return "redirected"
+
+
+def _last_attempt() -> bool:
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def _release(agent_id: str, call_sid: str, back_to_line: bool) -> None:
+    """Undo a reservation: the agent is free again; the caller keeps their place (or is gone)."""
+    hotline = services()
+    now_ms = int(hotline.clock().timestamp() * 1000)
+    if back_to_line:
+        hotline.routing.back_to_line(call_sid)
+    else:
+        hotline.routing.leave(call_sid)
+    status = hotline.routing.agents().get(agent_id)
+    if status and status[0] == "reserved" and status[2] == call_sid:
+        hotline.routing.set_agent_status(agent_id, "available", now_ms)
+    log.info("released agent %s from call %s (%s)", agent_id, call_sid, "requeued" if back_to_line else "gone")

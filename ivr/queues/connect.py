@@ -1,0 +1,174 @@
+"""Connecting a reserved agent: the caller's `<Dial>`, the agent's whisper and accept key, and
+what happens after (wrap-up, or: agent set away and the caller back in their place).
+
+The router (worker) reserves an agent for a caller atomically and redirects the queued caller's
+call here through Twilio's REST API (`callbacks/routing.py`). Everything below runs in
+webhooks: the caller's leg (`connect`, `connected`) and the agent's leg (`whisper`, `accept`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from redis.exceptions import RedisError
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivr.calllog import CallLog, make_event
+from ivr.menus import render
+from ivr.menus.model import Agent, TransferNode
+from ivr.menus.runtime import Plan
+from ivr.queues.state import RoutingState
+
+log = logging.getLogger(__name__)
+
+
+class ConnectUrls(Protocol):
+    def connected(self, lang: str, agent_id: str) -> str: ...
+    def whisper(self, agent_id: str) -> str: ...
+    def accept(self, agent_id: str) -> str: ...
+    def queued(self, lang: str, node_id: str) -> str: ...
+    def hold(self, lang: str, queue: str) -> str: ...
+
+
+class AgentCalls:
+    def __init__(
+        self,
+        plan: Plan,
+        routing: RoutingState,
+        calls: CallLog,
+        urls: ConnectUrls,
+        now: datetime,
+        mark_due: Callable,
+    ):
+        self.plan, self.routing, self.calls, self.urls, self.now = plan, routing, calls, urls, now
+        self.config = plan.config
+        self.mark_due = mark_due
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now.timestamp() * 1000)
+
+    def agent(self, agent_id: str) -> Agent | None:
+        return next((a for a in self.config.agents if a.id == agent_id), None)
+
+    # ----- the caller's leg ---------------------------------------------------------------
+
+    def connect(self, call_sid: str, lang_id: str, agent_id: str) -> VoiceResponse:
+        """The caller, redirected out of the queue: ring the reserved agent, whisper first."""
+        agent = self.agent(agent_id)
+        seat = self.routing.seat(call_sid)
+        routing = self.config.routing
+        if agent is None or seat is None:
+            # The agent left the config, or the caller's place is gone: back in line.
+            return self._back_in_line(call_sid, lang_id, agent_id, "agent or seat unknown", set_away=False)
+        self._log(call_sid, [make_event("agent_offered", self.now, agent=agent_id)])
+        vr = VoiceResponse()
+        dial = vr.dial(
+            action=self.urls.connected(lang_id, agent_id),
+            method="POST",
+            timeout=routing.ring_timeout_s,
+            answer_on_bridge=True,
+        )
+        whisper = {"url": self.urls.whisper(agent_id), "method": "POST"}
+        if agent.phone:
+            dial.number(agent.phone, **whisper)
+        else:
+            dial.client(agent.client, **whisper)
+        return vr
+
+    def connected(self, call_sid: str, lang_id: str, agent_id: str, form) -> VoiceResponse:  # noqa: ANN001
+        """The caller's Dial ended: after a conversation, wrap-up; without one, next agent."""
+        bridged = form.get("DialBridged") == "true" or (
+            form.get("DialCallStatus") == "completed" and self._agent_on(agent_id, call_sid, "busy")
+        )
+        if not bridged:
+            reason = form.get("DialCallStatus") or "no answer"
+            return self._back_in_line(call_sid, lang_id, agent_id, reason, set_away=True)
+        duration = _int(form.get("DialCallDuration"))
+        self.routing.set_agent_status(agent_id, "wrap_up", self.now_ms)
+        self.routing.leave(call_sid)
+        self._log(call_sid, [make_event("agent_call", self.now, agent=agent_id, duration_s=duration)], sync=True)
+        return render.speak_and_hang_up(self.config, self.plan.language(lang_id)[0], [])
+
+    def _back_in_line(self, call_sid: str, lang_id: str, agent_id: str, reason: str, set_away: bool) -> VoiceResponse:
+        if set_away and self._agent_on(agent_id, call_sid):
+            self.routing.set_agent_status(agent_id, "away", self.now_ms)
+        seat = self.routing.seat(call_sid)
+        position = self.routing.back_to_line(call_sid)
+        self._log(call_sid, [make_event("agent_missed", self.now, agent=agent_id, reason=reason, position=position)])
+        self._wake()
+        lang_id, _ = self.plan.language(seat.lang if seat else lang_id)
+        texts = [self.config.prompts.agent_missed[lang_id]]
+        node_id = seat.node if seat else ""
+        node = self.plan.node(node_id)
+        queue = seat.queue if seat else self.config.input.agent_node
+        if not isinstance(node, TransferNode):
+            node_id = self.config.input.agent_node
+        return render.enqueue(self.config, self.urls, lang_id, node_id, texts, queue)
+
+    # ----- the agent's leg ----------------------------------------------------------------
+
+    def whisper(self, agent_id: str, caller_sid: str) -> VoiceResponse:
+        """Before the bridge, the agent hears why the caller calls, and presses a key to accept."""
+        agent = self.agent(agent_id)
+        seat = self.routing.seat(caller_sid)
+        vr = VoiceResponse()
+        if agent is None or seat is None:
+            vr.hangup()
+            return vr
+        lang_id = next((lg for lg in agent.languages if lg in self.config.languages), self.config.default_language)
+        lang = self.config.languages[lang_id]
+        caller_lang = self.config.languages.get(seat.lang)
+        text = self.config.prompts.whisper[lang_id].format(
+            branch=lang.branch_names.get(seat.branch, seat.branch),
+            language=caller_lang.name if caller_lang else seat.lang,
+            wait_min=max(0, round((self.now_ms - seat.arrived_ms) / 60000)),
+            reference=" ".join(str(self.calls.reference(caller_sid) or "")),
+            key=self.config.routing.accept_key,
+        )
+        gather = vr.gather(
+            action=self.urls.accept(agent_id),
+            method="POST",
+            num_digits=1,
+            timeout=self.config.routing.accept_timeout_s,
+            finish_on_key="",
+        )
+        render.say(gather, text, lang)
+        vr.hangup()  # no key: the agent's leg ends and the caller's Dial action moves them on
+        return vr
+
+    def accept(self, agent_id: str, caller_sid: str, digits: str | None) -> VoiceResponse:
+        vr = VoiceResponse()
+        if digits != self.config.routing.accept_key or not self._agent_on(agent_id, caller_sid):
+            vr.hangup()
+            return vr
+        self.routing.set_agent_status(agent_id, "busy", self.now_ms, call_sid=caller_sid)
+        self._log(caller_sid, [make_event("agent_accepted", self.now, agent=agent_id)])
+        return vr  # an empty document on the whisper leg: Twilio bridges the two calls
+
+    # ----- helpers ------------------------------------------------------------------------
+
+    def _agent_on(self, agent_id: str, call_sid: str, status: str | None = None) -> bool:
+        current = self.routing.agents().get(agent_id)
+        return current is not None and current[2] == call_sid and (status is None or current[0] == status)
+
+    def _log(self, call_sid: str, events: list[dict], sync: bool = False) -> None:
+        try:
+            self.calls.append(call_sid, events, also=(lambda pipe: self.mark_due(call_sid, pipe)) if sync else None)
+        except RedisError:
+            log.warning("call %s: Redis unavailable, %d routing event(s) not logged", call_sid, len(events))
+
+    def _wake(self) -> None:
+        with self.routing.redis.pipeline(transaction=False) as pipe:
+            self.routing.wake_in(pipe)
+            pipe.execute()
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(0, int(float(value or 0)))
+    except ValueError:
+        return 0

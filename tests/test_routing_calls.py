@@ -1,0 +1,164 @@
+"""Callers reach agents: reservation, the REST redirect (Twilio faked at HTTP), the whisper and
+accept key, wrap-up; and an agent who doesn't answer is set away while the caller keeps their
+place."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+import responses
+from rq import Queue, SimpleWorker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+
+from callbacks.dispatcher import dispatch_once
+from ivr.services import ROUTING_QUEUE
+from tests.conftest import ACCOUNT_SID
+from tests.twiml import call_form, parse, says, signed_post, verbs
+
+CALLS_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Calls"
+
+
+def caller(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+def agent_leg(n: int) -> str:
+    return f"CA{0xA000 + n:032x}"
+
+
+@pytest.fixture
+def hotline(app):
+    return app.extensions["hotline"]
+
+
+def route_and_connect(app, mock, expected_calls: list[str]) -> list[dict]:
+    """One dispatcher pass and the routing jobs, with Twilio's Calls API faked; returns the
+    form of each redirect request Twilio received."""
+    for sid in expected_calls:
+        mock.add(responses.POST, f"{CALLS_URL}/{sid}.json", json={"sid": sid, "status": "in-progress"})
+    with app.app_context():
+        dispatch_once()
+        hotline = app.extensions["hotline"]
+        SimpleWorker([Queue(ROUTING_QUEUE, connection=hotline.redis)], connection=hotline.redis).work(burst=True)
+    sent = [c for c in mock.calls if c.request.url.startswith(CALLS_URL)]
+    return [{k: v[0] for k, v in parse_qs(c.request.body).items()} for c in sent[-len(expected_calls) :]]
+
+
+def transfer(client, clock, sid: int, lang: str = "en") -> None:
+    clock.advance(10)
+    parse(signed_post(client, f"/voice/{lang}/node/payment/choice?attempt=1", call_form(caller(sid), Digits="0")))
+
+
+def test_an_available_agent_gets_the_longest_waiting_caller_whispered_and_bridged(
+    app, client, clock, hotline, no_unexpected_http, ticket_for
+):
+    transfer(client, clock, 1)
+    transfer(client, clock, 2)
+    clock.advance(120)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    [redirect] = route_and_connect(app, no_unexpected_http, [caller(1)])
+    assert redirect == {"Url": "https://hotline.example.com/voice/en/connect/a103", "Method": "POST"}
+    assert hotline.routing.agents()["a103"][:1] == ("reserved",)
+
+    # Twilio fetches the redirect URL for the caller: a Dial of the agent, whisper first.
+    root = parse(signed_post(client, "/voice/en/connect/a103", call_form(caller(1))))
+    assert verbs(root) == ["Dial"]
+    dial = root.find("Dial")
+    assert dial.get("action") == "/voice/en/connect/a103/done" and dial.get("timeout") == "20"
+    client_noun = dial.find("Client")
+    assert client_noun.text == "emma" and client_noun.get("url") == "/voice/agent/a103/whisper"
+
+    # The agent answers and hears who calls and why.
+    leg = call_form(agent_leg(1), ParentCallSid=caller(1), Direction="outbound-dial", To="client:emma")
+    root = parse(signed_post(client, "/voice/agent/a103/whisper", leg))
+    assert verbs(root) == ["Gather", "Hangup"]
+    text = says(root.find("Gather"))[0].text
+    assert text.startswith("payment call in English, waited 2 minutes, ticket ") and "Press 1 to accept" in text
+    assert parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"})).findall("*") == []
+    assert hotline.routing.agents()["a103"][0] == "busy"
+
+    done = call_form(caller(1), DialCallStatus="completed", DialBridged="true", DialCallDuration="240")
+    root = parse(signed_post(client, "/voice/en/connect/a103/done", done))
+    assert verbs(root) == ["Say", "Hangup"]
+    assert hotline.routing.agents()["a103"][0] == "wrap_up"
+    signed_post(client, "/voice/status", call_form(caller(1), CallStatus="completed", CallDuration="400"))
+    ticket = ticket_for(caller(1))
+    assert ticket["outcome"] == "transferred"
+
+    # After wrap-up the agent is available again and takes the next caller.
+    clock.advance(31)
+    [redirect] = route_and_connect(app, no_unexpected_http, [caller(2)])
+    assert redirect["Url"].endswith("/voice/en/connect/a103")
+
+
+def test_an_agent_who_does_not_answer_is_set_away_and_the_caller_keeps_their_place(
+    app, client, clock, hotline, no_unexpected_http
+):
+    for n in (1, 2, 3):
+        transfer(client, clock, n)
+    now_ms = int(clock.now.timestamp() * 1000)
+    hotline.routing.set_agent_status("a103", "available", now_ms)
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    parse(signed_post(client, "/voice/en/connect/a103", call_form(caller(1))))
+    assert hotline.routing.position(caller(2), "payment", "en") == 1  # caller 1 is out of line meanwhile
+
+    root = parse(signed_post(client, "/voice/en/connect/a103/done", call_form(caller(1), DialCallStatus="no-answer")))
+    assert verbs(root) == ["Say", "Enqueue"]
+    assert root.find("Enqueue").text == "payment"
+    assert root.find("Enqueue").get("action") == "/voice/en/node/agent_payment/queued"
+    assert hotline.routing.agents()["a103"][0] == "away"
+    assert [hotline.routing.position(caller(n), "payment", "en") for n in (1, 2, 3)] == [1, 2, 3]
+
+    # The next matching agent gets the same caller, first in line.
+    hotline.routing.set_agent_status("a101", "available", now_ms)
+    [redirect] = route_and_connect(app, no_unexpected_http, [caller(1)])
+    assert redirect["Url"].endswith("/voice/en/connect/a101")
+
+
+def test_an_agent_who_answers_but_does_not_accept_declines(app, client, clock, hotline, no_unexpected_http):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    leg = call_form(agent_leg(1), ParentCallSid=caller(1))
+    assert verbs(parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "7"}))) == ["Hangup"]
+    done = call_form(caller(1), DialCallStatus="completed", DialBridged="false", DialCallDuration="12")
+    root = parse(signed_post(client, "/voice/en/connect/a103/done", done))
+    assert verbs(root) == ["Say", "Enqueue"] and hotline.routing.agents()["a103"][0] == "away"
+
+
+def test_a_caller_who_hung_up_before_the_redirect_frees_the_agent(app, client, clock, hotline, no_unexpected_http):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    no_unexpected_http.add(
+        responses.POST,
+        f"{CALLS_URL}/{caller(1)}.json",
+        status=400,
+        json={"code": 21220, "message": "Call is not in-progress. Cannot redirect.", "status": 400},
+    )
+    with app.app_context():
+        dispatch_once()
+        SimpleWorker([Queue(ROUTING_QUEUE, connection=hotline.redis)], connection=hotline.redis).work(burst=True)
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert hotline.routing.seat(caller(1)) is None
+
+
+def test_twilio_failing_releases_the_reservation_after_the_retries(app, client, clock, hotline, no_unexpected_http):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    no_unexpected_http.add(responses.POST, f"{CALLS_URL}/{caller(1)}.json", status=503, json={"message": "down"})
+    with app.app_context():
+        dispatch_once()
+        queue = Queue(ROUTING_QUEUE, connection=hotline.redis)
+        SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+        for _ in range(2):  # RQ's retries are scheduled; run them as the scheduler would
+            registry = ScheduledJobRegistry(queue=queue)
+            for job_id in registry.get_job_ids():
+                registry.remove(job_id)
+                queue.enqueue_job(queue.fetch_job(job_id))
+            SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+        assert not ScheduledJobRegistry(queue=queue).get_job_ids()
+        assert len(FailedJobRegistry(queue=queue).get_job_ids()) == 1  # kept for ops to see
+    assert len([c for c in no_unexpected_http.calls if c.request.url.startswith(CALLS_URL)]) == 3
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert hotline.routing.position(caller(1), "payment", "en") == 1
