@@ -84,7 +84,14 @@ def test_an_available_agent_gets_the_longest_waiting_caller_whispered_and_bridge
     assert hotline.routing.agents()["a103"][0] == "wrap_up"
     signed_post(client, "/voice/status", call_form(caller(1), CallStatus="completed", CallDuration="400"))
     ticket = ticket_for(caller(1))
-    assert ticket["outcome"] == "transferred"
+    assert ticket["outcome"] == "transferred" and ticket["agent"] == "a103"
+    block = ticket["queue"]
+    assert (block["queue"], block["result"], block["wait_s"], block["agents_missed"]) == (
+        "payment",
+        "answered",
+        130,
+        [],
+    )
 
     # After wrap-up the agent is available again and takes the next caller.
     clock.advance(31)
@@ -93,7 +100,7 @@ def test_an_available_agent_gets_the_longest_waiting_caller_whispered_and_bridge
 
 
 def test_an_agent_who_does_not_answer_is_set_away_and_the_caller_keeps_their_place(
-    app, client, clock, hotline, no_unexpected_http
+    app, client, clock, hotline, no_unexpected_http, ticket_for
 ):
     for n in (1, 2, 3):
         transfer(client, clock, n)
@@ -114,6 +121,10 @@ def test_an_agent_who_does_not_answer_is_set_away_and_the_caller_keeps_their_pla
     hotline.routing.set_agent_status("a101", "available", now_ms)
     [redirect] = route_and_connect(app, no_unexpected_http, [caller(1)])
     assert redirect["Url"].endswith("/voice/en/connect/a101")
+    # The caller hangs up before a101 answers: an abandoned wait, with the agent who missed it.
+    signed_post(client, "/voice/status", call_form(caller(1), CallStatus="completed", CallDuration="99"))
+    block = ticket_for(caller(1))["queue"]
+    assert block["result"] == "abandoned" and [m["agent"] for m in block["agents_missed"]] == ["a103"]
 
 
 def test_an_agent_who_answers_but_does_not_accept_declines(app, client, clock, hotline, no_unexpected_http):

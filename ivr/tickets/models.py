@@ -30,6 +30,8 @@ class Ticket(Base):
     status: Mapped[str | None] = mapped_column(String(16))
     path: Mapped[list] = mapped_column(JSON, default=list)
     recordings: Mapped[list] = mapped_column(JSON, default=list)
+    queue: Mapped[dict | None] = mapped_column(JSON)
+    agent: Mapped[str | None] = mapped_column(String(32), index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

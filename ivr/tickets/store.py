@@ -144,5 +144,7 @@ def ticket_json(ticket: Ticket) -> dict:
         "status": ticket.status,
         "path": ticket.path,
         "recordings": ticket.recordings,
+        "queue": ticket.queue,
+        "agent": ticket.agent,
         "updated_at": iso(ticket.updated_at),
     }

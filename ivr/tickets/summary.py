@@ -54,6 +54,45 @@ def summarize(events: list[dict]) -> dict:
         "recordings": [
             {k: e.get(k) for k in ("url", "duration_s", "sid", "node", "at")} for e in by_kind.get("recording", [])
         ],
+        "queue": _queue_block(by_kind, final),
+        "agent": next((e["agent"] for e in reversed(by_kind.get("agent_accepted", []))), None),
+    }
+
+
+def _queue_block(by_kind: dict[str, list[dict]], final: dict | None) -> dict | None:
+    """The wait for an agent: where, how long, what was announced next to what happened."""
+    joined = by_kind.get("enqueued")
+    if not joined:
+        return None
+    entered = _at(joined[0])
+    accepted = by_kind.get("agent_accepted", [])
+    results = by_kind.get("queue_result", [])
+    if accepted:
+        left, result = _at(accepted[-1]), "answered"
+    elif results:
+        left, result = _at(results[-1]), {"hangup": "abandoned"}.get(results[-1]["result"], results[-1]["result"])
+    elif final is not None:
+        left, result = _at(final), "abandoned"
+    else:
+        left, result = None, "waiting"
+    estimates = []
+    for e in by_kind.get("wait_estimate", []):
+        shown = {k: e.get(k) for k in ("at", "position", "point_s", "lo_s", "hi_s", "spoken")}
+        # The actual remaining wait next to what was promised: accuracy on real traffic.
+        shown["actual_remaining_s"] = round((left - _at(e)).total_seconds()) if left and result == "answered" else None
+        estimates.append(shown)
+    tried = [
+        {"agent": e["agent"], "at": e["at"], "result": e.get("reason", "missed")}
+        for e in by_kind.get("agent_missed", [])
+    ]
+    return {
+        "queue": joined[0].get("queue"),
+        "entered_at": entered.isoformat(),
+        "left_at": left.isoformat() if left else None,
+        "wait_s": round((left - entered).total_seconds()) if left else None,
+        "result": result,
+        "estimates": estimates,
+        "agents_missed": tried,
     }
 
 
@@ -63,12 +102,10 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
     if by_kind.get("recording"):
         return "message_left"
     results = [e["result"] for e in by_kind.get("queue_result", [])]
-    if "bridged" in results:
+    if "bridged" in results or by_kind.get("agent_accepted") or by_kind.get("agent_call"):
         return "transferred"
-    if "hangup" in results:
-        return "abandoned"
-    if len(by_kind.get("enqueued", [])) > len(results):
-        return "transferred"  # still queued (or bridged) when the call ended; no result yet
+    if by_kind.get("enqueued") and not set(results) - {"hangup", "redirected"}:
+        return "abandoned"  # queued, never answered (the Enqueue action may still come: resynced)
     if by_kind.get("after_hours"):
         return "after_hours"
     if by_kind.get("gave_up"):
