@@ -1,1 +1,1 @@
-"""Agent queues: wait-time estimation (`ivr.queues.estimator`)."""
+"""Agent queues: routing state in Redis, and wait-time estimation (`ivr.queues.estimator`, pure)."""
