@@ -12,6 +12,7 @@ from flask import Flask
 
 from callbacks.routing import route
 from callbacks.tickets import dispatch_due
+from ivr.queues.live import fold_stats
 from ivr.queues.state import WAKE_KEY
 from ivr.services import services
 
@@ -26,6 +27,7 @@ def dispatch_once() -> tuple[int, int]:
     synced = 0
     while (batch := dispatch_due(hotline.redis, hotline.tickets_queue)) == 500:
         synced += batch
+    fold_stats(hotline.routing, hotline.config.current().config, hotline.clock().timestamp())
     return synced + batch, route(hotline.routing_queue)
 
 

@@ -140,7 +140,7 @@ def queued(lang: str, node_id: str):
 @bp.post("/<lang>/hold/<queue>")
 def hold(lang: str, queue: str):
     """Enqueue waitUrl: Twilio loops it while the caller waits."""
-    return twiml(flow().hold(lang, queue))
+    return twiml(flow().hold(call(), lang, queue))
 
 
 @bp.post("/<lang>/connect/<agent_id>")

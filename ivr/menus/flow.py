@@ -31,6 +31,7 @@ from ivr.menus.model import (
 )
 from ivr.menus.runtime import Plan
 from ivr.privacy import mask_number
+from ivr.queues.live import CallerEstimate, estimate_for
 from ivr.queues.state import RoutingState, Seat
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ class Flow:
             result=result,
             wait_s=_int(form.get("QueueTime")),
         )
-        self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid))
+        self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, hung_up=result == "hangup"))
         self._log(call, [event], sync=True)
         if result in _QUEUE_DONE or call.status in TERMINAL_STATUSES:
             return render.empty()
@@ -389,10 +390,75 @@ class Flow:
             return self._enter(call, lang_id, self.config.menu.root, [])
         return self._recover(call, lang_id, f"queue result {result}")
 
-    def hold(self, lang_id: str, queue: str) -> VoiceResponse:
+    def hold(self, call: Call, lang_id: str, queue: str) -> VoiceResponse | str:
+        """One turn of the waitUrl loop: the caller's place and wait when they have changed (or on
+        the first turn), then music or a pause until the next turn."""
         lang_id, _ = self.plan.language(lang_id)
         queue_config = self.config.queues.get(queue, QueueConfig())
-        return self._memo(("hold", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config))
+        now_s = self.now.timestamp()
+        try:
+            current = estimate_for(self.routing, self.config, call.sid, queue, lang_id, now_s)
+            last = self.routing.announced(call.sid)
+        except RedisError:
+            log.warning("call %s: Redis unavailable, holding without an announcement", call.sid)
+            current, last = None, None
+        if current is None or current.position is None:
+            # Not in our line (Redis was down when they joined): the plain hold message.
+            hold = [self.config.prompts.hold[lang_id]]
+            return self._memo(
+                ("hold-plain", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, hold)
+            )
+        texts, said_time = self._announcement(lang_id, queue_config, current, last, now_s)
+        if not texts:
+            return self._memo(("hold", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, []))
+        if last is None:
+            texts.insert(0, self.config.prompts.hold[lang_id])
+        spoken, estimate = current.spoken, current.estimate
+        said = [spoken.kind, spoken.lo_min, spoken.hi_min]
+        event = make_event(
+            "wait_estimate",
+            self.now,
+            position=current.position,
+            point_s=_seconds(estimate.point_s),
+            lo_s=_seconds(estimate.lo_s),
+            hi_s=_seconds(estimate.hi_s),
+            spoken=said if said_time else None,
+        )
+        promise = (
+            {"promised_at": now_s, "upper_s": spoken.upper_s}
+            if said_time
+            else {"promised_at": (last or {}).get("promised_at"), "upper_s": (last or {}).get("upper_s")}
+        )
+        note = {"at": now_s, "position": current.position, "spoken": said, **promise}
+        self._ops.append(lambda pipe: self.routing.announce_in(pipe, call.sid, note))
+        self._log(call, [event])
+        return render.hold(self.config, lang_id, queue_config, texts)
+
+    def _announcement(
+        self, lang_id: str, queue: QueueConfig, current: CallerEstimate, last: dict | None, now_s: float
+    ) -> tuple[list[str], bool]:
+        """What to say this turn, and whether it includes a time; nothing when nothing changed
+        since the last announcement or it is not yet time to announce again."""
+        prompts, spoken = self.config.prompts, current.spoken
+        said = [spoken.kind, spoken.lo_min, spoken.hi_min]
+        if last is not None:
+            due = now_s - last["at"] >= queue.announce_every_s - 1  # the loop paces turns; allow jitter
+            if not due or (said == last["spoken"] and current.position == last["position"]):
+                return [], False
+        texts = [prompts.queue_position[lang_id].format(position=current.position)]
+        upper, promised_at = (last or {}).get("upper_s"), (last or {}).get("promised_at")
+        outwaited = upper is not None and promised_at is not None and now_s > promised_at + upper
+        if outwaited and said == last["spoken"]:
+            return texts, False  # never repeat a time the caller has already outwaited
+        if spoken.kind == "less_than_minute":
+            texts.append(prompts.wait_less_than_minute[lang_id])
+        elif spoken.kind == "range":
+            texts.append(prompts.wait_range[lang_id].format(lo=spoken.lo_min, hi=spoken.hi_min))
+        elif spoken.kind == "more_than":
+            texts.append(prompts.wait_more_than[lang_id].format(lo=spoken.lo_min))
+        else:
+            texts.append(prompts.wait_unknown[lang_id])
+        return texts, True
 
     def status(self, call: Call, form) -> None:  # noqa: ANN001
         seq = form.get("SequenceNumber")
@@ -407,7 +473,7 @@ class Flow:
         if call.status in TERMINAL_STATUSES:
             # A caller who hangs up while queued must not keep a place (the Enqueue action may
             # come later, or never).
-            self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid))
+            self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, hung_up=True))
         self._log(call, [event], sync=call.status in TERMINAL_STATUSES)
 
     # ----- helpers --------------------------------------------------------------------------
@@ -448,6 +514,10 @@ class Flow:
 
     def _sync_in(self, call_sid: str) -> Callable[[Pipeline], None]:
         return lambda pipe: self.mark_due(call_sid, pipe)
+
+
+def _seconds(value: float) -> int | None:
+    return round(value) if value != float("inf") else None
 
 
 def _int(value: str | None) -> int:

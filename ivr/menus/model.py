@@ -374,6 +374,25 @@ class Prompts(Strict):
         description="to the agent before the bridge; {branch} {language} {wait_min} {reference} {key}"
     )
     agent_missed: LangText = Field(description="to the caller when the agent did not take the call")
+    queue_position: LangText = Field(description="{position}: the caller's place in line")
+    wait_less_than_minute: LangText
+    wait_range: LangText = Field(description="{lo} to {hi} minutes")
+    wait_more_than: LangText = Field(description="more than {lo} minutes")
+    wait_unknown: LangText = Field(description="nobody can take the call right now; no figure promised")
+
+    @field_validator("queue_position")
+    @classmethod
+    def _position(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"position"})
+        return texts
+
+    @field_validator("wait_range", "wait_more_than")
+    @classmethod
+    def _minutes(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"lo", "hi"})
+        return texts
 
     @field_validator("whisper")
     @classmethod

@@ -191,10 +191,12 @@ def closed(
     return _offer_then_goodbye(config, urls, lang_id, node_id, offer, attempt)
 
 
-def hold(config: HotlineConfig, lang_id: str, queue: QueueConfig) -> VoiceResponse:
-    """One turn of the waitUrl loop: Twilio re-requests it when the document ends."""
+def hold(config: HotlineConfig, lang_id: str, queue: QueueConfig, texts: list[str]) -> VoiceResponse:
+    """One turn of the waitUrl loop (Twilio re-requests it when the document ends): what there
+    is to say this turn, then music or a pause."""
     vr = VoiceResponse()
-    say(vr, config.prompts.hold[lang_id], config.languages[lang_id])
+    for text in texts:
+        say(vr, text, config.languages[lang_id])
     if queue.hold_music_url:
         vr.play(queue.hold_music_url)
     else:

@@ -20,6 +20,7 @@ from ivr.calllog import CallLog, make_event
 from ivr.menus import render
 from ivr.menus.model import Agent, TransferNode
 from ivr.menus.runtime import Plan
+from ivr.queues.live import note_handled
 from ivr.queues.state import RoutingState
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,12 @@ class AgentCalls:
             return self._back_in_line(call_sid, lang_id, agent_id, reason, set_away=True)
         duration = _int(form.get("DialCallDuration"))
         self.routing.set_agent_status(agent_id, "wrap_up", self.now_ms)
-        self.routing.leave(call_sid)
+        seat = self.routing.leave(call_sid)
+        if seat is not None:  # the handle time that blocked the agent: talk plus wrap-up
+            handle_s = duration + self.config.routing.wrap_up_s
+            with self.routing.redis.pipeline(transaction=False) as pipe:
+                note_handled(pipe, seat.queue, handle_s)
+                pipe.execute()
         self._log(call_sid, [make_event("agent_call", self.now, agent=agent_id, duration_s=duration)], sync=True)
         return render.speak_and_hang_up(self.config, self.plan.language(lang_id)[0], [])
 

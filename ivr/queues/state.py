@@ -13,6 +13,7 @@ however many app processes and workers race.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -104,16 +105,21 @@ return out
 """
 
 
-# KEYS: the caller's hash. ARGV: waiting-key prefix. Takes the caller out of their line (if in
-# one) in one step, so a webhook can do it inside the pipeline it already sends.
+# KEYS: the caller's hash, AGENT_STATUS, AGENT_CALL. ARGV: key prefix, call sid, "1" if the
+# caller hung up. Takes the caller out of their line (if in one) in one step, so a webhook can do
+# it inside the pipeline it already sends; a hang-up before an agent took the call is counted
+# for the abandonment rate (a caller already talking to an agent is not abandoning).
 _LEAVE = """
-local seat = redis.call('HMGET', KEYS[1], 'queue', 'lang')
-if seat[1] then
-  redis.call('ZREM', ARGV[1] .. seat[1] .. ':' .. seat[2], ARGV[2])
-  redis.call('DEL', KEYS[1])
-  return 1
+local seat = redis.call('HMGET', KEYS[1], 'queue', 'lang', 'agent')
+if not seat[1] then return 0 end
+redis.call('ZREM', ARGV[1] .. 'waiting:' .. seat[1] .. ':' .. seat[2], ARGV[2])
+local answered = seat[3] and redis.call('HGET', KEYS[2], seat[3]) == 'busy'
+  and redis.call('HGET', KEYS[3], seat[3]) == ARGV[2]
+if ARGV[3] == '1' and not answered then
+  redis.call('INCR', ARGV[1] .. 'stats:' .. seat[1] .. ':abandoned')
 end
-return 0
+redis.call('DEL', KEYS[1])
+return 1
 """
 WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
 
@@ -143,9 +149,18 @@ class RoutingState:
         )
         self.wake_in(pipe)
 
-    def leave_in(self, pipe: Pipeline, call_sid: str) -> None:
+    def leave_in(self, pipe: Pipeline, call_sid: str, hung_up: bool) -> None:
         """Add 'take this caller out of line, if in one' to a webhook's pipeline."""
-        self._leave(keys=[caller_key(call_sid)], args=[f"{TAG}:waiting:", call_sid], client=pipe)
+        keys = [caller_key(call_sid), AGENT_STATUS, AGENT_CALL]
+        self._leave(keys=keys, args=[f"{TAG}:", call_sid, "1" if hung_up else "0"], client=pipe)
+
+    def announced(self, call_sid: str) -> dict | None:
+        """What the caller was last told while waiting (see Flow.hold)."""
+        raw = self.redis.hget(caller_key(call_sid), "announced")
+        return json.loads(raw) if raw else None
+
+    def announce_in(self, pipe: Pipeline, call_sid: str, note: dict) -> None:
+        pipe.hset(caller_key(call_sid), "announced", json.dumps(note))
 
     def wake_in(self, pipe: Pipeline) -> None:
         pipe.lpush(WAKE_KEY, 1)

@@ -1,0 +1,148 @@
+"""While waiting, callers hear their place and an honest estimate in their language, and only
+when something changed; the estimates land on the ticket next to the actual wait."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ivr.calllog import make_event
+from ivr.menus.loader import load_config
+from ivr.queues.estimator import (
+    AbandonmentState,
+    DecayedMeanState,
+    QueueSnapshot,
+    estimate_wait,
+    spoken_range,
+)
+from ivr.queues.live import (
+    ABANDONMENT,
+    HANDLE_TIME,
+    abandon_key,
+    aht_key,
+    estimate_for,
+    fold_stats,
+    note_handled,
+)
+from ivr.queues.state import caller_key
+from tests.conftest import SHIPPED_CONFIG
+from tests.twiml import call_form, parse, signed_post, verbs
+
+CONFIG = load_config(SHIPPED_CONFIG)
+
+
+def sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+def hold(client, n: int, lang: str = "en"):
+    return parse(signed_post(client, f"/voice/{lang}/hold/payment", call_form(sid(n), CallStatus="ringing")))
+
+
+def texts(root) -> list[str]:
+    return [s.text for s in root.iter("Say")]
+
+
+@pytest.fixture
+def busy_line(app, client, clock):
+    """Five English callers in the payment line; both agents who serve it are on calls."""
+    routing = app.extensions["hotline"].routing
+    for n in range(1, 6):
+        clock.advance(5)
+        parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(n), Digits="0")))
+    now_ms = int(clock.now.timestamp() * 1000)
+    routing.set_agent_status("a101", "busy", now_ms, call_sid=sid(90))
+    routing.set_agent_status("a103", "busy", now_ms, call_sid=sid(91))
+    return routing
+
+
+def expected_range(ahead: int) -> str:
+    estimate = estimate_wait(QueueSnapshot(ahead, 2, 2, HANDLE_TIME.prior_s, 1 / ABANDONMENT.prior_patience_s))
+    spoken = spoken_range(estimate)
+    assert spoken.kind == "range"
+    return CONFIG.prompts.wait_range["en"].format(lo=spoken.lo_min, hi=spoken.hi_min)
+
+
+def test_first_turn_says_hold_place_and_estimate(client, busy_line):
+    root = hold(client, 5)
+    assert verbs(root) == ["Say", "Say", "Say", "Pause"]
+    assert texts(root) == [
+        CONFIG.prompts.hold["en"],
+        CONFIG.prompts.queue_position["en"].format(position=5),
+        expected_range(4),
+    ]
+    assert all(s.get("language") == "en-US" for s in root.iter("Say"))
+
+
+def test_in_mandarin_too(app, client, clock):
+    parse(signed_post(client, "/voice/zh/node/payment/choice?attempt=1", call_form(sid(7), Digits="0")))
+    app.extensions["hotline"].routing.set_agent_status("a102", "busy", 0, call_sid=sid(92))
+    root = hold(client, 7, "zh")
+    spoken = texts(root)
+    assert spoken[1] == CONFIG.prompts.queue_position["zh"].format(position=1)
+    assert "分钟" in spoken[2] and all(s.get("language") == "cmn-CN" for s in root.iter("Say"))
+
+
+def test_nothing_new_means_nothing_said(client, clock, busy_line):
+    hold(client, 5)
+    clock.advance(30)
+    assert verbs(hold(client, 5)) == ["Pause"]  # not due yet
+    clock.advance(60)
+    assert verbs(hold(client, 5)) == ["Pause"]  # due, but nothing changed
+
+
+def test_a_changed_place_is_announced_at_the_next_turn(client, clock, busy_line):
+    hold(client, 5)
+    hung_up = call_form(sid(1), QueueResult="hangup", QueueTime="40", CallStatus="completed")
+    parse(signed_post(client, "/voice/en/node/agent_payment/queued", hung_up))
+    clock.advance(60)
+    assert texts(hold(client, 5)) == [CONFIG.prompts.queue_position["en"].format(position=4), expected_range(3)]
+
+
+def test_no_agent_on_duty_promises_no_figure(client):
+    parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(8), Digits="0")))
+    assert texts(hold(client, 8))[-1] == CONFIG.prompts.wait_unknown["en"]
+
+
+def test_a_time_the_caller_has_outwaited_is_not_repeated(app, client, clock, busy_line):
+    now_s = clock.now.timestamp()
+    current = estimate_for(busy_line, CONFIG, sid(5), "payment", "en", now_s)
+    said = [current.spoken.kind, current.spoken.lo_min, current.spoken.hi_min]
+    note = {"at": now_s - 600, "position": 9, "spoken": said, "promised_at": now_s - 600, "upper_s": 300}
+    app.extensions["hotline"].redis.hset(caller_key(sid(5)), "announced", json.dumps(note))
+    assert texts(hold(client, 5)) == [CONFIG.prompts.queue_position["en"].format(position=5)]
+
+
+def test_estimates_are_on_the_ticket_with_the_actual_wait(client, clock, busy_line, ticket_for):
+    hold(client, 5)
+    clock.advance(200)
+    busy_line.leave(sid(5))  # taken by an agent (as routing would) ...
+    hotline = client.application.extensions["hotline"]
+    hotline.calls.append(sid(5), [make_event("agent_accepted", clock.now, agent="a101")])
+    signed_post(client, "/voice/status", call_form(sid(5), CallStatus="completed", CallDuration="400"))
+    block = ticket_for(sid(5))["queue"]
+    assert block["result"] == "answered" and len(block["estimates"]) == 1
+    estimate = block["estimates"][0]
+    assert estimate["position"] == 5 and estimate["actual_remaining_s"] == 200
+    assert estimate["spoken"][0] == "range" and estimate["lo_s"] < estimate["hi_s"]
+
+
+def test_hang_ups_and_handle_times_feed_the_statistics(app, client, clock, busy_line):
+    routing = busy_line
+    for n in (1, 2):  # two hang up while queued
+        form = call_form(sid(n), QueueResult="hangup", QueueTime="60", CallStatus="completed")
+        parse(signed_post(client, "/voice/en/node/agent_payment/queued", form))
+    now_s = clock.now.timestamp()
+    fold_stats(routing, CONFIG, now_s)
+    state = app.extensions["hotline"].redis.hgetall(abandon_key("payment"))
+    folded = AbandonmentState.from_mapping(state)
+    assert folded.abandons == 2 and folded.waiting == 3
+    assert ABANDONMENT.rate(folded, now_s) > 1 / ABANDONMENT.prior_patience_s
+    with routing.redis.pipeline() as pipe:
+        for seconds in (120, 120, 120, 120, 120, 120, 120, 120, 120, 120):
+            note_handled(pipe, "payment", seconds)
+        pipe.execute()
+    fold_stats(routing, CONFIG, now_s + 1)
+    aht = HANDLE_TIME.value(DecayedMeanState.from_mapping(routing.redis.hgetall(aht_key("payment"))), now_s + 1)
+    assert 120 < aht < HANDLE_TIME.prior_s  # pulled from the 300 s prior towards the 120 s calls
