@@ -3,7 +3,7 @@ holidays from the `holidays` package, closed dates and special hours, in the hot
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -43,6 +43,24 @@ class Hours:
                 if start > local:
                     return start
         return None
+
+    def closing(self, now: datetime) -> datetime | None:
+        """When the opening range the line is in now ends (None when closed)."""
+        local = now.astimezone(self.zone)
+        t = local.time().replace(tzinfo=None)
+        for r in self.ranges_on(local.date()):
+            if r.opens <= t < r.closes:
+                if r.closes == time.max:
+                    return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=self.zone)
+                return datetime.combine(local.date(), r.closes, tzinfo=self.zone)
+        return None
+
+    def in_window(self, windows: list, now: datetime) -> bool:
+        """Whether `now` falls in one of the (days, hours) windows, in the hotline's zone."""
+        local = now.astimezone(self.zone)
+        t = local.time().replace(tzinfo=None)
+        day = WEEKDAYS[local.weekday()]
+        return any(day in w.days and w.hours.opens <= t < w.hours.closes for w in windows)
 
     def _is_public_holiday(self, day: date) -> bool:
         calendar = self.config.public_holidays

@@ -112,7 +112,8 @@ def test_absurd_digits_are_an_invalid_option_not_an_error(client):
 
 
 def test_no_input_repeats_the_menu_then_hands_to_an_agent(walker, ticket_for):
-    result = walker().dial(["3", None, None, None, "queue:hangup"])
+    # (No agent is on duty in this test: the caller hears so, stays on the line, and queues.)
+    result = walker().dial(["3", None, None, None, None, "queue:hangup"])
     text = result.text()
     assert text.count(prompt("no_input", "en")) == 2
     assert prompt("too_many_attempts", "en") in text
@@ -156,8 +157,14 @@ def test_info_answer_offers_back_agent_repeat_then_says_goodbye(walker, ticket_f
 
 
 def test_agent_key_in_a_branch_reaches_that_branchs_queue(client):
+    # Nobody is on duty, so the caller is told before queuing and may leave a message instead.
     root = parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(Digits="0")))
-    assert verbs(root) == ["Say", "Enqueue"]
+    assert verbs(root) == ["Gather", "Redirect"]
+    spoken = [s.text for s in says(root.find("Gather"))]
+    assert spoken[-2:] == [prompt("wait_unknown", "en"), prompt("stay_or_message", "en").format(key="1")]
+    assert root.find("Redirect").text == "/voice/en/node/agent_payment/join?queue=payment"
+    root = parse(signed_post(client, root.find("Redirect").text, call_form()))
+    assert verbs(root) == ["Enqueue"]
     enqueue = root.find("Enqueue")
     assert enqueue.text == "payment"
     assert enqueue.get("waitUrl") == "/voice/en/hold/payment"
@@ -165,7 +172,7 @@ def test_agent_key_in_a_branch_reaches_that_branchs_queue(client):
 
 
 def test_locked_account_explains_then_transfers(walker, ticket_for):
-    result = walker().dial(["1", "1", "3", "queue:bridged"])
+    result = walker().dial(["1", "1", "3", None, "queue:bridged"])
     assert message("account_locked", "ja") in result.text()
     assert message("agent_urgent", "ja") in result.text()
     ticket = ticket_for(result.call_sid)

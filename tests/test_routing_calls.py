@@ -14,7 +14,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from callbacks.dispatcher import dispatch_once
 from ivr.services import ROUTING_QUEUE
 from tests.conftest import ACCOUNT_SID
-from tests.twiml import call_form, parse, says, signed_post, verbs
+from tests.twiml import call_form, parse, queue_caller, says, signed_post, verbs
 
 CALLS_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Calls"
 
@@ -47,7 +47,7 @@ def route_and_connect(app, mock, expected_calls: list[str]) -> list[dict]:
 
 def transfer(client, clock, sid: int, lang: str = "en") -> None:
     clock.advance(10)
-    parse(signed_post(client, f"/voice/{lang}/node/payment/choice?attempt=1", call_form(caller(sid), Digits="0")))
+    queue_caller(client, f"/voice/{lang}/node/payment/choice?attempt=1", call_form(caller(sid), Digits="0"))
 
 
 def test_an_available_agent_gets_the_longest_waiting_caller_whispered_and_bridged(

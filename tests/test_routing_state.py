@@ -121,13 +121,13 @@ def test_racing_matchers_never_double_book(redis_url, processes):
 
 
 def test_transferred_callers_join_our_line_and_leave_it_when_they_go(app, client, clock):
-    from tests.twiml import call_form, parse, signed_post
+    from tests.twiml import call_form, parse, queue_caller, signed_post
 
     routing = app.extensions["hotline"].routing
     sids = [sid(100 + n) for n in range(3)]
     for call_sid in sids:
         clock.advance(1)
-        parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(call_sid, Digits="0")))
+        queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(call_sid, Digits="0"))
     assert [routing.position(s, "payment", "en") for s in sids] == [1, 2, 3]
     # The first hangs up while queued (Enqueue action), the second's completed status arrives
     # without any Enqueue action: both leave the line.

@@ -27,7 +27,7 @@ from ivr.queues.live import (
 )
 from ivr.queues.state import caller_key
 from tests.conftest import SHIPPED_CONFIG
-from tests.twiml import call_form, parse, signed_post, verbs
+from tests.twiml import call_form, parse, queue_caller, signed_post, verbs
 
 CONFIG = load_config(SHIPPED_CONFIG)
 
@@ -50,7 +50,7 @@ def busy_line(app, client, clock):
     routing = app.extensions["hotline"].routing
     for n in range(1, 6):
         clock.advance(5)
-        parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(n), Digits="0")))
+        queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(n), Digits="0"))
     now_ms = int(clock.now.timestamp() * 1000)
     routing.set_agent_status("a101", "busy", now_ms, call_sid=sid(90))
     routing.set_agent_status("a103", "busy", now_ms, call_sid=sid(91))
@@ -76,7 +76,7 @@ def test_first_turn_says_hold_place_and_estimate(client, busy_line):
 
 
 def test_in_mandarin_too(app, client, clock):
-    parse(signed_post(client, "/voice/zh/node/payment/choice?attempt=1", call_form(sid(7), Digits="0")))
+    queue_caller(client, "/voice/zh/node/payment/choice?attempt=1", call_form(sid(7), Digits="0"))
     app.extensions["hotline"].routing.set_agent_status("a102", "busy", 0, call_sid=sid(92))
     root = hold(client, 7, "zh")
     spoken = texts(root)
@@ -101,7 +101,7 @@ def test_a_changed_place_is_announced_at_the_next_turn(client, clock, busy_line)
 
 
 def test_no_agent_on_duty_promises_no_figure(client):
-    parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(8), Digits="0")))
+    queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(8), Digits="0"))
     assert texts(hold(client, 8))[-1] == CONFIG.prompts.wait_unknown["en"]
 
 
@@ -122,8 +122,9 @@ def test_estimates_are_on_the_ticket_with_the_actual_wait(client, clock, busy_li
     hotline.calls.append(sid(5), [make_event("agent_accepted", clock.now, agent="a101")])
     signed_post(client, "/voice/status", call_form(sid(5), CallStatus="completed", CallDuration="400"))
     block = ticket_for(sid(5))["queue"]
-    assert block["result"] == "answered" and len(block["estimates"]) == 1
-    estimate = block["estimates"][0]
+    waiting = [e for e in block["estimates"] if not e["before_queue"]]
+    assert block["result"] == "answered" and len(waiting) == 1
+    estimate = waiting[0]
     assert estimate["position"] == 5 and estimate["actual_remaining_s"] == 200
     assert estimate["spoken"][0] == "range" and estimate["lo_s"] < estimate["hi_s"]
 
@@ -146,3 +147,56 @@ def test_hang_ups_and_handle_times_feed_the_statistics(app, client, clock, busy_
     fold_stats(routing, CONFIG, now_s + 1)
     aht = HANDLE_TIME.value(DecayedMeanState.from_mapping(routing.redis.hgetall(aht_key("payment"))), now_s + 1)
     assert 120 < aht < HANDLE_TIME.prior_s  # pulled from the 300 s prior towards the 120 s calls
+
+
+def before_queue(client, n: int, node: str = "payment", lang: str = "en"):
+    return parse(signed_post(client, f"/voice/{lang}/node/{node}/choice?attempt=1", call_form(sid(n), Digits="0")))
+
+
+def test_at_peak_the_estimate_comes_before_queuing_even_when_short(app, client, clock):
+    app.extensions["hotline"].routing.set_agent_status("a103", "available", 0)
+    app.extensions["hotline"].routing.set_agent_status("a101", "available", 0)
+    root = before_queue(client, 1)  # Tuesday 10:00 in Tokyo: not peak, an agent is free
+    assert verbs(root) == ["Say", "Enqueue"]
+    clock.now = clock.now.replace(hour=3, minute=30)  # 12:30 in Tokyo: the lunch peak
+    root = before_queue(client, 2)
+    assert verbs(root) == ["Gather", "Redirect"]
+    assert CONFIG.prompts.wait_less_than_minute["en"] in [s.text for s in root.iter("Say")]
+
+
+def test_a_wait_past_closing_is_announced_with_the_closing_time(app, client, clock, busy_line):
+    clock.now = clock.now.replace(hour=10, minute=57)  # 19:57 in Tokyo; the line closes at 20:00
+    root = before_queue(client, 6)
+    spoken = [s.text for s in root.iter("Say")]
+    assert CONFIG.prompts.closing_soon["en"].format(time="20:00") in spoken
+    assert spoken[-1] == CONFIG.prompts.stay_or_message["en"].format(key="1")
+    # Pressing the message key instead of waiting leads to the message, not the queue.
+    root = parse(signed_post(client, "/voice/en/node/agent_payment/choice?attempt=1", call_form(sid(6), Digits="1")))
+    assert verbs(root) == ["Say", "Record", "Say", "Redirect"]
+    assert busy_line.position(sid(6), "payment", "en") is None
+
+
+@pytest.fixture
+def small_queues(make_app, tmp_path):
+    import yaml
+
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    data["queues"]["payment"]["max_size"] = 2  # overflow: to the general queue
+    data["queues"]["refund"]["max_size"] = 1  # overflow: a message
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return make_app(HOTLINE_CONFIG=str(path))
+
+
+def test_a_full_queue_overflows_as_configured(small_queues):
+    client = small_queues.test_client()
+    for n in (1, 2, 3):
+        root = queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(n), Digits="0"))
+        assert root.find("Enqueue").text == ("payment" if n < 3 else "general")
+    queue_caller(client, "/voice/en/node/refund/choice?attempt=1", call_form(sid(4), Digits="3"))
+    root = parse(signed_post(client, "/voice/en/node/refund/choice?attempt=1", call_form(sid(5), Digits="3")))
+    assert [s.text for s in root.iter("Say")][-3:-1] == [
+        CONFIG.prompts.queue_full["en"],
+        CONFIG.prompts.closed_offer_message["en"].format(key="1"),
+    ]
+    assert root.find("Enqueue") is None

@@ -43,3 +43,15 @@ def call_form(call_sid: str = "CA" + "a" * 32, **extra: str) -> dict:
     }
     form.update(extra)
     return form
+
+
+def queue_caller(client, path: str, form: dict):
+    """Post a transfer webhook; if the caller first hears the estimate, stay on the line the way
+    Twilio runs it (the Gather times out, the Redirect joins the queue). Returns the Enqueue
+    document."""
+    root = parse(signed_post(client, path, form))
+    redirect = root.find("Redirect")
+    if root.find("Enqueue") is None and redirect is not None and "/join" in redirect.text:
+        root = parse(signed_post(client, redirect.text, {k: v for k, v in form.items() if k != "Digits"}))
+    assert root.find("Enqueue") is not None, [c.tag for c in root]
+    return root

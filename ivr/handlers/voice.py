@@ -50,6 +50,9 @@ class FlaskUrls:
     def hold(self, lang: str, queue: str) -> str:
         return url_for("voice.hold", lang=lang, queue=queue)
 
+    def join(self, lang: str, node_id: str, queue: str) -> str:
+        return url_for("voice.join", lang=lang, node_id=node_id, queue=queue)
+
     def connected(self, lang: str, agent_id: str) -> str:
         return url_for("voice.connected", lang=lang, agent_id=agent_id)
 
@@ -135,6 +138,12 @@ def recorded(lang: str, node_id: str):
 def queued(lang: str, node_id: str):
     """Enqueue action: the caller left the queue (bridged, hung up, full, error)."""
     return twiml(flow().queued(call(), lang, node_id, request.form))
+
+
+@bp.post("/<lang>/node/<node_id>/join")
+def join(lang: str, node_id: str):
+    """After the estimate, a caller who stayed on the line joins the queue."""
+    return twiml(flow().join(call(), lang, node_id, request.args.get("queue")))
 
 
 @bp.post("/<lang>/hold/<queue>")

@@ -182,18 +182,9 @@ class Flow:
 
     def _transfer(
         self, call: Call, lang_id: str, node_id: str, node: TransferNode, preamble: list[str], events: list[dict]
-    ) -> VoiceResponse:
+    ) -> VoiceResponse | str:
         if self.plan.hours.is_open(self.now):
-            events.append(make_event("enqueued", self.now, node=node_id, queue=node.queue))
-            # Our own line (Twilio's queue is FIFO only): ordered by arrival, served by routing.
-            arrived_ms = int(self.now.timestamp() * 1000)
-            seat = Seat(call.sid, node.queue, lang_id, arrived_ms, node_id, self.plan.branches.get(node_id, "other"))
-            self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
-            texts = [*preamble, node.prompt[lang_id]]
-            return self._memo(
-                ("enqueue", lang_id, node_id, *texts),
-                lambda: render.enqueue(self.config, self.urls, lang_id, node_id, texts, node.queue),
-            )
+            return self._queue_caller(call, lang_id, node_id, node.queue, [*preamble, node.prompt[lang_id]], events)
         opening = self.plan.hours.next_opening(self.now)
         events.append(
             make_event("after_hours", self.now, node=node_id, queue=node.queue, opening=opening and opening.isoformat())
@@ -201,6 +192,85 @@ class Flow:
         texts = [*preamble, self._closed_text(lang_id)]
         offer = self.config.after_hours.message_node is not None
         return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer)
+
+    def _queue_caller(
+        self, call: Call, lang_id: str, node_id: str, queue: str, texts: list[str], events: list[dict], hops: int = 0
+    ) -> VoiceResponse | str:
+        """Before queuing: overflow when the line is full or too long, and the estimate first at
+        peak, above the threshold, or when the wait may run past closing."""
+        queue_config = self.config.queues[queue]
+        try:
+            ahead = estimate_for(self.routing, self.config, None, queue, lang_id, self.now.timestamp())
+        except RedisError:
+            ahead = None  # no estimate without Redis: queue as usual
+        if ahead is None:
+            return self._join(call, lang_id, node_id, queue, texts, events)
+        estimate, overflow = ahead.estimate, queue_config.overflow
+        too_long = overflow.max_wait_s is not None and estimate.known and estimate.point_s > overflow.max_wait_s
+        if ahead.position > queue_config.max_size or too_long:
+            events.append(make_event("overflow", self.now, queue=queue, reason="long" if too_long else "full"))
+            if overflow.action == "queue" and overflow.queue and hops < len(self.config.queues):
+                return self._queue_caller(call, lang_id, node_id, overflow.queue, texts, events, hops + 1)
+            offer = self.config.after_hours.message_node is not None
+            full = [*texts, self.config.prompts.queue_full[lang_id]]
+            return render.closed(self.config, self.urls, lang_id, node_id, full, 1, offer)
+        closing = self.plan.hours.closing(self.now)
+        past_closing = (
+            closing is not None and estimate.known and self.now.timestamp() + estimate.hi_s > closing.timestamp()
+        )
+        peak = self.config.peak
+        at_peak = self.plan.hours.in_window(peak.windows, self.now)
+        if not (at_peak or past_closing or not estimate.known or estimate.point_s > peak.announce_above_s):
+            return self._join(call, lang_id, node_id, queue, texts, events)
+        announcement, _ = self._announcement(lang_id, queue_config, ahead, None, self.now.timestamp())
+        if past_closing:
+            local = closing.astimezone(self.plan.hours.zone)
+            announcement.append(
+                self.config.prompts.closing_soon[lang_id].format(time=f"{local.hour}:{local.minute:02d}")
+            )
+        spoken = ahead.spoken
+        events.append(
+            make_event(
+                "wait_estimate",
+                self.now,
+                position=ahead.position,
+                point_s=_seconds(estimate.point_s),
+                lo_s=_seconds(estimate.lo_s),
+                hi_s=_seconds(estimate.hi_s),
+                before_queue=True,
+                spoken=[spoken.kind, spoken.lo_min, spoken.hi_min],
+            )
+        )
+        message_key = self.config.after_hours.message_key if self.config.after_hours.message_node else None
+        join_url = self.urls.join(lang_id, node_id, queue)
+        return render.announce_then_queue(
+            self.config, self.urls, lang_id, node_id, [*texts, *announcement], message_key, join_url
+        )
+
+    def join(self, call: Call, lang_id: str, node_id: str, queue: str | None) -> VoiceResponse | str:
+        """The caller heard the estimate and stayed on the line: into the queue."""
+        lang_id, _ = self.plan.language(lang_id)
+        node = self.plan.node(node_id)
+        if not isinstance(node, TransferNode):
+            return self._recover(call, lang_id, f"join from a node that is not a transfer: {node_id!r}")
+        queue = queue if queue in self.config.queues else node.queue
+        events: list[dict] = []
+        twiml = self._join(call, lang_id, node_id, queue, [], events)
+        self._log(call, events)
+        return twiml
+
+    def _join(
+        self, call: Call, lang_id: str, node_id: str, queue: str, texts: list[str], events: list[dict]
+    ) -> VoiceResponse | str:
+        events.append(make_event("enqueued", self.now, node=node_id, queue=queue))
+        # Our own line (Twilio's queue is FIFO only): ordered by arrival, served by routing.
+        arrived_ms = int(self.now.timestamp() * 1000)
+        seat = Seat(call.sid, queue, lang_id, arrived_ms, node_id, self.plan.branches.get(node_id, "other"))
+        self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
+        return self._memo(
+            ("enqueue", lang_id, node_id, queue, *texts),
+            lambda: render.enqueue(self.config, self.urls, lang_id, node_id, texts, queue),
+        )
 
     def _closed_text(self, lang_id: str) -> str:
         opening = self.plan.hours.next_opening(self.now)

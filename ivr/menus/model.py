@@ -379,6 +379,22 @@ class Prompts(Strict):
     wait_range: LangText = Field(description="{lo} to {hi} minutes")
     wait_more_than: LangText = Field(description="more than {lo} minutes")
     wait_unknown: LangText = Field(description="nobody can take the call right now; no figure promised")
+    closing_soon: LangText = Field(description="the wait may run past closing at {time}")
+    stay_or_message: LangText = Field(description="before queuing: press {key} for a message, or stay")
+
+    @field_validator("closing_soon")
+    @classmethod
+    def _closing_time(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"time"})
+        return texts
+
+    @field_validator("stay_or_message")
+    @classmethod
+    def _stay_key(cls, texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, {"key"})
+        return texts
 
     @field_validator("queue_position")
     @classmethod

@@ -25,6 +25,7 @@ class Urls(Protocol):
     def recorded(self, lang: str, node_id: str) -> str: ...
     def queued(self, lang: str, node_id: str) -> str: ...
     def hold(self, lang: str, queue: str) -> str: ...
+    def join(self, lang: str, node_id: str, queue: str) -> str: ...
 
 
 def say(target: VoiceResponse | Gather, text: str, lang: Language) -> None:
@@ -177,6 +178,29 @@ def enqueue(
         wait_url=urls.hold(lang_id, queue),
         wait_url_method="POST",
     )
+    return vr
+
+
+def announce_then_queue(
+    config: HotlineConfig,
+    urls: Urls,
+    lang_id: str,
+    node_id: str,
+    texts: list[str],
+    message_key: str | None,
+    join_url: str,
+) -> VoiceResponse:
+    """Before queuing: the estimate (and any closing warning), the offer of a message instead,
+    and, for a caller who stays on the line, on into the queue."""
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    target: VoiceResponse | Gather = vr
+    if message_key is not None:
+        target = _gather(vr, config, lang, urls.choice(lang_id, node_id, 1))
+        texts = [*texts, config.prompts.stay_or_message[lang_id].format(key=message_key)]
+    for text in texts:
+        say(target, text, lang)
+    vr.redirect(join_url, method="POST")
     return vr
 
 

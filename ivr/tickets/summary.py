@@ -78,6 +78,7 @@ def _queue_block(by_kind: dict[str, list[dict]], final: dict | None) -> dict | N
     estimates = []
     for e in by_kind.get("wait_estimate", []):
         shown = {k: e.get(k) for k in ("at", "position", "point_s", "lo_s", "hi_s", "spoken")}
+        shown["before_queue"] = bool(e.get("before_queue"))
         # The actual remaining wait next to what was promised: accuracy on real traffic.
         shown["actual_remaining_s"] = round((left - _at(e)).total_seconds()) if left and result == "answered" else None
         estimates.append(shown)
