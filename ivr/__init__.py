@@ -25,8 +25,10 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = default_database_url(app.instance_path)
     app.json.ensure_ascii = False  # tickets and prompts in Japanese and Chinese stay readable
-    # Twilio reaches us through TLS-terminating proxies; trust one hop's proto and host.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)
+    if not app.config.get("PUBLIC_BASE_URL"):
+        # Without a configured origin, signatures are checked against the URL as the proxy in
+        # front of us saw it: trust one hop's X-Forwarded-Proto and -Host.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)
     install_log_scrubbing()
     app.extensions["hotline"] = Services.build(app)
     app.register_blueprint(voice.bp)
