@@ -15,7 +15,7 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     Refuses to start (SettingsError, ConfigError) on missing settings or an invalid config.
     """
     from ivr import cli
-    from ivr.handlers import api, health, voice
+    from ivr.handlers import agent, api, health, voice
     from ivr.privacy import install_log_scrubbing
     from ivr.services import Services
     from ivr.settings import default_database_url, read_settings
@@ -34,5 +34,6 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(agent.bp)
     cli.init_app(app)
     return app

@@ -100,3 +100,15 @@ def call_command(keys: str | None, caller: str, called: str) -> None:
 
     ticket = try_call(current_app._get_current_object(), keys, caller, called)
     click.echo(json.dumps(ticket, ensure_ascii=False, indent=2))
+
+
+@hotline.command("agent-token")
+@click.argument("agent_id")
+def agent_token_command(agent_id: str) -> None:
+    """Print the console sign-in token of an agent (derived from AGENT_TOKEN_SECRET)."""
+    from ivr.handlers.agent import agent_token
+
+    secret = current_app.config.get("AGENT_TOKEN_SECRET") or current_app.config.get("OPS_API_TOKEN")
+    if not secret:
+        raise click.UsageError("set AGENT_TOKEN_SECRET (or OPS_API_TOKEN) first")
+    click.echo(agent_token(secret, agent_id))

@@ -14,6 +14,7 @@ ENV_KEYS = (
     "DATABASE_URL",
     "HOTLINE_CONFIG",
     "OPS_API_TOKEN",
+    "AGENT_TOKEN_SECRET",
 )
 
 DEFAULTS: dict[str, object] = {

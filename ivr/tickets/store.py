@@ -146,5 +146,7 @@ def ticket_json(ticket: Ticket) -> dict:
         "recordings": ticket.recordings,
         "queue": ticket.queue,
         "agent": ticket.agent,
+        "disposition": ticket.disposition,
+        "notes": ticket.notes,
         "updated_at": iso(ticket.updated_at),
     }

@@ -56,6 +56,8 @@ def summarize(events: list[dict]) -> dict:
         ],
         "queue": _queue_block(by_kind, final),
         "agent": next((e["agent"] for e in reversed(by_kind.get("agent_accepted", []))), None),
+        "disposition": (by_kind.get("disposition") or [{}])[-1].get("disposition"),
+        "notes": (by_kind.get("disposition") or [{}])[-1].get("notes"),
     }
 
 

@@ -1,0 +1,139 @@
+"""The agent console: a page (`/agent`) and its JSON API. An agent signs in with their id and a
+token derived from the server's secret (`flask --app wsgi hotline agent-token ID`), so no
+password store is needed; every API call carries `Authorization: Bearer <id>:<token>`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, current_app, jsonify, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from ivr.calllog import make_event
+from ivr.menus.model import Agent
+from ivr.queues.state import SETTABLE
+from ivr.services import services
+from ivr.tickets.store import ticket_json
+from ivr.tickets.summary import summarize
+
+bp = Blueprint("agent", __name__, url_prefix="/agent", template_folder="templates")
+
+DISPOSITIONS = ("resolved", "follow_up", "escalated", "refund_requested", "complaint_logged", "other")
+
+
+def agent_token(secret: str, agent_id: str) -> str:
+    return hmac.new(secret.encode(), f"agent:{agent_id}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _secret() -> str:
+    secret = current_app.config.get("AGENT_TOKEN_SECRET") or current_app.config.get("OPS_API_TOKEN")
+    if not secret:
+        abort(503, description="set AGENT_TOKEN_SECRET (or OPS_API_TOKEN) to enable agent sign-in")
+    return secret
+
+
+def signed_in_agent() -> Agent:
+    header = request.headers.get("Authorization", "")
+    agent_id, _, token = header.removeprefix("Bearer ").partition(":")
+    agent = next((a for a in services().config.current().config.agents if a.id == agent_id), None)
+    if agent is None or not token or not hmac.compare_digest(token, agent_token(_secret(), agent_id)):
+        abort(401, description="sign in with your agent id and token")
+    return agent
+
+
+@bp.errorhandler(400)
+@bp.errorhandler(401)
+@bp.errorhandler(403)
+@bp.errorhandler(503)
+def json_error(error):
+    return jsonify(error=error.description), error.code
+
+
+@bp.get("")
+def page():
+    """The console page; it signs in and polls the API."""
+    return render_template("agent.html", dispositions=DISPOSITIONS)
+
+
+@bp.get("/api/me")
+def me():
+    """The agent, their status, and the caller being connected to them (the screen pop)."""
+    agent = signed_in_agent()
+    hotline = services()
+    status, since_ms, call_sid = hotline.routing.agents().get(agent.id, ("offline", 0, None))
+    return jsonify(
+        id=agent.id,
+        name=agent.name,
+        status=status,
+        since=datetime.fromtimestamp(since_ms / 1000, UTC).isoformat() if since_ms else None,
+        call=screen_pop(call_sid) if call_sid and status in ("reserved", "busy", "wrap_up") else None,
+        dispositions=DISPOSITIONS,
+    )
+
+
+def screen_pop(call_sid: str) -> dict:
+    hotline = services()
+    summary = summarize(hotline.calls.events(call_sid))
+    block = summary["queue"] or {}
+    entered = block.get("entered_at")
+    now = hotline.clock()
+    waited = block.get("wait_s")
+    if waited is None and entered:
+        waited = round((now - datetime.fromisoformat(entered)).total_seconds())
+    earlier, history_error = [], None
+    if summary["caller"]:
+        try:
+            earlier = [
+                {k: t[k] for k in ("id", "started_at", "branch", "outcome")}
+                for t in map(ticket_json, hotline.store.find(caller=summary["caller"], limit=6))
+                if t["call_sid"] != call_sid
+            ][:5]
+        except SQLAlchemyError:
+            history_error = "earlier tickets are unavailable right now"
+    return {
+        "call_sid": call_sid,
+        "reference": hotline.calls.reference(call_sid),
+        "caller": summary["caller"],
+        "language": summary["language"],
+        "branch": summary["branch"],
+        "path": [step["node"] for step in summary["path"]],
+        "queue": block.get("queue"),
+        "waited_s": waited,
+        "earlier_tickets": earlier,
+        "earlier_tickets_error": history_error,
+    }
+
+
+@bp.post("/api/status")
+def set_status():
+    """Available, away or offline (busy and wrap-up follow calls)."""
+    agent = signed_in_agent()
+    hotline = services()
+    status = (request.get_json(silent=True) or {}).get("status")
+    if status not in SETTABLE:
+        abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
+    current = hotline.routing.agents().get(agent.id)
+    if current and current[0] in ("reserved", "busy") and status != "offline":
+        abort(400, description=f"you are on a call ({current[0]})")
+    hotline.routing.set_agent_status(agent.id, status, int(hotline.clock().timestamp() * 1000))
+    return jsonify(id=agent.id, status=status)
+
+
+@bp.post("/api/disposition")
+def disposition():
+    """Wrap-up notes and a disposition for a call this agent took, saved onto its ticket."""
+    agent = signed_in_agent()
+    hotline = services()
+    body = request.get_json(silent=True) or {}
+    call_sid, value = str(body.get("call_sid", "")), body.get("disposition")
+    notes = str(body.get("notes", ""))[:4000]
+    if value not in DISPOSITIONS:
+        abort(400, description=f"disposition must be one of {', '.join(DISPOSITIONS)}")
+    took_it = any(e["kind"] == "agent_accepted" and e.get("agent") == agent.id for e in hotline.calls.events(call_sid))
+    if not took_it:
+        abort(403, description="you can only wrap up calls you took")
+    event = make_event("disposition", hotline.clock(), agent=agent.id, disposition=value, notes=notes)
+    hotline.calls.append(call_sid, [event], also=lambda pipe: hotline.mark_ticket_due(call_sid, pipe))
+    return jsonify(call_sid=call_sid, disposition=value, saved=True)

@@ -1,0 +1,86 @@
+"""The agent console's API: token sign-in, availability, the screen pop, and the disposition that
+lands on the ticket. (tests/test_agent_console_browser.py drives the page in Chromium.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.calllog import make_event
+from ivr.handlers.agent import agent_token
+from tests.conftest import OPS_TOKEN
+from tests.twiml import call_form, queue_caller, signed_post
+
+CALLER = "CA" + "f" * 32
+
+
+def auth(agent_id: str, token: str | None = None) -> dict:
+    token = agent_token(OPS_TOKEN, agent_id) if token is None else token
+    return {"Authorization": f"Bearer {agent_id}:{token}"}
+
+
+def connect_call(app, client, clock, agent_id: str = "a101") -> None:
+    """A Japanese caller with an earlier ticket walks to payment, waits 3 minutes, and is
+    reserved for the agent, who accepts."""
+    hotline = app.extensions["hotline"]
+    earlier = "CA" + "e" * 32
+    hotline.calls.start(earlier, make_event("call", clock.now, event_id="start", caller="+819012345678", called="x"))
+    signed_post(client, "/voice/status", call_form(earlier, CallStatus="completed", CallDuration="30"))
+    clock.advance(3600)
+    signed_post(client, "/voice/incoming", call_form(CALLER))
+    signed_post(client, "/voice/language?attempt=1", call_form(CALLER, Digits="1"))
+    signed_post(client, "/voice/ja/node/main/choice?attempt=1", call_form(CALLER, Digits="2"))
+    queue_caller(client, "/voice/ja/node/payment/choice?attempt=1", call_form(CALLER, Digits="0"))
+    clock.advance(180)
+    now_ms = int(clock.now.timestamp() * 1000)
+    # What the router's match does: out of the line (the seat stays), the agent reserved.
+    hotline.routing.redis.zrem("{routing}:waiting:payment:ja", CALLER)
+    hotline.routing.set_agent_status(agent_id, "busy", now_ms, call_sid=CALLER)
+    hotline.calls.append(CALLER, [make_event("agent_accepted", clock.now, agent=agent_id)])
+
+
+@pytest.mark.parametrize("token", ["wrong", ""])
+def test_a_wrong_token_is_refused(client, token):
+    assert client.get("/agent/api/me", headers=auth("a101", token)).status_code == 401
+    assert client.get("/agent/api/me").status_code == 401
+
+
+def test_sign_in_and_availability(client):
+    me = client.get("/agent/api/me", headers=auth("a103")).get_json()
+    assert (me["id"], me["status"], me["call"]) == ("a103", "offline", None)
+    assert client.post("/agent/api/status", json={"status": "available"}, headers=auth("a103")).status_code == 200
+    assert client.get("/agent/api/me", headers=auth("a103")).get_json()["status"] == "available"
+    assert client.post("/agent/api/status", json={"status": "busy"}, headers=auth("a103")).status_code == 400
+
+
+def test_screen_pop_shows_why_the_caller_calls(app, client, clock, run_jobs):
+    connect_call(app, client, clock)
+    run_jobs()  # the earlier call's ticket
+    pop = client.get("/agent/api/me", headers=auth("a101")).get_json()["call"]
+    assert pop["call_sid"] == CALLER and pop["branch"] == "payment" and pop["language"] == "ja"
+    assert pop["path"] == ["language", "main", "payment", "agent_payment"]
+    assert pop["waited_s"] == 180 and pop["caller"] == "+819012345678"
+    assert [t["outcome"] for t in pop["earlier_tickets"]] == ["hung_up_in_menu"]
+    assert str(pop["reference"]).isdigit()
+
+
+def test_the_disposition_lands_on_the_ticket(app, client, clock, ticket_for):
+    connect_call(app, client, clock)
+    body = {"call_sid": CALLER, "disposition": "refund_requested", "notes": "double charge at a konbini"}
+    assert client.post("/agent/api/disposition", json=body, headers=auth("a102")).status_code == 403
+    assert (
+        client.post("/agent/api/disposition", json={**body, "disposition": "x"}, headers=auth("a101")).status_code
+        == 400
+    )
+    assert client.post("/agent/api/disposition", json=body, headers=auth("a101")).status_code == 200
+    signed_post(client, "/voice/status", call_form(CALLER, CallStatus="completed", CallDuration="600"))
+    ticket = ticket_for(CALLER)
+    assert (ticket["agent"], ticket["disposition"], ticket["notes"]) == (
+        "a101",
+        "refund_requested",
+        "double charge at a konbini",
+    )
+
+
+def test_the_page_loads(client):
+    page = client.get("/agent")
+    assert page.status_code == 200 and b"agent console" in page.data and b"refund requested" in page.data
