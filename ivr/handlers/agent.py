@@ -97,6 +97,9 @@ def screen_pop(call_sid: str) -> dict:
         "reference": hotline.calls.reference(call_sid),
         "caller": summary["caller"],
         "language": summary["language"],
+        "language_name": getattr(
+            hotline.config.current().config.languages.get(summary["language"] or ""), "name", None
+        ),
         "branch": summary["branch"],
         "path": [step["node"] for step in summary["path"]],
         "queue": block.get("queue"),
