@@ -100,5 +100,8 @@ def test_agents_set_their_status_and_queues_show_live_state(app, client, clock):
     assert queues["payment"]["waiting"] == 2 and queues["payment"]["waiting_by_language"]["en"] == 2
     assert queues["payment"]["longest_wait_s"] == 90
     assert queues["payment"]["agents_staffed"] == 1 and queues["payment"]["agents_busy"] == 0
+    estimate = queues["payment"]["estimate_for_a_new_caller"]
+    assert estimate["en"]["status"] == "wait" and estimate["en"]["lo_s"] < estimate["en"]["hi_s"]
+    assert estimate["zh"]["status"] == "no_agents" and estimate["zh"]["spoken"]["kind"] == "unknown"
     agents = {a["id"]: a for a in client.get("/api/agents", headers=API).get_json()["agents"]}
     assert agents["a103"]["status"] == "available" and agents["a103"]["since"]

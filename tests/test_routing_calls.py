@@ -13,7 +13,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from callbacks.dispatcher import dispatch_once
 from ivr.services import ROUTING_QUEUE
-from tests.conftest import ACCOUNT_SID
+from tests.conftest import ACCOUNT_SID, OPS_TOKEN
 from tests.twiml import call_form, parse, queue_caller, says, signed_post, verbs
 
 CALLS_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Calls"
@@ -173,3 +173,22 @@ def test_twilio_failing_releases_the_reservation_after_the_retries(app, client, 
     assert len([c for c in no_unexpected_http.calls if c.request.url.startswith(CALLS_URL)]) == 3
     assert hotline.routing.agents()["a103"][0] == "available"
     assert hotline.routing.position(caller(1), "payment", "en") == 1
+
+
+def test_two_app_processes_sharing_one_redis_behave_as_one(app, make_app, client, clock, no_unexpected_http):
+    """A caller queued through one app process, an agent made available through another's API,
+    and the routing pass run by a third see one and the same line."""
+    other = make_app()
+    third = make_app()
+    ops = {"Authorization": f"Bearer {OPS_TOKEN}"}
+    transfer(client, clock, 1)
+    transfer(other.test_client(), clock, 2)
+    assert app.extensions["hotline"].routing.position(caller(2), "payment", "en") == 2
+    response = other.test_client().post("/api/agents/a103/status", json={"status": "available"}, headers=ops)
+    assert response.status_code == 200
+    assert client.get("/api/agents", headers=ops).get_json()["agents"][2]["status"] == "available"
+    [redirect] = route_and_connect(third, no_unexpected_http, [caller(1)])
+    assert redirect["Url"].endswith("/voice/en/connect/a103")
+    assert other.extensions["hotline"].routing.agents()["a103"][0] == "reserved"
+    queues = {q["queue"]: q for q in third.test_client().get("/api/queues", headers=ops).get_json()["queues"]}
+    assert queues["payment"]["waiting"] == 1

@@ -200,3 +200,17 @@ def test_a_full_queue_overflows_as_configured(small_queues):
         CONFIG.prompts.closed_offer_message["en"].format(key="1"),
     ]
     assert root.find("Enqueue") is None
+
+
+def test_an_abandoned_wait_is_on_the_ticket_with_what_was_announced(client, clock, busy_line, ticket_for):
+    hold(client, 4)
+    clock.advance(95)
+    form = call_form(sid(4), QueueResult="hangup", QueueTime="115", CallStatus="completed")
+    parse(signed_post(client, "/voice/en/node/agent_payment/queued", form))
+    signed_post(client, "/voice/status", call_form(sid(4), CallStatus="completed", CallDuration="140"))
+    ticket = ticket_for(sid(4))
+    block = ticket["queue"]
+    assert ticket["outcome"] == "abandoned" and block["result"] == "abandoned"
+    assert block["wait_s"] == 5 + 95  # joined 5 s before the last caller, then 95 s of waiting
+    heard = [e for e in block["estimates"] if not e["before_queue"]]
+    assert [(e["position"], e["spoken"][0], e["actual_remaining_s"]) for e in heard] == [(4, "range", None)]

@@ -159,9 +159,31 @@ def list_queues():
                 "agents_staffed": sum(s not in ("away", "offline") for s in statuses),
                 "agents_busy": sum(s in ("reserved", "busy", "wrap_up") for s in statuses),
                 "priority": queue.priority,
+                "estimate_for_a_new_caller": {lang: _estimate_json(name, lang) for lang in langs},
             }
         )
     return jsonify(queues=out)
+
+
+def _estimate_json(queue: str, lang: str) -> dict:
+    """What a caller joining (queue, lang) now would be told."""
+    from ivr.queues.live import estimate_for
+
+    hotline = services()
+    config = hotline.config.current().config
+    current = estimate_for(hotline.routing, config, None, queue, lang, hotline.clock().timestamp())
+    estimate, spoken = current.estimate, current.spoken
+
+    def seconds(value: float) -> int | None:
+        return round(value) if value != float("inf") else None
+
+    return {
+        "status": estimate.status,
+        "point_s": seconds(estimate.point_s),
+        "lo_s": seconds(estimate.lo_s),
+        "hi_s": seconds(estimate.hi_s),
+        "spoken": {"kind": spoken.kind, "lo_min": spoken.lo_min, "hi_min": spoken.hi_min},
+    }
 
 
 def _iso_ms(ms: int) -> str | None:
