@@ -228,19 +228,7 @@ class Flow:
             announcement.append(
                 self.config.prompts.closing_soon[lang_id].format(time=f"{local.hour}:{local.minute:02d}")
             )
-        spoken = ahead.spoken
-        events.append(
-            make_event(
-                "wait_estimate",
-                self.now,
-                position=ahead.position,
-                point_s=_seconds(estimate.point_s),
-                lo_s=_seconds(estimate.lo_s),
-                hi_s=_seconds(estimate.hi_s),
-                before_queue=True,
-                spoken=[spoken.kind, spoken.lo_min, spoken.hi_min],
-            )
-        )
+        events.append(self._estimate_event(ahead, said_time=True, before_queue=True))
         message_key = self.config.after_hours.message_key if self.config.after_hours.message_node else None
         join_url = self.urls.join(lang_id, node_id, queue)
         return render.announce_then_queue(
@@ -483,17 +471,9 @@ class Flow:
             return self._memo(("hold", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, []))
         if last is None:
             texts.insert(0, self.config.prompts.hold[lang_id])
-        spoken, estimate = current.spoken, current.estimate
+        spoken = current.spoken
         said = [spoken.kind, spoken.lo_min, spoken.hi_min]
-        event = make_event(
-            "wait_estimate",
-            self.now,
-            position=current.position,
-            point_s=_seconds(estimate.point_s),
-            lo_s=_seconds(estimate.lo_s),
-            hi_s=_seconds(estimate.hi_s),
-            spoken=said if said_time else None,
-        )
+        event = self._estimate_event(current, said_time=said_time, before_queue=False)
         promise = (
             {"promised_at": now_s, "upper_s": spoken.upper_s}
             if said_time
@@ -503,6 +483,20 @@ class Flow:
         self._ops.append(lambda pipe: self.routing.announce_in(pipe, call.sid, note))
         self._log(call, [event])
         return render.hold(self.config, lang_id, queue_config, texts)
+
+    def _estimate_event(self, current: CallerEstimate, said_time: bool, before_queue: bool) -> dict:
+        """What the caller was told, for the ticket (the actual wait is set next to it later)."""
+        estimate, spoken = current.estimate, current.spoken
+        return make_event(
+            "wait_estimate",
+            self.now,
+            position=current.position,
+            point_s=_seconds(estimate.point_s),
+            lo_s=_seconds(estimate.lo_s),
+            hi_s=_seconds(estimate.hi_s),
+            before_queue=before_queue,
+            spoken=[spoken.kind, spoken.lo_min, spoken.hi_min] if said_time else None,
+        )
 
     def _announcement(
         self, lang_id: str, queue: QueueConfig, current: CallerEstimate, last: dict | None, now_s: float

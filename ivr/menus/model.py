@@ -11,7 +11,7 @@ from datetime import date, time
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ivr.menus import voices
 
@@ -353,6 +353,26 @@ class AfterHours(Strict):
     )
 
 
+def with_placeholders(*allowed: str) -> object:
+    """A text in every language whose {placeholders} must be among `allowed` (a typo such as
+    {refrence} would otherwise crash the .format() on a live call)."""
+
+    def check(texts: dict[str, str]) -> dict[str, str]:
+        for text in texts.values():
+            _check_placeholders(text, set(allowed))
+        return texts
+
+    return Annotated[LangText, AfterValidator(check)]
+
+
+OpeningText = with_placeholders("opening")
+KeyText = with_placeholders("key")
+TimeText = with_placeholders("time")
+PositionText = with_placeholders("position")
+MinutesText = with_placeholders("lo", "hi")
+WhisperText = with_placeholders("branch", "language", "wait_min", "reference", "key")
+
+
 class Prompts(Strict):
     """System prompts, each in every language. Placeholders are listed per prompt."""
 
@@ -362,74 +382,25 @@ class Prompts(Strict):
     info_followup: LangText = Field(description="after an answer: back / agent / repeat keys")
     goodbye: LangText
     recover: LangText = Field(description="said when the call lost its place, before the menu")
-    closed: LangText = Field(description="the line is closed; {opening}")
-    closed_offer_message: LangText = Field(description="how to leave a message; {key} is the key")
+    closed: OpeningText = Field(description="the line is closed; {opening}")
+    closed_offer_message: KeyText = Field(description="how to leave a message; {key} is the key")
     message_saved: LangText = Field(description="a message was recorded but its reference is unknown")
     recording_empty: LangText
     hold: LangText
     queue_full: LangText
     too_many_attempts: LangText
     fallback: LangText = Field(description="said by /voice/fallback when the app failed")
-    whisper: LangText = Field(
+    whisper: WhisperText = Field(
         description="to the agent before the bridge; {branch} {language} {wait_min} {reference} {key}"
     )
     agent_missed: LangText = Field(description="to the caller when the agent did not take the call")
-    queue_position: LangText = Field(description="{position}: the caller's place in line")
+    queue_position: PositionText = Field(description="{position}: the caller's place in line")
     wait_less_than_minute: LangText
-    wait_range: LangText = Field(description="{lo} to {hi} minutes")
-    wait_more_than: LangText = Field(description="more than {lo} minutes")
+    wait_range: MinutesText = Field(description="{lo} to {hi} minutes")
+    wait_more_than: MinutesText = Field(description="more than {lo} minutes")
     wait_unknown: LangText = Field(description="nobody can take the call right now; no figure promised")
-    closing_soon: LangText = Field(description="the wait may run past closing at {time}")
-    stay_or_message: LangText = Field(description="before queuing: press {key} for a message, or stay")
-
-    @field_validator("closing_soon")
-    @classmethod
-    def _closing_time(cls, texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, {"time"})
-        return texts
-
-    @field_validator("stay_or_message")
-    @classmethod
-    def _stay_key(cls, texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, {"key"})
-        return texts
-
-    @field_validator("queue_position")
-    @classmethod
-    def _position(cls, texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, {"position"})
-        return texts
-
-    @field_validator("wait_range", "wait_more_than")
-    @classmethod
-    def _minutes(cls, texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, {"lo", "hi"})
-        return texts
-
-    @field_validator("whisper")
-    @classmethod
-    def _whisper(cls, texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, {"branch", "language", "wait_min", "reference", "key"})
-        return texts
-
-    @field_validator("closed")
-    @classmethod
-    def _opening(cls, texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, {"opening"})
-        return texts
-
-    @field_validator("closed_offer_message")
-    @classmethod
-    def _key(cls, texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, {"key"})
-        return texts
+    closing_soon: TimeText = Field(description="the wait may run past closing at {time}")
+    stay_or_message: KeyText = Field(description="before queuing: press {key} for a message, or stay")
 
 
 class Fallback(Strict):
