@@ -192,3 +192,40 @@ def test_two_app_processes_sharing_one_redis_behave_as_one(app, make_app, client
     assert other.extensions["hotline"].routing.agents()["a103"][0] == "reserved"
     queues = {q["queue"]: q for q in third.test_client().get("/api/queues", headers=ops).get_json()["queues"]}
     assert queues["payment"]["waiting"] == 1
+
+
+def test_twilio_reporting_the_redirect_to_the_enqueue_action_keeps_the_seat(
+    app, client, clock, hotline, no_unexpected_http
+):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    # One reading of Twilio: the Enqueue action is requested with QueueResult=redirected.
+    form = call_form(caller(1), QueueResult="redirected", QueueTime="20")
+    assert parse(signed_post(client, "/voice/en/node/agent_payment/queued", form)).findall("*") == []
+    root = parse(signed_post(client, "/voice/en/connect/a103", call_form(caller(1))))
+    assert verbs(root) == ["Dial"]  # the seat is still there: the agent is dialled
+
+
+@pytest.mark.parametrize(("accepted", "after"), [(False, "available"), (True, "wrap_up")])
+def test_a_caller_who_hangs_up_while_being_connected_frees_the_agent(
+    app, client, clock, hotline, no_unexpected_http, accepted, after
+):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    if accepted:
+        leg = call_form(agent_leg(1), ParentCallSid=caller(1))
+        parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))
+    # The final status overtakes the Dial action (or the Dial action never comes).
+    signed_post(client, "/voice/status", call_form(caller(1), CallStatus="completed", CallDuration="50"))
+    assert hotline.routing.agents()["a103"][0] == after
+    assert hotline.routing.seat(caller(1)) is None
+
+
+def test_a_missed_agent_for_a_caller_whose_seat_is_gone_still_queues_them_sensibly(client):
+    # e.g. the seat expired or Redis lost it: back into the default agent queue, not an error.
+    root = parse(signed_post(client, "/voice/en/connect/a103/done", call_form(caller(9), DialCallStatus="busy")))
+    assert verbs(root) == ["Say", "Enqueue"]
+    assert root.find("Enqueue").text == "general"
+    assert root.find("Enqueue").get("action") == "/voice/en/node/agent/queued"

@@ -436,7 +436,11 @@ class Flow:
             result=result,
             wait_s=_int(form.get("QueueTime")),
         )
-        self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, hung_up=result == "hangup"))
+        if result not in ("redirected", "redirected-from-bridged"):
+            # (A redirect is the router taking the caller to their agent: the seat must stay until
+            # that call is over. Twilio may or may not report it here; both readings work.)
+            now_ms = int(self.now.timestamp() * 1000)
+            self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, result == "hangup", now_ms))
         self._log(call, [event], sync=True)
         if result in _QUEUE_DONE or call.status in TERMINAL_STATUSES:
             return render.empty()
@@ -537,7 +541,8 @@ class Flow:
         if call.status in TERMINAL_STATUSES:
             # A caller who hangs up while queued must not keep a place (the Enqueue action may
             # come later, or never).
-            self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, hung_up=True))
+            now_ms = int(self.now.timestamp() * 1000)
+            self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, True, now_ms))
         self._log(call, [event], sync=call.status in TERMINAL_STATUSES)
 
     # ----- helpers --------------------------------------------------------------------------

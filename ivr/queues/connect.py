@@ -109,10 +109,9 @@ class AgentCalls:
         lang_id, _ = self.plan.language(seat.lang if seat else lang_id)
         texts = [self.config.prompts.agent_missed[lang_id]]
         node_id = seat.node if seat else ""
-        node = self.plan.node(node_id)
-        queue = seat.queue if seat else self.config.input.agent_node
-        if not isinstance(node, TransferNode):
+        if not isinstance(self.plan.node(node_id), TransferNode):  # no seat, or its node was removed
             node_id = self.config.input.agent_node
+        queue = seat.queue if seat and seat.queue in self.config.queues else self.plan.node(node_id).queue
         return render.enqueue(self.config, self.urls, lang_id, node_id, texts, queue)
 
     # ----- the agent's leg ----------------------------------------------------------------

@@ -113,10 +113,21 @@ _LEAVE = """
 local seat = redis.call('HMGET', KEYS[1], 'queue', 'lang', 'agent')
 if not seat[1] then return 0 end
 redis.call('ZREM', ARGV[1] .. 'waiting:' .. seat[1] .. ':' .. seat[2], ARGV[2])
-local answered = seat[3] and redis.call('HGET', KEYS[2], seat[3]) == 'busy'
-  and redis.call('HGET', KEYS[3], seat[3]) == ARGV[2]
-if ARGV[3] == '1' and not answered then
+local agent_status = seat[3] and redis.call('HGET', KEYS[2], seat[3])
+local theirs = seat[3] and redis.call('HGET', KEYS[3], seat[3]) == ARGV[2]
+if ARGV[3] == '1' and not (theirs and agent_status == 'busy') then
   redis.call('INCR', ARGV[1] .. 'stats:' .. seat[1] .. ':abandoned')
+end
+if ARGV[3] == '1' and theirs then
+  -- The caller is gone while an agent was reserved for them or talking to them: free the agent
+  -- (after wrap-up if they had talked), so no agent waits forever for a call that ended.
+  local next_status = agent_status == 'busy' and 'wrap_up' or 'available'
+  if agent_status == 'reserved' or agent_status == 'busy' then
+    redis.call('HSET', KEYS[2], seat[3], next_status)
+    redis.call('HSET', ARGV[1] .. 'agent-since', seat[3], ARGV[4])
+    redis.call('HDEL', KEYS[3], seat[3])
+    redis.call('LPUSH', ARGV[1] .. 'wake', 1)
+  end
 end
 redis.call('DEL', KEYS[1])
 return 1
@@ -148,12 +159,13 @@ class RoutingState:
         )
         self.wake_in(pipe)
 
-    def leave_in(self, pipe: Pipeline, call_sid: str, hung_up: bool) -> None:
-        """Add 'take this caller out of line, if in one' to a webhook's pipeline."""
+    def leave_in(self, pipe: Pipeline, call_sid: str, hung_up: bool, now_ms: int = 0) -> None:
+        """Add 'take this caller out of line, if in one' to a webhook's pipeline; with hung_up,
+        also free an agent reserved for or talking to them."""
         keys = [caller_key(call_sid), AGENT_STATUS, AGENT_CALL]
         # EVAL, not a registered script: redis-py checks registered scripts with SCRIPT EXISTS
         # before each pipeline, an extra round trip on the webhook's hot path.
-        pipe.eval(_LEAVE, len(keys), *keys, f"{TAG}:", call_sid, "1" if hung_up else "0")
+        pipe.eval(_LEAVE, len(keys), *keys, f"{TAG}:", call_sid, "1" if hung_up else "0", now_ms)
 
     def announced(self, call_sid: str) -> dict | None:
         """What the caller was last told while waiting (see Flow.hold)."""
