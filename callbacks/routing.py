@@ -25,7 +25,14 @@ def route(queue: Queue) -> int:
     hotline = services()
     plan = hotline.config.current()
     now_ms = int(hotline.clock().timestamp() * 1000)
-    hotline.routing.end_wrap_ups(plan.config.routing.wrap_up_s * 1000, now_ms)
+    routing = plan.config.routing
+    hotline.routing.end_wrap_ups(routing.wrap_up_s * 1000, now_ms)
+    # A reservation outlives a connection only if its webhooks never came: release it.
+    limit_ms = (routing.ring_timeout_s + routing.accept_timeout_s + 60) * 1000
+    for agent_id, call_sid in hotline.routing.stale_reservations(limit_ms, now_ms):
+        log.warning("agent %s: reservation for call %s timed out; released", agent_id, call_sid)
+        hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
+        hotline.routing.back_to_line(call_sid)
     matches = hotline.routing.match(agent_lines(plan.config), now_ms)
     if matches:
         jobs = [

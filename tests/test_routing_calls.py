@@ -229,3 +229,56 @@ def test_a_missed_agent_for_a_caller_whose_seat_is_gone_still_queues_them_sensib
     assert verbs(root) == ["Say", "Enqueue"]
     assert root.find("Enqueue").text == "general"
     assert root.find("Enqueue").get("action") == "/voice/en/node/agent/queued"
+
+
+def test_a_lost_seat_at_connect_frees_the_agent_and_gives_the_caller_a_new_place(
+    app, client, clock, hotline, no_unexpected_http
+):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    hotline.redis.delete("{routing}:caller:" + caller(1))  # Redis lost the seat
+    root = parse(signed_post(client, "/voice/en/connect/a103", call_form(caller(1))))
+    assert verbs(root) == ["Say", "Enqueue"] and root.find("Enqueue").text == "general"
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert hotline.routing.position(caller(1), "general", "en") == 1
+
+
+def test_a_caller_who_hangs_up_while_the_agent_rings_does_not_set_the_agent_away(
+    app, client, clock, hotline, no_unexpected_http
+):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    done = call_form(caller(1), CallStatus="completed", DialCallStatus="canceled")
+    assert parse(signed_post(client, "/voice/en/connect/a103/done", done)).findall("*") == []
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert hotline.routing.seat(caller(1)) is None
+
+
+def test_a_late_accept_cannot_make_a_freed_agent_busy(app, client, clock, hotline, no_unexpected_http):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    signed_post(client, "/voice/status", call_form(caller(1), CallStatus="completed", CallDuration="20"))
+    leg = call_form(agent_leg(1), ParentCallSid=caller(1))
+    assert verbs(parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))) == ["Hangup"]
+    assert hotline.routing.agents()["a103"][0] == "available"
+
+
+def test_a_reservation_whose_webhooks_never_come_is_released(app, client, clock, hotline, no_unexpected_http):
+    transfer(client, clock, 1)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    clock.advance(20 + 10 + 61)  # ring + accept timeouts + a minute: nothing came back
+    with app.app_context():
+        dispatch_once()  # releases a103 and puts the caller back; then matches them again
+    assert hotline.routing.agents()["a103"][:1] == ("reserved",)
+    assert hotline.routing.agents()["a103"][1] == int(clock.now.timestamp() * 1000)
+
+
+def test_an_error_on_the_agents_leg_hangs_up_that_leg(app, client, clock, hotline, no_unexpected_http):
+    transfer(client, clock, 1)
+    hotline.redis.hset("{routing}:caller:" + caller(1), "arrived_ms", "garbage")
+    leg = call_form(agent_leg(1), ParentCallSid=caller(1))
+    assert verbs(parse(signed_post(client, "/voice/agent/a103/whisper", leg))) == ["Hangup"]

@@ -198,6 +198,11 @@ def _recover_on_error(error: Exception):
     if isinstance(error, HTTPException):
         return error
     log.exception("webhook %s failed", request.path)
+    if request.endpoint in ("voice.whisper", "voice.accept"):
+        # The agent's leg: end it; the caller's Dial action moves the caller on.
+        vr = VoiceResponse()
+        vr.hangup()
+        return twiml(vr)
     plan = services().config.current()
     config = plan.config
     lang_id, _ = plan.language(request.view_args.get("lang") if request.view_args else None)

@@ -21,7 +21,7 @@ from ivr.menus import render
 from ivr.menus.model import Agent, TransferNode
 from ivr.menus.runtime import Plan
 from ivr.queues.live import note_handled
-from ivr.queues.state import RoutingState
+from ivr.queues.state import RoutingState, Seat
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ class AgentCalls:
         seat = self.routing.seat(call_sid)
         routing = self.config.routing
         if agent is None or seat is None:
-            # The agent left the config, or the caller's place is gone: back in line.
+            # The agent left the config, or the caller's place is gone: free the agent, and the
+            # caller goes back in line (with a new place if theirs was lost).
+            self.routing.transition(agent_id, call_sid, ["reserved"], "available", self.now_ms)
             return self._back_in_line(call_sid, lang_id, agent_id, "agent or seat unknown", set_away=False)
         self._log(call_sid, [make_event("agent_offered", self.now, agent=agent_id)])
         vr = VoiceResponse()
@@ -85,11 +87,16 @@ class AgentCalls:
         bridged = form.get("DialBridged") == "true" or (
             form.get("DialCallStatus") == "completed" and self._agent_on(agent_id, call_sid, "busy")
         )
+        if form.get("CallStatus") in ("completed", "busy", "failed", "no-answer", "canceled") and not bridged:
+            # The caller hung up while the agent's phone rang: free the agent; nobody to re-queue.
+            self.routing.transition(agent_id, call_sid, ["reserved"], "available", self.now_ms)
+            self.routing.leave(call_sid)
+            return render.empty()
         if not bridged:
             reason = form.get("DialCallStatus") or "no answer"
             return self._back_in_line(call_sid, lang_id, agent_id, reason, set_away=True)
         duration = _int(form.get("DialCallDuration"))
-        self.routing.set_agent_status(agent_id, "wrap_up", self.now_ms)
+        self.routing.transition(agent_id, call_sid, ["busy", "reserved"], "wrap_up", self.now_ms, keep_call=True)
         seat = self.routing.leave(call_sid)
         if seat is not None:  # the handle time that blocked the agent: talk plus wrap-up
             handle_s = duration + self.config.routing.wrap_up_s
@@ -100,9 +107,14 @@ class AgentCalls:
         return render.speak_and_hang_up(self.config, self.plan.language(lang_id)[0], [])
 
     def _back_in_line(self, call_sid: str, lang_id: str, agent_id: str, reason: str, set_away: bool) -> VoiceResponse:
-        if set_away and self._agent_on(agent_id, call_sid):
-            self.routing.set_agent_status(agent_id, "away", self.now_ms)
+        if set_away:
+            self.routing.transition(agent_id, call_sid, ["reserved", "busy"], "away", self.now_ms)
         seat = self.routing.seat(call_sid)
+        if seat is None:  # their place was lost (Redis): a new one, or they would wait forever
+            lang_id, _ = self.plan.language(lang_id)
+            node_id = self.config.input.agent_node
+            queue = self.plan.node(node_id).queue
+            self.routing.join(Seat(call_sid, queue, lang_id, self.now_ms, node_id, "agent"))
         position = self.routing.back_to_line(call_sid)
         self._log(call_sid, [make_event("agent_missed", self.now, agent=agent_id, reason=reason, position=position)])
         self._wake()
@@ -147,10 +159,12 @@ class AgentCalls:
 
     def accept(self, agent_id: str, caller_sid: str, digits: str | None) -> VoiceResponse:
         vr = VoiceResponse()
-        if digits != self.config.routing.accept_key or not self._agent_on(agent_id, caller_sid):
+        accepted = digits == self.config.routing.accept_key and self.routing.transition(
+            agent_id, caller_sid, ["reserved"], "busy", self.now_ms, keep_call=True
+        )
+        if not accepted:  # another key, or the caller is gone / the reservation moved on
             vr.hangup()
             return vr
-        self.routing.set_agent_status(agent_id, "busy", self.now_ms, call_sid=caller_sid)
         self._log(caller_sid, [make_event("agent_accepted", self.now, agent=agent_id)])
         return vr  # an empty document on the whisper leg: Twilio bridges the two calls
 

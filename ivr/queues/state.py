@@ -132,6 +132,21 @@ end
 redis.call('DEL', KEYS[1])
 return 1
 """
+# KEYS: AGENT_STATUS, AGENT_SINCE, AGENT_CALL, WAKE. ARGV: agent, call, to-status, now ms, "1" to
+# keep the call, then the statuses it may move from. A compare-and-set: the agent moves only if
+# still on this call in one of those statuses (a late webhook cannot undo a newer reservation).
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
+local allowed = false
+for i = 6, #ARGV do if status == ARGV[i] then allowed = true end end
+if not allowed then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+if ARGV[5] ~= '1' then redis.call('HDEL', KEYS[3], ARGV[1]) end
+if ARGV[3] == 'available' then redis.call('LPUSH', KEYS[4], 1) end
+return 1
+"""
 WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
 
 
@@ -149,6 +164,7 @@ class RoutingState:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._match = redis.register_script(_MATCH)
+        self._transition = redis.register_script(_TRANSITION)
 
     def join_in(self, pipe: Pipeline, seat: Seat) -> None:
         """Add 'put this caller in line, and wake the dispatcher' to a webhook's pipeline."""
@@ -253,6 +269,23 @@ class RoutingState:
         if status == "available":
             self.wake_in(pipe)
         pipe.execute()
+
+    def transition(
+        self, agent_id: str, call_sid: str, from_statuses: Iterable[str], to: str, now_ms: int, keep_call: bool = False
+    ) -> bool:
+        """Move the agent to `to` only if still on `call_sid` in one of `from_statuses`."""
+        keys = [AGENT_STATUS, AGENT_SINCE, AGENT_CALL, WAKE_KEY]
+        args = [agent_id, call_sid, to, now_ms, "1" if keep_call else "0", *from_statuses]
+        return bool(self._transition(keys=keys, args=args))
+
+    def stale_reservations(self, older_than_ms: int, now_ms: int) -> list[tuple[str, str]]:
+        """(agent, call) reserved longer than a connection can take: the webhooks that would have
+        moved them on never came (the caller's call vanished, Redis lost a seat)."""
+        return [
+            (agent, call)
+            for agent, (status, since, call) in self.agents().items()
+            if status == "reserved" and call and since + older_than_ms <= now_ms
+        ]
 
     def end_wrap_ups(self, wrap_up_ms: int, now_ms: int) -> list[str]:
         """Agents whose wrap-up time is over become available again."""
