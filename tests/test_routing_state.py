@@ -136,3 +136,20 @@ def test_transferred_callers_join_our_line_and_leave_it_when_they_go(app, client
     status = call_form(sids[1], CallStatus="completed", CallDuration="90", SequenceNumber="2")
     assert signed_post(client, "/voice/status", status).status_code == 204
     assert [routing.position(s, "payment", "en") for s in sids] == [None, None, 1]
+
+
+def test_a_hang_up_that_overtakes_the_transfer_leaves_no_ghost_in_line(app, client):
+    from tests.twiml import call_form, parse, signed_post
+
+    routing = app.extensions["hotline"].routing
+    signed_post(client, "/voice/status", call_form(sid(300), CallStatus="completed", CallDuration="9"))
+    parse(signed_post(client, "/voice/en/node/refund/choice?attempt=1", call_form(sid(300), Digits="3")))
+    assert routing.seat(sid(300)) is None and routing.waiting("refund", ["en"])["en"] == (0, None)
+
+
+def test_a_waiting_caller_missing_from_our_line_is_seated_at_the_next_hold_turn(app, client):
+    from tests.twiml import call_form, parse, signed_post
+
+    routing = app.extensions["hotline"].routing
+    parse(signed_post(client, "/voice/en/hold/refund", call_form(sid(301), CallStatus="ringing")))
+    assert routing.position(sid(301), "refund", "en") == 1

@@ -464,8 +464,19 @@ class Flow:
         except RedisError:
             log.warning("call %s: Redis unavailable, holding without an announcement", call.sid)
             current, last = None, None
+        if current is not None and current.position is None and queue in self.config.queues:
+            try:
+                seated = self.routing.seat(call.sid) is not None  # (being connected to an agent)
+            except RedisError:
+                seated = True
+            if not seated:
+                # In Twilio's queue but not in our line (Redis was down when they joined): give them
+                # a place now, or no agent would ever be matched with them.
+                seat = Seat(call.sid, queue, lang_id, int(now_s * 1000), "", "other")
+                self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
+                self._log(call, [make_event("enqueued", self.now, node="", queue=queue, reseated=True)])
         if current is None or current.position is None:
-            # Not in our line (Redis was down when they joined): the plain hold message.
+            # Not (yet) in our line: the plain hold message this turn.
             hold = [self.config.prompts.hold[lang_id]]
             return self._memo(
                 ("hold-plain", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, hold)
@@ -542,6 +553,7 @@ class Flow:
             # A caller who hangs up while queued must not keep a place (the Enqueue action may
             # come later, or never).
             now_ms = int(self.now.timestamp() * 1000)
+            self._ops.append(lambda pipe: self.routing.mark_gone_in(pipe, call.sid))
             self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, True, now_ms))
         self._log(call, [event], sync=call.status in TERMINAL_STATUSES)
 

@@ -36,6 +36,10 @@ def caller_key(call_sid: str) -> str:
     return f"{TAG}:caller:{call_sid}"
 
 
+def gone_key(call_sid: str) -> str:
+    return f"{TAG}:gone:{call_sid}"
+
+
 @dataclass(frozen=True)
 class Seat:
     """A caller's place: which line, and the arrival time that orders it."""
@@ -149,6 +153,16 @@ return 1
 """
 WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
 
+# KEYS: gone marker, waiting set, caller hash, wake list. ARGV: call, arrival ms, seat fields...
+_JOIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[3], unpack(ARGV, 3))
+redis.call('LPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], 0, 0)
+return 1
+"""
+
 
 def _seat_fields(seat: Seat) -> dict[str, object]:
     return {
@@ -167,13 +181,14 @@ class RoutingState:
         self._transition = redis.register_script(_TRANSITION)
 
     def join_in(self, pipe: Pipeline, seat: Seat) -> None:
-        """Add 'put this caller in line, and wake the dispatcher' to a webhook's pipeline."""
-        pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
-        pipe.hset(
-            caller_key(seat.call_sid),
-            mapping=_seat_fields(seat),
-        )
-        self.wake_in(pipe)
+        """Add 'put this caller in line, and wake the dispatcher' to a webhook's pipeline; a caller
+        whose call has already ended (its final status overtook this webhook) is not seated."""
+        keys = [gone_key(seat.call_sid), waiting_key(seat.queue, seat.lang), caller_key(seat.call_sid), WAKE_KEY]
+        fields = [value for pair in _seat_fields(seat).items() for value in pair]
+        pipe.eval(_JOIN, len(keys), *keys, seat.call_sid, seat.arrived_ms, *fields)
+
+    def mark_gone_in(self, pipe: Pipeline, call_sid: str) -> None:
+        pipe.set(gone_key(call_sid), 1, ex=24 * 3600)
 
     def leave_in(self, pipe: Pipeline, call_sid: str, hung_up: bool, now_ms: int = 0) -> None:
         """Add 'take this caller out of line, if in one' to a webhook's pipeline; with hung_up,
