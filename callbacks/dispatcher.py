@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 
 from flask import Flask
 
@@ -19,6 +20,12 @@ from ivr.services import services
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "hotline:dispatch-lock"
+# Release the lock only if it is still ours: a pass slower than the lock's life must not free the
+# lock another worker has taken since.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def dispatch_once() -> tuple[int, int]:
@@ -37,11 +44,12 @@ def run_dispatcher(app: Flask, stop: threading.Event, interval_s: float = 1.0) -
         while not stop.is_set():
             try:
                 redis.blpop([WAKE_KEY], timeout=interval_s)
-                if redis.set(LOCK_KEY, "1", nx=True, px=int(interval_s * 5000)):
+                token = uuid.uuid4().hex
+                if redis.set(LOCK_KEY, token, nx=True, px=int(interval_s * 5000)):
                     try:
                         dispatch_once()
                     finally:
-                        redis.delete(LOCK_KEY)
+                        redis.eval(_RELEASE, 1, LOCK_KEY, token)
             except Exception:  # noqa: BLE001 - keep dispatching after a Redis or config blip
                 log.exception("dispatcher pass failed; retrying")
                 stop.wait(interval_s)

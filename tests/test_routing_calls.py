@@ -282,3 +282,4 @@ def test_an_error_on_the_agents_leg_hangs_up_that_leg(app, client, clock, hotlin
     hotline.redis.hset("{routing}:caller:" + caller(1), "arrived_ms", "garbage")
     leg = call_form(agent_leg(1), ParentCallSid=caller(1))
     assert verbs(parse(signed_post(client, "/voice/agent/a103/whisper", leg))) == ["Hangup"]
+
