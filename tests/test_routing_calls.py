@@ -45,6 +45,14 @@ def route_and_connect(app, mock, expected_calls: list[str]) -> list[dict]:
     return [{k: v[0] for k, v in parse_qs(c.request.body).items()} for c in sent[-len(expected_calls) :]]
 
 
+def reserve_for_a103(app, client, clock, mock) -> list[dict]:
+    """Caller 1 queued for payment in English and reserved for Emma (a103), who is available;
+    returns the REST redirect Twilio received."""
+    transfer(client, clock, 1)
+    app.extensions["hotline"].routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    return route_and_connect(app, mock, [caller(1)])
+
+
 def transfer(client, clock, sid: int, lang: str = "en") -> None:
     clock.advance(10)
     queue_caller(client, f"/voice/{lang}/node/payment/choice?attempt=1", call_form(caller(sid), Digits="0"))
@@ -128,9 +136,7 @@ def test_an_agent_who_does_not_answer_is_set_away_and_the_caller_keeps_their_pla
 
 
 def test_an_agent_who_answers_but_does_not_accept_declines(app, client, clock, hotline, no_unexpected_http):
-    transfer(client, clock, 1)
-    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
-    route_and_connect(app, no_unexpected_http, [caller(1)])
+    reserve_for_a103(app, client, clock, no_unexpected_http)
     leg = call_form(agent_leg(1), ParentCallSid=caller(1))
     assert verbs(parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "7"}))) == ["Hangup"]
     done = call_form(caller(1), DialCallStatus="completed", DialBridged="false", DialCallDuration="12")
@@ -197,9 +203,7 @@ def test_two_app_processes_sharing_one_redis_behave_as_one(app, make_app, client
 def test_twilio_reporting_the_redirect_to_the_enqueue_action_keeps_the_seat(
     app, client, clock, hotline, no_unexpected_http
 ):
-    transfer(client, clock, 1)
-    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
-    route_and_connect(app, no_unexpected_http, [caller(1)])
+    reserve_for_a103(app, client, clock, no_unexpected_http)
     # One reading of Twilio: the Enqueue action is requested with QueueResult=redirected.
     form = call_form(caller(1), QueueResult="redirected", QueueTime="20")
     assert parse(signed_post(client, "/voice/en/node/agent_payment/queued", form)).findall("*") == []
@@ -211,9 +215,7 @@ def test_twilio_reporting_the_redirect_to_the_enqueue_action_keeps_the_seat(
 def test_a_caller_who_hangs_up_while_being_connected_frees_the_agent(
     app, client, clock, hotline, no_unexpected_http, accepted, after
 ):
-    transfer(client, clock, 1)
-    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
-    route_and_connect(app, no_unexpected_http, [caller(1)])
+    reserve_for_a103(app, client, clock, no_unexpected_http)
     if accepted:
         leg = call_form(agent_leg(1), ParentCallSid=caller(1))
         parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))
@@ -234,9 +236,7 @@ def test_a_missed_agent_for_a_caller_whose_seat_is_gone_still_queues_them_sensib
 def test_a_lost_seat_at_connect_frees_the_agent_and_gives_the_caller_a_new_place(
     app, client, clock, hotline, no_unexpected_http
 ):
-    transfer(client, clock, 1)
-    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
-    route_and_connect(app, no_unexpected_http, [caller(1)])
+    reserve_for_a103(app, client, clock, no_unexpected_http)
     hotline.redis.delete("{routing}:caller:" + caller(1))  # Redis lost the seat
     root = parse(signed_post(client, "/voice/en/connect/a103", call_form(caller(1))))
     assert verbs(root) == ["Say", "Enqueue"] and root.find("Enqueue").text == "general"
@@ -247,9 +247,7 @@ def test_a_lost_seat_at_connect_frees_the_agent_and_gives_the_caller_a_new_place
 def test_a_caller_who_hangs_up_while_the_agent_rings_does_not_set_the_agent_away(
     app, client, clock, hotline, no_unexpected_http
 ):
-    transfer(client, clock, 1)
-    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
-    route_and_connect(app, no_unexpected_http, [caller(1)])
+    reserve_for_a103(app, client, clock, no_unexpected_http)
     done = call_form(caller(1), CallStatus="completed", DialCallStatus="canceled")
     assert parse(signed_post(client, "/voice/en/connect/a103/done", done)).findall("*") == []
     assert hotline.routing.agents()["a103"][0] == "available"
@@ -257,9 +255,7 @@ def test_a_caller_who_hangs_up_while_the_agent_rings_does_not_set_the_agent_away
 
 
 def test_a_late_accept_cannot_make_a_freed_agent_busy(app, client, clock, hotline, no_unexpected_http):
-    transfer(client, clock, 1)
-    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
-    route_and_connect(app, no_unexpected_http, [caller(1)])
+    reserve_for_a103(app, client, clock, no_unexpected_http)
     signed_post(client, "/voice/status", call_form(caller(1), CallStatus="completed", CallDuration="20"))
     leg = call_form(agent_leg(1), ParentCallSid=caller(1))
     assert verbs(parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))) == ["Hangup"]
@@ -267,9 +263,7 @@ def test_a_late_accept_cannot_make_a_freed_agent_busy(app, client, clock, hotlin
 
 
 def test_a_reservation_whose_webhooks_never_come_is_released(app, client, clock, hotline, no_unexpected_http):
-    transfer(client, clock, 1)
-    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
-    route_and_connect(app, no_unexpected_http, [caller(1)])
+    reserve_for_a103(app, client, clock, no_unexpected_http)
     clock.advance(20 + 10 + 61)  # ring + accept timeouts + a minute: nothing came back
     with app.app_context():
         dispatch_once()  # releases a103 and puts the caller back; then matches them again
@@ -282,4 +276,3 @@ def test_an_error_on_the_agents_leg_hangs_up_that_leg(app, client, clock, hotlin
     hotline.redis.hset("{routing}:caller:" + caller(1), "arrived_ms", "garbage")
     leg = call_form(agent_leg(1), ParentCallSid=caller(1))
     assert verbs(parse(signed_post(client, "/voice/agent/a103/whisper", leg))) == ["Hangup"]
-
