@@ -460,21 +460,16 @@ class Flow:
         now_s = self.now.timestamp()
         try:
             current = estimate_for(self.routing, self.config, call.sid, queue, lang_id, now_s)
-            last = self.routing.announced(call.sid)
         except RedisError:
             log.warning("call %s: Redis unavailable, holding without an announcement", call.sid)
-            current, last = None, None
-        if current is not None and current.position is None and queue in self.config.queues:
-            try:
-                seated = self.routing.seat(call.sid) is not None  # (being connected to an agent)
-            except RedisError:
-                seated = True
-            if not seated:
-                # In Twilio's queue but not in our line (Redis was down when they joined): give them
-                # a place now, or no agent would ever be matched with them.
-                seat = Seat(call.sid, queue, lang_id, int(now_s * 1000), "", "other")
-                self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
-                self._log(call, [make_event("enqueued", self.now, node="", queue=queue, reseated=True)])
+            current = None
+        last = current.announced if current else None
+        if current is not None and not current.seated and queue in self.config.queues:
+            # In Twilio's queue but not in our line (Redis was down when they joined): give them a
+            # place now, or no agent would ever be matched with them.
+            seat = Seat(call.sid, queue, lang_id, int(now_s * 1000), "", "other")
+            self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
+            self._log(call, [make_event("enqueued", self.now, node="", queue=queue, reseated=True)])
         if current is None or current.position is None:
             # Not (yet) in our line: the plain hold message this turn.
             hold = [self.config.prompts.hold[lang_id]]

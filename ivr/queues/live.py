@@ -8,6 +8,7 @@ each queue's waiting count from the lines themselves, so no webhook ever reads-m
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from redis.client import Pipeline
@@ -25,7 +26,7 @@ from ivr.queues.estimator import (
     spoken_range,
 )
 from ivr.queues.lines import agent_lines
-from ivr.queues.state import TAG, RoutingState
+from ivr.queues.state import TAG, RoutingState, caller_key
 
 HANDLE_TIME = HandleTimeStats()
 ABANDONMENT = AbandonmentStats()
@@ -86,13 +87,16 @@ class CallerEstimate:
     position: int | None
     estimate: WaitEstimate
     spoken: SpokenWait
+    seated: bool = False  # the caller has a seat (in line, or being connected to an agent)
+    announced: dict | None = None  # what they were last told while waiting
 
 
 def estimate_for(
     routing: RoutingState, config: HotlineConfig, call_sid: str | None, queue: str, lang: str, now_s: float
 ) -> CallerEstimate:
     """Position and estimated wait for a caller in line (or, with call_sid None, for one who
-    would join now). One pipelined read."""
+    would join now). One pipelined read, which also brings the caller's seat and what they were
+    last told."""
     pipe = routing.redis.pipeline(transaction=False)
     if call_sid:
         pipe.zrank(f"{TAG}:waiting:{queue}:{lang}", call_sid)
@@ -101,7 +105,8 @@ def estimate_for(
     pipe.hgetall(aht_key(queue))
     pipe.hgetall(abandon_key(queue))
     pipe.hgetall(f"{TAG}:agent-status")
-    rank, aht_raw, abandon_raw, statuses = pipe.execute()
+    pipe.hmget(caller_key(call_sid or ""), "queue", "announced")
+    rank, aht_raw, abandon_raw, statuses, (seat_queue, announced) = pipe.execute()
     ahead = int(rank) if rank is not None else 0
     serving = [a for a, lines in agent_lines(config).items() if any(q == queue and lg == lang for q, lg, _ in lines)]
     live = [statuses.get(a.encode(), b"offline").decode() for a in serving]
@@ -120,4 +125,5 @@ def estimate_for(
     )
     estimate = estimate_wait(snapshot)
     position = (int(rank) + 1 if rank is not None else None) if call_sid else ahead + 1
-    return CallerEstimate(position, estimate, spoken_range(estimate))
+    last = json.loads(announced) if call_sid and announced else None
+    return CallerEstimate(position, estimate, spoken_range(estimate), bool(call_sid and seat_queue), last)

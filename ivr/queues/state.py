@@ -198,11 +198,6 @@ class RoutingState:
         # before each pipeline, an extra round trip on the webhook's hot path.
         pipe.eval(_LEAVE, len(keys), *keys, f"{TAG}:", call_sid, "1" if hung_up else "0", now_ms)
 
-    def announced(self, call_sid: str) -> dict | None:
-        """What the caller was last told while waiting (see Flow.hold)."""
-        raw = self.redis.hget(caller_key(call_sid), "announced")
-        return json.loads(raw) if raw else None
-
     def announce_in(self, pipe: Pipeline, call_sid: str, note: dict) -> None:
         pipe.hset(caller_key(call_sid), "announced", json.dumps(note))
 
