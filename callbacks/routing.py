@@ -10,6 +10,8 @@ from flask import current_app, url_for
 from rq import Queue, Retry, get_current_job
 from twilio.base.exceptions import TwilioRestException
 
+from callbacks.dialer import DIAL_RETRY, place_callback
+from ivr.queues.callbacks import callback_id_of
 from ivr.queues.lines import agent_lines
 from ivr.services import services
 
@@ -29,16 +31,48 @@ def route(queue: Queue) -> int:
     hotline.routing.end_wrap_ups(routing.wrap_up_s * 1000, now_ms)
     # A reservation outlives a connection only if its webhooks never came: release it.
     limit_ms = (routing.ring_timeout_s + routing.accept_timeout_s + 60) * 1000
+    # A callback's reservation also covers dialling the customer and machine detection.
+    callback_limit_ms = limit_ms + (plan.config.callbacks.ring_timeout_s + 30 + 60) * 1000
+    desk = hotline.callback_desk(plan)
     for agent_id, call_sid in hotline.routing.stale_reservations(limit_ms, now_ms):
+        callback_id = callback_id_of(call_sid)
+        if callback_id is not None:
+            callback = hotline.callbacks.get(callback_id)
+            since = hotline.routing.agents().get(agent_id, ("", now_ms, None))[1]
+            if since + callback_limit_ms > now_ms:
+                continue
+            log.warning("agent %s: reservation for callback %s timed out; released", agent_id, callback_id)
+            if callback is not None and callback.attempt:
+                desk.attempt_over(callback_id, callback.attempt["n"], "released")
+            hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
+            continue
         log.warning("agent %s: reservation for call %s timed out; released", agent_id, call_sid)
         hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
         hotline.routing.back_to_line(call_sid)
-    matches = hotline.routing.match(agent_lines(plan.config), now_ms)
-    if matches:
-        jobs = [
-            Queue.prepare_data(connect_agent, (m.agent_id, m.call_sid), retry=CONNECT_RETRY, timeout=30, result_ttl=0)
-            for m in matches
-        ]
+    # Callbacks are dialled only within business hours; live callers are served regardless.
+    callbacks_ok = plan.hours.is_open(hotline.clock())
+    matches = hotline.routing.match(agent_lines(plan.config), now_ms, callbacks_ok=callbacks_ok)
+    jobs = []
+    for m in matches:
+        callback_id = callback_id_of(m.call_sid)
+        if callback_id is None:
+            jobs.append(
+                Queue.prepare_data(
+                    connect_agent, (m.agent_id, m.call_sid), retry=CONNECT_RETRY, timeout=30, result_ttl=0
+                )
+            )
+            continue
+        callback = desk.reserve(callback_id, m.agent_id)
+        if callback is None:  # cancelled while it waited: the agent is free again
+            hotline.routing.transition(m.agent_id, m.call_sid, ["reserved"], "available", now_ms)
+            hotline.routing.leave(m.call_sid)
+            continue
+        jobs.append(
+            Queue.prepare_data(
+                place_callback, (callback_id, callback.attempt["n"]), retry=DIAL_RETRY, timeout=60, result_ttl=0
+            )
+        )
+    if jobs:
         queue.enqueue_many(jobs)
     return len(matches)
 

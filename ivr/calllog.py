@@ -69,6 +69,21 @@ class CallLog:
         keys = [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY]
         return int(self._start(keys=keys, args=[json.dumps(event), self.ttl_s, FIRST_REFERENCE]))
 
+    def start_with(
+        self, call_sid: str, event: dict, also: Callable[[Pipeline], None] | None = None
+    ) -> tuple[int, list]:
+        """`start`, plus the commands of `also` in the same round trip; returns the reference
+        and their results."""
+        if also is None:
+            return self.start(call_sid, event), []
+        keys = [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY]
+        pipe = self.redis.pipeline(transaction=False)
+        # EVAL, not the registered script: a pipeline would first ask SCRIPT EXISTS (a round trip).
+        pipe.eval(_START_CALL, len(keys), *keys, json.dumps(event), self.ttl_s, FIRST_REFERENCE)
+        also(pipe)
+        results = pipe.execute()
+        return int(results[0]), results[1:]
+
     def append(
         self,
         call_sid: str,

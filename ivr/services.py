@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +14,9 @@ from rq import Queue
 from twilio.rest import Client
 
 from ivr.calllog import CallLog
-from ivr.menus.runtime import ConfigHolder
+from ivr.menus.runtime import ConfigHolder, Plan
+from ivr.queues.callback_desk import CallbackDesk
+from ivr.queues.callbacks import Callback, CallbackBook
 from ivr.queues.state import RoutingState
 from ivr.tickets.store import TicketStore
 
@@ -35,6 +38,8 @@ class Services:
     clock: Callable[[], datetime]
     routing: RoutingState
     routing_queue: Queue
+    callbacks: CallbackBook
+    sleep: Callable[[float], None]
     _twilio: Client | None = None
 
     @classmethod
@@ -53,6 +58,8 @@ class Services:
             clock=settings["CLOCK"] or utc_now,
             routing=RoutingState(redis),
             routing_queue=Queue(ROUTING_QUEUE, connection=redis),
+            callbacks=CallbackBook(redis),
+            sleep=settings["SLEEP"] or time.sleep,
         )
 
     def twilio(self) -> Client:
@@ -62,6 +69,9 @@ class Services:
             if not sid:
                 raise RuntimeError("TWILIO_ACCOUNT_SID is unset: routing needs Twilio's REST API")
             self._twilio = Client(sid, current_app.config["TWILIO_AUTH_TOKEN"])
+            if current_app.config.get("TWILIO_API_BASE_URL"):
+                # Benchmarks and the forked-worker test point the client at a local fake Twilio.
+                self._twilio.api.base_url = current_app.config["TWILIO_API_BASE_URL"]
         return self._twilio
 
     def close(self) -> None:
@@ -79,6 +89,28 @@ class Services:
         from callbacks.tickets import enqueue_sync
 
         enqueue_sync(self.tickets_queue, call_sid)
+
+    def schedule_callback(self, callback: Callback, when: datetime) -> None:
+        from callbacks.dialer import schedule_seat
+
+        schedule_seat(self.routing_queue, callback, when)
+
+    def notify_callback_failed(self, callback: Callback) -> None:
+        from callbacks.dialer import SMS_RETRY, send_failure_sms
+
+        self.routing_queue.enqueue(send_failure_sms, callback.id, retry=SMS_RETRY, result_ttl=0)
+
+    def callback_desk(self, plan: Plan | None = None, now: datetime | None = None) -> CallbackDesk:
+        return CallbackDesk(
+            plan or self.config.current(),
+            self.callbacks,
+            self.routing,
+            self.calls,
+            now or self.clock(),
+            self.mark_ticket_due,
+            self.schedule_callback,
+            self.notify_callback_failed,
+        )
 
     def dispatch_due_tickets(self) -> int:
         from callbacks.tickets import dispatch_due

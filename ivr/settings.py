@@ -15,6 +15,7 @@ ENV_KEYS = (
     "HOTLINE_CONFIG",
     "OPS_API_TOKEN",
     "AGENT_TOKEN_SECRET",
+    "TWILIO_API_BASE_URL",
 )
 
 DEFAULTS: dict[str, object] = {
@@ -27,6 +28,10 @@ DEFAULTS: dict[str, object] = {
     "CALL_LOG_TTL_S": 7 * 24 * 3600,
     # Injected clock (tests): a callable returning an aware UTC datetime.
     "CLOCK": None,
+    # Injected sleep (tests): how the callback dialler waits for its pacing slot.
+    "SLEEP": None,
+    # Where the Twilio REST client sends requests (a local fake Twilio in benchmarks); unset: Twilio.
+    "TWILIO_API_BASE_URL": None,
 }
 
 

@@ -157,11 +157,16 @@ def test_info_answer_offers_back_agent_repeat_then_says_goodbye(walker, ticket_f
 
 
 def test_agent_key_in_a_branch_reaches_that_branchs_queue(client):
-    # Nobody is on duty, so the caller is told before queuing and may leave a message instead.
+    # Nobody is on duty, so the caller is told before queuing and may take a callback or leave a
+    # message instead.
     root = parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(Digits="0")))
     assert verbs(root) == ["Gather", "Redirect"]
     spoken = [s.text for s in says(root.find("Gather"))]
-    assert spoken[-2:] == [prompt("wait_unknown", "en"), prompt("stay_or_message", "en").format(key="1")]
+    assert spoken[-3:] == [
+        prompt("wait_unknown", "en"),
+        prompt("callback_offer", "en").format(key="2"),
+        prompt("stay_or_message", "en").format(key="1"),
+    ]
     assert root.find("Redirect").text == "/voice/en/node/agent_payment/join?queue=payment"
     root = parse(signed_post(client, root.find("Redirect").text, call_form()))
     assert verbs(root) == ["Enqueue"]

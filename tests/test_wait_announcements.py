@@ -40,8 +40,13 @@ def hold(client, n: int, lang: str = "en"):
     return parse(signed_post(client, f"/voice/{lang}/hold/payment", call_form(sid(n), CallStatus="ringing")))
 
 
+OFFER = CONFIG.prompts.callback_offer["en"].format(key=CONFIG.callbacks.key)
+
+
 def texts(root) -> list[str]:
-    return [s.text for s in root.iter("Say")]
+    """What the caller hears, but for the callback offer that goes with long waits
+    (tests/test_callbacks.py)."""
+    return [s.text for s in root.iter("Say") if s.text != OFFER]
 
 
 @pytest.fixture
@@ -66,11 +71,16 @@ def expected_range(ahead: int) -> str:
 
 def test_first_turn_says_hold_place_and_estimate(client, busy_line):
     root = hold(client, 5)
-    assert verbs(root) == ["Say", "Say", "Say", "Pause"]
-    assert texts(root) == [
+    # A wait this long comes with the callback offer: the key works through the pause.
+    assert verbs(root) == ["Gather"]
+    gather = root.find("Gather")
+    assert verbs(gather) == ["Say", "Say", "Say", "Say", "Pause"]
+    assert gather.get("action") == "/voice/en/hold/payment/key" and gather.get("numDigits") == "1"
+    assert [s.text for s in gather.iter("Say")] == [
         CONFIG.prompts.hold["en"],
         CONFIG.prompts.queue_position["en"].format(position=5),
         expected_range(4),
+        OFFER,
     ]
     assert all(s.get("language") == "en-US" for s in root.iter("Say"))
 
@@ -195,8 +205,9 @@ def test_a_full_queue_overflows_as_configured(small_queues):
         assert root.find("Enqueue").text == ("payment" if n < 3 else "general")
     queue_caller(client, "/voice/en/node/refund/choice?attempt=1", call_form(sid(4), Digits="3"))
     root = parse(signed_post(client, "/voice/en/node/refund/choice?attempt=1", call_form(sid(5), Digits="3")))
-    assert [s.text for s in root.iter("Say")][-3:-1] == [
+    assert [s.text for s in root.iter("Say")][-4:-1] == [
         CONFIG.prompts.queue_full["en"],
+        CONFIG.prompts.callback_offer_closed["en"].format(key=CONFIG.callbacks.key),
         CONFIG.prompts.closed_offer_message["en"].format(key="1"),
     ]
     assert root.find("Enqueue") is None

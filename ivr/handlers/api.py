@@ -9,6 +9,7 @@ import phonenumbers
 from flask import Blueprint, abort, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from ivr.queues.callbacks import STATUSES as CALLBACK_STATUSES
 from ivr.services import services
 from ivr.tickets.store import ticket_json
 
@@ -188,3 +189,55 @@ def _estimate_json(queue: str, lang: str) -> dict:
 
 def _iso_ms(ms: int) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None
+
+
+@bp.get("/callbacks")
+def list_callbacks():
+    """Callbacks, newest first: ?status=pending|scheduled|dialling|done|failed|cancelled&queue=…"""
+    status = request.args.get("status") or None
+    if status is not None and status not in CALLBACK_STATUSES:
+        abort(400, description=f"status must be one of {', '.join(CALLBACK_STATUSES)}")
+    queue = request.args.get("queue") or None
+    if queue is not None and queue not in services().config.current().config.queues:
+        abort(400, description=f"unknown queue {queue!r}")
+    book = services().callbacks
+    found = book.listing(status=status, queue=queue, limit=_int_arg("limit", 100, 1, 1000))
+    return jsonify(callbacks=[_callback_json(book, c) for c in found], count=len(found))
+
+
+@bp.post("/callbacks/<callback_id>/cancel")
+def cancel_callback(callback_id: str):
+    """Cancel a pending or scheduled callback; 409 once it is being dialled or is over."""
+    result = services().callback_desk().cancel(callback_id, "ops")
+    if result == "unknown":
+        abort(404, description=f"no callback {callback_id}")
+    if result == "dialling":
+        abort(409, description="the callback is being dialled right now")
+    if result == "closed":
+        abort(409, description="the callback is already over")
+    callback = services().callbacks.get(callback_id)
+    return jsonify(_callback_json(services().callbacks, callback))
+
+
+def _callback_json(book, callback) -> dict:  # noqa: ANN001
+    def iso(ms: int | None) -> str | None:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None
+
+    return {
+        "id": callback.id,
+        "status": callback.status,
+        "number": callback.number,
+        "call_sid": callback.call_sid,
+        "reference": callback.reference,
+        "queue": callback.queue,
+        "language": callback.lang,
+        "branch": callback.branch,
+        "arrived_at": iso(callback.arrived_ms),
+        "requested_at": iso(callback.requested_ms),
+        "scheduled_for": iso(callback.scheduled_ms),
+        "position": book.position(callback) if callback.status == "pending" else None,
+        "agent": callback.agent,
+        "attempts": callback.attempts,
+        "reason": callback.reason,
+        "updated_at": iso(callback.updated_ms),
+    }

@@ -11,7 +11,9 @@ from werkzeug.exceptions import HTTPException
 
 from ivr.calllog import make_event
 from ivr.menus import render
+from ivr.menus.callback_flow import STEPS
 from ivr.menus.flow import Call, Flow
+from ivr.queues.callback_calls import CallbackCalls
 from ivr.queues.connect import AgentCalls
 from ivr.security import require_twilio_call
 from ivr.services import services
@@ -62,6 +64,18 @@ class FlaskUrls:
     def accept(self, agent_id: str) -> str:
         return url_for("voice.accept", agent_id=agent_id)
 
+    def hold_key(self, lang: str, queue: str) -> str:
+        return url_for("voice.hold_key", lang=lang, queue=queue)
+
+    def callback_step(self, lang: str, step: str, what: str, attempt: int) -> str:
+        return url_for("voice.callback_step", lang=lang, step=step, what=what, attempt=attempt)
+
+    def pending(self, lang: str, callback_id: str) -> str:
+        return url_for("voice.callback_pending", lang=lang, callback_id=callback_id)
+
+    def pending_continue(self, lang: str) -> str:
+        return url_for("voice.callback_pending_continue", lang=lang)
+
 
 def twiml(vr: VoiceResponse) -> Response:
     return Response(str(vr), mimetype="text/xml")
@@ -70,8 +84,20 @@ def twiml(vr: VoiceResponse) -> Response:
 def flow() -> Flow:
     hotline = services()
     return Flow(
-        hotline.config.current(), hotline.calls, FlaskUrls(), hotline.clock(), hotline.mark_ticket_due, hotline.routing
+        hotline.config.current(),
+        hotline.calls,
+        FlaskUrls(),
+        hotline.clock(),
+        hotline.mark_ticket_due,
+        hotline.routing,
+        hotline.callbacks,
+        hotline.schedule_callback,
     )
+
+
+def callback_calls() -> CallbackCalls:
+    hotline = services()
+    return CallbackCalls(hotline.callback_desk(), flow(), agent_calls())
 
 
 def agent_calls() -> AgentCalls:
@@ -150,6 +176,54 @@ def join(lang: str, node_id: str):
 def hold(lang: str, queue: str):
     """Enqueue waitUrl: Twilio loops it while the caller waits."""
     return twiml(flow().hold(call(), lang, queue))
+
+
+@bp.post("/<lang>/hold/<queue>/key")
+def hold_key(lang: str, queue: str):
+    """A key pressed during a hold turn: the callback key takes the offer (leaves the queue)."""
+    return twiml(flow().hold_key(call(), lang, queue))
+
+
+@bp.post("/<lang>/callback/<step>/<what>")
+def callback_step(lang: str, step: str, what: str):
+    """Taking a callback number: `answer` (the Gather's action) or `silence` (its fall-through)
+    of the step `number` (the caller ID?), `entry` (type a number) or `readback` (confirm)."""
+    the_flow = flow()
+    lang, _ = the_flow.plan.language(lang)
+    if step not in STEPS or what not in ("answer", "silence") or not the_flow.callbacks_on:
+        return twiml(the_flow._recover(call(), lang, f"unknown callback step {step}/{what}"))
+    if what == "answer":
+        return twiml(the_flow.callbacks.answer(call(), lang, step, attempt()))
+    return twiml(the_flow.callbacks.silence(call(), lang, step, attempt()))
+
+
+@bp.post("/<lang>/callback/pending/<callback_id>")
+def callback_pending(lang: str, callback_id: str):
+    """A caller with a pending callback: 1 keeps it, 2 cancels it, anything else goes on."""
+    the_flow = flow()
+    if not the_flow.callbacks_on:
+        return twiml(the_flow.start_menu(call(), [], lang))
+    desk = services().callback_desk()
+    return twiml(the_flow.callbacks.pending_answer(call(), lang, callback_id, lambda i: desk.cancel(i, "caller")))
+
+
+@bp.post("/<lang>/callback/pending-continue")
+def callback_pending_continue(lang: str):
+    """The caller with a pending callback stayed on the line: on to the menus."""
+    return twiml(flow().start_menu(call(), [], lang))
+
+
+@bp.post("/callback/<callback_id>/<int:n>/answer")
+def callback_answer(callback_id: str, n: int):
+    """The customer answered callback attempt n (after machine detection)."""
+    return twiml(callback_calls().answer(call(), callback_id, n, request.form))
+
+
+@bp.post("/callback/<callback_id>/<int:n>/status")
+def callback_status(callback_id: str, n: int):
+    """Status callback of callback attempt n's outbound call."""
+    callback_calls().status(call(), callback_id, n, request.form)
+    return Response(status=204)
 
 
 @bp.post("/<lang>/connect/<agent_id>")

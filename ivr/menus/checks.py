@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import phonenumbers
+
 from ivr.menus.graph import node_edges, reachable_in_order
 from ivr.menus.model import (
     HotlineConfig,
@@ -105,6 +107,14 @@ def _check_keys(config: HotlineConfig) -> Iterator[Finding]:
     if config.after_hours.message_key in {keys.agent, *reserved}:
         loc = ("after_hours", "message_key")
         yield loc, f"key {config.after_hours.message_key!r} is already a global key (agent, repeat or back)"
+    callback_key = config.callbacks.key
+    if config.callbacks.enabled and callback_key in {keys.agent, *reserved}:
+        yield ("callbacks", "key"), f"key {callback_key!r} is already a global key (agent, repeat or back)"
+    elif config.callbacks.enabled and callback_key == config.after_hours.message_key:
+        yield ("callbacks", "key"), f"key {callback_key!r} is also after_hours.message_key; offers need both"
+    if config.callbacks.enabled:
+        if config.callbacks.country not in phonenumbers.SUPPORTED_REGIONS:
+            yield ("callbacks", "country"), f"phonenumbers knows no region {config.callbacks.country!r}"
     for node_id, node in config.menu.nodes.items():
         if not isinstance(node, MenuNode):
             continue

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from redis.client import Pipeline
 from redis.exceptions import RedisError
@@ -31,8 +32,12 @@ from ivr.menus.model import (
 )
 from ivr.menus.runtime import Plan
 from ivr.privacy import mask_number
+from ivr.queues.callbacks import BY_NUMBER, CallbackBook
 from ivr.queues.live import CallerEstimate, estimate_for
 from ivr.queues.state import RoutingState, Seat
+
+if TYPE_CHECKING:
+    from ivr.menus.callback_flow import CallbackFlow, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,11 @@ class Flow:
         now: datetime,
         mark_due: Callable[[str, Pipeline], None],
         routing: RoutingState,
+        callback_book: CallbackBook | None = None,
+        schedule_callback: Schedule | None = None,
     ):
+        self.callback_book = callback_book
+        self.schedule_callback = schedule_callback
         self.plan = plan
         self.config = plan.config
         self.calls = calls
@@ -88,15 +97,38 @@ class Flow:
         self._ops: list[Callable[[Pipeline], None]] = []
         self.keys = plan.config.input.keys
 
+    @property
+    def callbacks(self) -> CallbackFlow:
+        from ivr.menus.callback_flow import CallbackFlow
+
+        assert self.callback_book is not None and self.schedule_callback is not None
+        return CallbackFlow(self, self.callback_book, self.schedule_callback)
+
+    @property
+    def callbacks_on(self) -> bool:
+        return self.config.callbacks.enabled and self.callback_book is not None
+
+    @property
+    def callback_key(self) -> str | None:
+        return self.config.callbacks.key if self.callbacks_on else None
+
     # ----- start and language -------------------------------------------------------------
 
     def incoming(self, call: Call) -> VoiceResponse:
         start = make_event("call", self.now, event_id="start", caller=call.caller, called=call.called)
+        pending_id = None
         try:
-            self.calls.start(call.sid, start)
+            # The same round trip asks whether this number has a callback pending.
+            also = (lambda pipe: pipe.hget(BY_NUMBER, call.caller)) if self.callbacks_on and call.caller else None
+            _, extra = self.calls.start_with(call.sid, start, also)
+            pending_id = extra[0] if extra else None
         except RedisError:
             log.warning("call %s: Redis unavailable, this call's ticket will lack its start", call.sid)
         log.info("call %s from %s", call.sid, mask_number(call.caller))
+        if pending_id is not None:
+            pending = self.callback_book.get(pending_id.decode())
+            if pending is not None and pending.status in ("pending", "scheduled"):
+                return self.callbacks.pending_notice(call, pending)
         default, lang = self.plan.language(None)
         greeting = self.config.prompts.greeting[default]
         if len(self.config.languages) == 1:
@@ -104,6 +136,13 @@ class Flow:
         return self._memo(
             ("language", 1, greeting), lambda: render.language_menu(self.config, self.urls, 1, [(greeting, lang)])
         )
+
+    def start_menu(self, call: Call, preamble: list[str], lang_id: str) -> VoiceResponse:
+        """The language menu (or the main menu with one language), after `preamble` in lang_id."""
+        lang_id, lang = self.plan.language(lang_id)
+        if len(self.config.languages) == 1:
+            return self._enter(call, lang_id, self.config.menu.root, preamble)
+        return render.language_menu(self.config, self.urls, 1, [(text, lang) for text in preamble])
 
     def language_choice(self, call: Call, attempt: int) -> VoiceResponse:
         chosen = next((i for i, lang in self.config.languages.items() if lang.key == call.digits), None)
@@ -191,7 +230,7 @@ class Flow:
         )
         texts = [*preamble, self._closed_text(lang_id)]
         offer = self.config.after_hours.message_node is not None
-        return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer)
+        return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer, self.callback_key)
 
     def _queue_caller(
         self, call: Call, lang_id: str, node_id: str, queue: str, texts: list[str], events: list[dict], hops: int = 0
@@ -213,14 +252,16 @@ class Flow:
                 return self._queue_caller(call, lang_id, node_id, overflow.queue, texts, events, hops + 1)
             offer = self.config.after_hours.message_node is not None
             full = [*texts, self.config.prompts.queue_full[lang_id]]
-            return render.closed(self.config, self.urls, lang_id, node_id, full, 1, offer)
+            return render.closed(self.config, self.urls, lang_id, node_id, full, 1, offer, self.callback_key)
         closing = self.plan.hours.closing(self.now)
         past_closing = (
             closing is not None and estimate.known and self.now.timestamp() + estimate.hi_s > closing.timestamp()
         )
         peak = self.config.peak
         at_peak = self.plan.hours.in_window(peak.windows, self.now)
-        if not (at_peak or past_closing or not estimate.known or estimate.point_s > peak.announce_above_s):
+        offer_callback = self.callbacks_on and (past_closing or self.callbacks.offered_at(estimate.hi_s))
+        announce = at_peak or past_closing or not estimate.known or estimate.point_s > peak.announce_above_s
+        if not (announce or offer_callback):
             return self._join(call, lang_id, node_id, queue, texts, events)
         announcement, _ = self._announcement(lang_id, queue_config, ahead, None, self.now.timestamp())
         if past_closing:
@@ -231,8 +272,9 @@ class Flow:
         events.append(self._estimate_event(ahead, said_time=True, before_queue=True))
         message_key = self.config.after_hours.message_key if self.config.after_hours.message_node else None
         join_url = self.urls.join(lang_id, node_id, queue)
+        callback_key = self.callback_key if offer_callback else None
         return render.announce_then_queue(
-            self.config, self.urls, lang_id, node_id, [*texts, *announcement], message_key, join_url
+            self.config, self.urls, lang_id, node_id, [*texts, *announcement], message_key, join_url, callback_key
         )
 
     def join(self, call: Call, lang_id: str, node_id: str, queue: str | None) -> VoiceResponse | str:
@@ -248,11 +290,20 @@ class Flow:
         return twiml
 
     def _join(
-        self, call: Call, lang_id: str, node_id: str, queue: str, texts: list[str], events: list[dict]
+        self,
+        call: Call,
+        lang_id: str,
+        node_id: str,
+        queue: str,
+        texts: list[str],
+        events: list[dict],
+        arrived_ms: int | None = None,
     ) -> VoiceResponse | str:
+        """Into the queue; `arrived_ms` keeps an earlier place (a caller back from the callback
+        offer, a callback's customer)."""
         events.append(make_event("enqueued", self.now, node=node_id, queue=queue))
         # Our own line (Twilio's queue is FIFO only): ordered by arrival, served by routing.
-        arrived_ms = int(self.now.timestamp() * 1000)
+        arrived_ms = arrived_ms or int(self.now.timestamp() * 1000)
         seat = Seat(call.sid, queue, lang_id, arrived_ms, node_id, self.plan.branches.get(node_id, "other"))
         self._ops.append(lambda pipe: self.routing.join_in(pipe, seat))
         return self._memo(
@@ -290,6 +341,12 @@ class Flow:
             twiml = self._render_again(call, lang_id, node_id, node, attempt, [], True, events)
             self._log(call, events)
             return twiml
+        if isinstance(node, TransferNode) and self.callback_key and call.digits == self.callback_key:
+            kind = "peak" if self.plan.hours.is_open(self.now) else "closed"
+            now_ms = int(self.now.timestamp() * 1000)
+            twiml = self.callbacks.take_offer(call, lang_id, node_id, node.queue, now_ms, kind)
+            if twiml is not None:
+                return twiml
         message_node = self.config.after_hours.message_node
         if isinstance(node, TransferNode) and message_node and call.digits == self.config.after_hours.message_key:
             return self._moved(call, lang_id, node_id, node, message_node, call.digits)
@@ -365,7 +422,7 @@ class Flow:
         if isinstance(node, TransferNode) and not self.plan.hours.is_open(self.now):
             texts = [*preamble, self._closed_text(lang_id)] if full else preamble
             offer = config.after_hours.message_node is not None
-            return render.closed(config, urls, lang_id, node_id, texts, attempt, offer)
+            return render.closed(config, urls, lang_id, node_id, texts, attempt, offer, self.callback_key)
         return self._render_entry(call, lang_id, node_id, node, preamble, events)
 
     def _give_up(self, call: Call, lang_id: str, node_id: str, events: list[dict]) -> VoiceResponse:
@@ -449,7 +506,9 @@ class Flow:
             texts = [self.config.prompts.queue_full[lang_id]]
             return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer)
         if result == "leave":
-            return self._enter(call, lang_id, self.config.menu.root, [])
+            # The caller took the callback offer while waiting (their seat is in the draft).
+            taken = self.callbacks.after_leave(call, lang_id) if self.callbacks_on else None
+            return taken if taken is not None else self._enter(call, lang_id, self.config.menu.root, [])
         return self._recover(call, lang_id, f"queue result {result}")
 
     def hold(self, call: Call, lang_id: str, queue: str) -> VoiceResponse | str:
@@ -479,6 +538,9 @@ class Flow:
         texts, said_time = self._announcement(lang_id, queue_config, current, last, now_s)
         if not texts:
             return self._memo(("hold", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, []))
+        # Each announcement of a long wait offers the callback that keeps the caller's place.
+        offer = self.callbacks_on and self.callbacks.offered_at(current.estimate.hi_s)
+        offer_url = self.urls.hold_key(lang_id, queue) if offer else None
         if last is None:
             texts.insert(0, self.config.prompts.hold[lang_id])
         spoken = current.spoken
@@ -492,7 +554,14 @@ class Flow:
         note = {"at": now_s, "position": current.position, "spoken": said, **promise}
         self._ops.append(lambda pipe: self.routing.announce_in(pipe, call.sid, note))
         self._log(call, [event])
-        return render.hold(self.config, lang_id, queue_config, texts)
+        return render.hold(self.config, lang_id, queue_config, texts, offer_url)
+
+    def hold_key(self, call: Call, lang_id: str, queue: str) -> VoiceResponse:
+        """A key pressed during a hold turn (the callback offer's Gather)."""
+        lang_id, _ = self.plan.language(lang_id)
+        if not self.callbacks_on:
+            return render.empty()
+        return self.callbacks.hold_key(call, lang_id, queue)
 
     def _estimate_event(self, current: CallerEstimate, said_time: bool, before_queue: bool) -> dict:
         """What the caller was told, for the ticket (the actual wait is set next to it later)."""

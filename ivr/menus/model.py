@@ -276,6 +276,30 @@ class Peak(Strict):
     announce_above_s: int = Field(default=120, ge=0, le=3600)
 
 
+class CallbackPolicy(Strict):
+    """Callbacks that keep the caller's place: when they are offered, how the number is taken,
+    how and how often they are dialled (see README, "Callbacks")."""
+
+    enabled: bool = True
+    key: Digit = Field(default="2", description="the key that takes the callback offer, wherever it is made")
+    offer_above_s: int = Field(
+        default=300, ge=0, le=4 * 3600, description="offer before queuing and while waiting above this estimate"
+    )
+    country: str = Field(default="JP", pattern=r"^[A-Z]{2}$", description="region of numbers entered without +")
+    dial_mode: Literal["customer_first", "agent_first"] = "customer_first"
+    ring_timeout_s: int = Field(default=30, ge=10, le=120, description="how long the customer's phone rings")
+    machine_detection: bool = Field(default=True, description="an answering machine counts as a failed attempt")
+    attempts: int = Field(default=3, ge=1, le=10, description="dial attempts before the callback fails")
+    retry_after_min: int = Field(default=10, ge=1, le=24 * 60, description="between failed attempts")
+    calls_per_second: float = Field(
+        default=1.0, ge=0, le=100, description="outbound pacing across all workers (Twilio: 1/s); 0 turns it off"
+    )
+    agent_gate: bool = Field(
+        default=True, description="dial only when an agent is reserved; off: dial when due, then queue by arrival"
+    )
+    sms_on_failure: bool = Field(default=True, description="text the caller after the last failed attempt")
+
+
 class Option(Strict):
     key: Digit
     goto: NodeId
@@ -371,6 +395,12 @@ TimeText = with_placeholders("time")
 PositionText = with_placeholders("position")
 MinutesText = with_placeholders("lo", "hi")
 WhisperText = with_placeholders("branch", "language", "wait_min", "reference", "key")
+Last4Text = with_placeholders("last4")
+DigitsText = with_placeholders("digits")
+BookedText = with_placeholders("last4", "position", "reference")
+BookedClosedText = with_placeholders("last4", "opening", "reference")
+IntroText = with_placeholders("hotline", "branch", "reference")
+SmsText = with_placeholders("hotline", "reference")
 
 
 class Prompts(Strict):
@@ -401,6 +431,20 @@ class Prompts(Strict):
     wait_unknown: LangText = Field(description="nobody can take the call right now; no figure promised")
     closing_soon: TimeText = Field(description="the wait may run past closing at {time}")
     stay_or_message: KeyText = Field(description="before queuing: press {key} for a message, or stay")
+    callback_offer: KeyText = Field(description="before queuing and while waiting: {key} for a callback")
+    callback_offer_closed: KeyText = Field(description="closed line or full queue: {key} for a callback")
+    callback_use_caller_id: Last4Text = Field(description="1: the caller ID ending {last4}; 2: another number")
+    callback_enter_number: LangText = Field(description="enter the number, then hash")
+    callback_invalid_number: LangText = Field(description="the entered number cannot be called back")
+    callback_readback: DigitsText = Field(description="{digits} read back one by one; 1 correct, 2 again")
+    callback_booked: BookedText = Field(description="booked while open; {last4} {position} {reference}")
+    callback_booked_closed: BookedClosedText = Field(description="booked while closed; {last4} {opening} {reference}")
+    callback_pending: Last4Text = Field(description="a caller with a pending callback: 1 keep, 2 cancel, or stay")
+    callback_kept: LangText
+    callback_cancelled: LangText
+    callback_intro: IntroText = Field(description="to the customer who answers a callback")
+    callback_whisper: WhisperText = Field(description="to the agent before a callback; like whisper")
+    callback_failed_sms: SmsText = Field(description="text after the last failed attempt; {hotline} {reference}")
 
 
 class Fallback(Strict):
@@ -422,6 +466,7 @@ class HotlineConfig(Strict):
     agents: list[Agent] = []
     routing: Routing = Routing()
     peak: Peak = Peak()
+    callbacks: CallbackPolicy = CallbackPolicy()
     prompts: Prompts
     menu: Menu
     fallback: Fallback = Fallback()

@@ -26,6 +26,8 @@ class Urls(Protocol):
     def queued(self, lang: str, node_id: str) -> str: ...
     def hold(self, lang: str, queue: str) -> str: ...
     def join(self, lang: str, node_id: str, queue: str) -> str: ...
+    def hold_key(self, lang: str, queue: str) -> str: ...
+    def callback_step(self, lang: str, step: str, what: str, attempt: int) -> str: ...
 
 
 def say(target: VoiceResponse | Gather, text: str, lang: Language) -> None:
@@ -189,14 +191,18 @@ def announce_then_queue(
     texts: list[str],
     message_key: str | None,
     join_url: str,
+    callback_key: str | None = None,
 ) -> VoiceResponse:
-    """Before queuing: the estimate (and any closing warning), the offer of a message instead,
-    and, for a caller who stays on the line, on into the queue."""
+    """Before queuing: the estimate (and any closing warning), the offers of a callback or a
+    message instead, and, for a caller who stays on the line, on into the queue."""
     lang = config.languages[lang_id]
     vr = VoiceResponse()
     target: VoiceResponse | Gather = vr
-    if message_key is not None:
+    if message_key is not None or callback_key is not None:
         target = _gather(vr, config, lang, urls.choice(lang_id, node_id, 1))
+    if callback_key is not None:
+        texts = [*texts, config.prompts.callback_offer[lang_id].format(key=callback_key)]
+    if message_key is not None:
         texts = [*texts, config.prompts.stay_or_message[lang_id].format(key=message_key)]
     for text in texts:
         say(target, text, lang)
@@ -205,26 +211,90 @@ def announce_then_queue(
 
 
 def closed(
-    config: HotlineConfig, urls: Urls, lang_id: str, node_id: str, texts: list[str], attempt: int, offer_message: bool
+    config: HotlineConfig,
+    urls: Urls,
+    lang_id: str,
+    node_id: str,
+    texts: list[str],
+    attempt: int,
+    offer_message: bool,
+    callback_key: str | None = None,
 ) -> VoiceResponse:
-    """The line is closed: when it opens, then (if configured) the offer to leave a message."""
-    if not offer_message:
+    """The line is closed (or full): when it opens, then the offers configured: a callback, a
+    message."""
+    offers = []
+    if callback_key is not None:
+        offers.append(config.prompts.callback_offer_closed[lang_id].format(key=callback_key))
+    if offer_message:
+        offers.append(config.prompts.closed_offer_message[lang_id].format(key=config.after_hours.message_key))
+    if not offers:
         return speak_and_hang_up(config, lang_id, texts)
-    how = config.prompts.closed_offer_message[lang_id].format(key=config.after_hours.message_key)
-    offer = [*texts, how]
-    return _offer_then_goodbye(config, urls, lang_id, node_id, offer, attempt)
+    return _offer_then_goodbye(config, urls, lang_id, node_id, [*texts, *offers], attempt)
 
 
-def hold(config: HotlineConfig, lang_id: str, queue: QueueConfig, texts: list[str]) -> VoiceResponse:
+def hold(
+    config: HotlineConfig, lang_id: str, queue: QueueConfig, texts: list[str], offer_url: str | None = None
+) -> VoiceResponse:
     """One turn of the waitUrl loop (Twilio re-requests it when the document ends): what there
-    is to say this turn, then music or a pause."""
+    is to say this turn, then music or a pause. With `offer_url`, the turn also offers a
+    callback: the key works through the music, and without it the turn ends as usual."""
     vr = VoiceResponse()
+    target: VoiceResponse | Gather = vr
+    if offer_url is not None:
+        target = vr.gather(
+            action=offer_url, method="POST", num_digits=1, finish_on_key="", timeout=1, action_on_empty_result=False
+        )
+        texts = [*texts, config.prompts.callback_offer[lang_id].format(key=config.callbacks.key)]
     for text in texts:
-        say(vr, text, config.languages[lang_id])
+        say(target, text, config.languages[lang_id])
     if queue.hold_music_url:
-        vr.play(queue.hold_music_url)
+        target.play(queue.hold_music_url)
     else:
-        vr.pause(length=queue.announce_every_s)
+        target.pause(length=queue.announce_every_s)
+    return vr
+
+
+def leave_queue() -> VoiceResponse:
+    """In the waitUrl: leave Twilio's queue; its Enqueue action says what comes next."""
+    vr = VoiceResponse()
+    vr.leave()
+    return vr
+
+
+def _step_gather(vr: VoiceResponse, config: HotlineConfig, action: str, num_digits: int = 1) -> Gather:
+    """Keys only: a number is never taken by speech (nor stored as a transcript)."""
+    attrs: dict[str, object] = {"action": action, "method": "POST", "action_on_empty_result": False}
+    if num_digits == 1:
+        attrs.update(num_digits=1, finish_on_key="", timeout=config.input.timeout_s)
+    else:
+        attrs.update(num_digits=num_digits, finish_on_key="#", timeout=max(config.input.timeout_s, 10))
+    return vr.gather(**attrs)
+
+
+def callback_step(
+    config: HotlineConfig, urls: Urls, lang_id: str, step: str, attempt: int, texts: list[str], num_digits: int = 1
+) -> VoiceResponse:
+    """One step of taking a callback number (the caller-ID offer, entering a number, the read
+    back): the texts in a keys-only Gather; silence comes back to the same step."""
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    gather = _step_gather(vr, config, urls.callback_step(lang_id, step, "answer", attempt), num_digits)
+    for text in texts:
+        say(gather, text, lang)
+    vr.redirect(urls.callback_step(lang_id, step, "silence", attempt), method="POST")
+    return vr
+
+
+def offer_or_continue(
+    config: HotlineConfig, lang_id: str, texts: list[str], action: str, continue_url: str
+) -> VoiceResponse:
+    """A one-key question; a caller who says nothing carries on to `continue_url`."""
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    gather = _step_gather(vr, config, action)
+    for text in texts:
+        say(gather, text, lang)
+    vr.redirect(continue_url, method="POST")
     return vr
 
 

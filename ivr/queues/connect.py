@@ -57,8 +57,9 @@ class AgentCalls:
 
     # ----- the caller's leg ---------------------------------------------------------------
 
-    def connect(self, call_sid: str, lang_id: str, agent_id: str) -> VoiceResponse:
-        """The caller, redirected out of the queue: ring the reserved agent, whisper first."""
+    def connect(self, call_sid: str, lang_id: str, agent_id: str, preamble: list[str] = ()) -> VoiceResponse:
+        """The caller, redirected out of the queue: ring the reserved agent, whisper first. (A
+        callback's customer comes here too, after `preamble`: who calls them back and why.)"""
         agent = self.agent(agent_id)
         seat = self.routing.seat(call_sid)
         routing = self.config.routing
@@ -69,6 +70,8 @@ class AgentCalls:
             return self._back_in_line(call_sid, lang_id, agent_id, "agent or seat unknown", set_away=False)
         self._log(call_sid, [make_event("agent_offered", self.now, agent=agent_id)])
         vr = VoiceResponse()
+        for text in preamble:
+            render.say(vr, text, self.plan.language(lang_id)[1])
         dial = vr.dial(
             action=self.urls.connected(lang_id, agent_id),
             method="POST",

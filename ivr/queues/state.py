@@ -62,13 +62,25 @@ class Match:
 
 
 # KEYS[1..3]: AGENT_STATUS, AGENT_SINCE, AGENT_CALL; KEYS[4..]: waiting sets.
-# ARGV: now_ms, caller-key prefix, n_agents, then per agent: id, n_lines, then per line:
+# ARGV: now_ms, caller-key prefix, n_agents, "1" if callbacks may be dialled, then per agent: id,
+#       n_lines, then per line:
 #       key index (into KEYS), priority.
 # Available agents are served longest-idle first; each takes the best head of its lines
 # (highest priority, then earliest arrival). Returns {agent, call, key index, score, ...}.
 _MATCH = """
-local now, prefix, n_agents = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local agents, i = {}, 4
+local now, prefix, n_agents, callbacks_ok = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+-- A line's head, passing over callbacks (members 'cb:<id>') while they may not be dialled
+-- (outside business hours): live callers behind them are still served.
+local function head(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if callbacks_ok or not first[1] or string.sub(first[1], 1, 3) ~= 'cb:' then return first end
+  local window = redis.call('ZRANGE', key, 0, 199, 'WITHSCORES')
+  for j = 1, #window, 2 do
+    if string.sub(window[j], 1, 3) ~= 'cb:' then return {window[j], window[j + 1]} end
+  end
+  return {}
+end
+local agents, i = {}, 5
 for a = 1, n_agents do
   local id, n_lines = ARGV[i], tonumber(ARGV[i + 1])
   local lines = {}
@@ -85,11 +97,11 @@ local out = {}
 for _, agent in ipairs(agents) do
   local best_key, best_member, best_score, best_priority = nil, nil, nil, nil
   for _, line in ipairs(agent.lines) do
-    local head = redis.call('ZRANGE', KEYS[line[1]], 0, 0, 'WITHSCORES')
-    if head[1] then
-      local score = tonumber(head[2])
+    local top = head(KEYS[line[1]])
+    if top[1] then
+      local score = tonumber(top[2])
       if best_key == nil or line[2] > best_priority or (line[2] == best_priority and score < best_score) then
-        best_key, best_member, best_score, best_priority = line[1], head[1], score, line[2]
+        best_key, best_member, best_score, best_priority = line[1], top[1], score, line[2]
       end
     end
   end
@@ -152,6 +164,18 @@ if ARGV[3] == 'available' then redis.call('LPUSH', KEYS[4], 1) end
 return 1
 """
 WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
+
+# KEYS: AGENT_STATUS, AGENT_CALL, the new call's seat hash. ARGV: agent, old call, new call, then
+# the seat's field/value pairs. A reservation follows its caller to another call (a callback's
+# seat becomes the customer's live call when they answer), only if it is still that reservation.
+_HAND_OVER = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'reserved' or redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+return 1
+"""
 
 # KEYS: gone marker, waiting set, caller hash, wake list. ARGV: call, arrival ms, seat fields...
 _JOIN = """
@@ -288,6 +312,13 @@ class RoutingState:
         args = [agent_id, call_sid, to, now_ms, "1" if keep_call else "0", *from_statuses]
         return bool(self._transition(keys=keys, args=args))
 
+    def hand_over(self, agent_id: str, old_call: str, seat: Seat) -> bool:
+        """Move the agent's reservation from `old_call` to the seat's call (which gets the seat,
+        out of line, reserved for the agent)."""
+        fields = [value for pair in {**_seat_fields(seat), "agent": agent_id}.items() for value in pair]
+        keys = [AGENT_STATUS, AGENT_CALL, caller_key(seat.call_sid)]
+        return bool(self.redis.eval(_HAND_OVER, len(keys), *keys, agent_id, old_call, seat.call_sid, *fields))
+
     def stale_reservations(self, older_than_ms: int, now_ms: int) -> list[tuple[str, str]]:
         """(agent, call) reserved longer than a connection can take: the webhooks that would have
         moved them on never came (the caller's call vanished, Redis lost a seat)."""
@@ -326,12 +357,15 @@ class RoutingState:
 
     # ----- matching -----------------------------------------------------------------------
 
-    def match(self, lines_by_agent: dict[str, list[tuple[str, str, int]]], now_ms: int) -> list[Match]:
+    def match(
+        self, lines_by_agent: dict[str, list[tuple[str, str, int]]], now_ms: int, callbacks_ok: bool = True
+    ) -> list[Match]:
         """Reserve available agents for waiting callers, atomically. `lines_by_agent` maps each
-        agent to the (queue, language, priority) lines it may serve (from config)."""
+        agent to the (queue, language, priority) lines it may serve (from config). Callbacks
+        waiting in line are matched like callers, except while `callbacks_ok` is false."""
         keys = [AGENT_STATUS, AGENT_SINCE, AGENT_CALL]
         index: dict[str, int] = {}
-        args: list[object] = [now_ms, f"{TAG}:caller:", len(lines_by_agent)]
+        args: list[object] = [now_ms, f"{TAG}:caller:", len(lines_by_agent), "1" if callbacks_ok else "0"]
         for agent_id, lines in lines_by_agent.items():
             args += [agent_id, len(lines)]
             for queue, lang, priority in lines:

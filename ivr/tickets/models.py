@@ -31,6 +31,7 @@ class Ticket(Base):
     path: Mapped[list] = mapped_column(JSON, default=list)
     recordings: Mapped[list] = mapped_column(JSON, default=list)
     queue: Mapped[dict | None] = mapped_column(JSON)
+    callback: Mapped[dict | None] = mapped_column(JSON)
     agent: Mapped[str | None] = mapped_column(String(32), index=True)
     disposition: Mapped[str | None] = mapped_column(String(32))
     notes: Mapped[str | None] = mapped_column(Text)

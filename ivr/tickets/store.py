@@ -145,6 +145,7 @@ def ticket_json(ticket: Ticket) -> dict:
         "path": ticket.path,
         "recordings": ticket.recordings,
         "queue": ticket.queue,
+        "callback": ticket.callback,
         "agent": ticket.agent,
         "disposition": ticket.disposition,
         "notes": ticket.notes,

@@ -17,6 +17,7 @@ OUTCOMES = (
     "hung_up_in_menu",
     "error",
     "missed",
+    "callback",
 )
 
 
@@ -55,6 +56,7 @@ def summarize(events: list[dict]) -> dict:
             {k: e.get(k) for k in ("url", "duration_s", "sid", "node", "at")} for e in by_kind.get("recording", [])
         ],
         "queue": _queue_block(by_kind, final),
+        "callback": _callback_block(by_kind),
         "agent": next((e["agent"] for e in reversed(by_kind.get("agent_accepted", []))), None),
         "disposition": (by_kind.get("disposition") or [{}])[-1].get("disposition"),
         "notes": (by_kind.get("disposition") or [{}])[-1].get("notes"),
@@ -99,6 +101,39 @@ def _queue_block(by_kind: dict[str, list[dict]], final: dict | None) -> dict | N
     }
 
 
+def _callback_block(by_kind: dict[str, list[dict]]) -> dict | None:
+    """The callback this call asked for: number, when, every attempt and how it ended."""
+    requested = by_kind.get("callback_requested")
+    if not requested:
+        return None
+    first = requested[0]
+    attempts = [
+        {k: e.get(k) for k in ("n", "at", "result", "agent", "call_sid")} for e in by_kind.get("callback_attempt", [])
+    ]
+    closed = (by_kind.get("callback_closed") or [None])[-1]
+    scheduled = [e.get("scheduled_for") for e in by_kind.get("callback_scheduled", [])]
+    scheduled_for = scheduled[-1] if scheduled else requested[-1].get("scheduled_for")
+    if closed is not None:
+        status = closed["status"]
+    elif by_kind.get("callback_scheduled") or (scheduled_for and not by_kind.get("callback_seated")):
+        status = "scheduled"
+    else:
+        status = "pending"
+    return {
+        "id": first.get("callback_id"),
+        "number": first.get("number"),
+        "requested_at": first["at"],
+        "arrived_at": first.get("arrived_at"),
+        "position_when_booked": first.get("position"),
+        "scheduled_for": scheduled_for,
+        "attempts": attempts,
+        "agent": next((a["agent"] for a in reversed(attempts) if a.get("result") == "connected"), None),
+        "status": status,
+        "reason": closed.get("reason") if closed else None,
+        "sms_sent": bool(by_kind.get("callback_sms")),
+    }
+
+
 def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
     if final is None:
         return "in_progress"
@@ -107,6 +142,8 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
     results = [e["result"] for e in by_kind.get("queue_result", [])]
     if "bridged" in results or by_kind.get("agent_accepted") or by_kind.get("agent_call"):
         return "transferred"
+    if by_kind.get("callback_requested"):
+        return "callback"
     if by_kind.get("enqueued") and not set(results) - {"hangup", "redirected"}:
         return "abandoned"  # queued, never answered (the Enqueue action may still come: resynced)
     if by_kind.get("after_hours"):

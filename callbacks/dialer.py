@@ -1,0 +1,193 @@
+"""Callback jobs: seat a callback at its time, place the call, text the caller after the last
+failed attempt. Jobs take ids and let exceptions propagate so RQ retries them.
+
+Exactly one dial per attempt, even when a worker dies between Twilio's answer and our record of
+it (Twilio's create-call has no idempotency key). The attempt in the callback's record is the
+outbox: `dial_started_at` is written *before* the request and `call_sid` after it (or by the
+call's `initiated` status callback, whichever comes first). A run that finds `dial_started_at`
+without a `call_sid` does not know whether the first run reached Twilio, so it asks Twilio's call
+list for a call to that number from our number since then, and adopts it instead of dialling.
+A short lock per attempt keeps two runs from dialling at the same moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from flask import current_app, url_for
+from rq import Queue, Retry, get_current_job
+from twilio.base.exceptions import TwilioRestException
+
+from ivr.privacy import mask_number
+from ivr.queues.callbacks import Callback
+from ivr.services import services
+
+log = logging.getLogger(__name__)
+
+DIAL_RETRY = Retry(max=5, interval=[1, 5, 15, 30, 60])
+SEAT_RETRY = Retry(max=5, interval=[2, 10, 30, 60, 300])
+SMS_RETRY = Retry(max=5, interval=[10, 60, 300, 900, 1800])
+# Twilio errors that no retry can fix: the number is invalid, unreachable, not permitted,
+# blocked or has opted out. The callback fails at once (no more attempts).
+PERMANENT_ERRORS = frozenset({21211, 21214, 21215, 21216, 21217, 21401, 21407, 21421, 21610, 13223, 13224, 13225})
+PACE_KEY = "{routing}:cb-pace"
+# Slots are taken on Redis's own clock, so every worker on every host paces as one.
+_PACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], string.format('%d', slot + tonumber(ARGV[1])), 'PX', 600000)
+return slot - now
+"""
+
+
+def schedule_seat(queue: Queue, callback: Callback, when: datetime) -> None:
+    """At `when`, put the callback back in line (RQ's scheduler, run by the worker). The job id
+    is per callback and attempt, so a repeated schedule replaces rather than doubles it."""
+    job_id = f"cb-seat-{callback.id}-{len(callback.attempts)}"
+    queue.enqueue_at(when, seat_callback, callback.id, job_id=job_id, retry=SEAT_RETRY, result_ttl=0)
+
+
+def enqueue_dial(queue: Queue, callback_id: str, attempt: int, pipeline=None) -> None:  # noqa: ANN001
+    job = Queue.prepare_data(place_callback, (callback_id, attempt), retry=DIAL_RETRY, timeout=60, result_ttl=0)
+    queue.enqueue_many([job], pipeline=pipeline)
+
+
+def seat_callback(callback_id: str) -> str:
+    hotline = services()
+    desk = hotline.callback_desk()
+    result = desk.seat(callback_id)
+    if result == "dialling":  # no agent gate: dial now
+        callback = desk.book.get(callback_id)
+        if callback is not None and callback.attempt:
+            enqueue_dial(hotline.routing_queue, callback_id, callback.attempt["n"])
+    return result
+
+
+def next_dial_slot_s(calls_per_second: float) -> float:
+    """Seconds to wait for this dial's slot under the account-wide pacing (0: go now)."""
+    if calls_per_second <= 0:
+        return 0.0
+    gap_us = int(1_000_000 / calls_per_second)
+    return int(services().redis.eval(_PACE, 1, PACE_KEY, gap_us)) / 1_000_000
+
+
+def place_callback(callback_id: str, attempt_no: int) -> str:
+    """Dial attempt `attempt_no` of a callback whose agent is reserved (customer first)."""
+    hotline = services()
+    desk = hotline.callback_desk()
+    callback = desk.book.get(callback_id)
+    attempt = callback.attempt if callback else None
+    if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != attempt_no:
+        return "stale"
+    if attempt.get("call_sid") or attempt.get("result"):
+        return "already placed"
+    token = uuid.uuid4().hex
+    if not desk.book.dial_lock(callback_id, attempt_no, token, ttl_s=90):
+        return "in progress elsewhere"
+    try:
+        return _dial(callback, attempt, token)
+    finally:
+        desk.book.release_dial_lock(callback_id, attempt_no, token)
+
+
+def _dial(callback: Callback, attempt: dict, token: str) -> str:
+    hotline = services()
+    desk = hotline.callback_desk()
+    n = attempt["n"]
+    caller_id = current_app.config.get("TWILIO_CALLER_ID")
+    if not caller_id:
+        raise RuntimeError("TWILIO_CALLER_ID is unset: callbacks need the hotline's number as From")
+    if attempt.get("dial_started_at"):
+        placed = _find_placed_call(callback, attempt, caller_id)
+        if placed:
+            desk.record_dial(callback.id, n, "call_sid", placed)
+            log.warning("callback %s attempt %d: adopted call %s placed by an earlier run", callback.id, n, placed)
+            return "adopted"
+    wait_s = next_dial_slot_s(desk.policy.calls_per_second)
+    if wait_s > 0:
+        hotline.sleep(wait_s)
+    desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
+    answer_url, status_url = _urls(callback.id, n)
+    params: dict[str, object] = {
+        "to": callback.number,
+        "from_": caller_id,
+        "url": answer_url,
+        "method": "POST",
+        "status_callback": status_url,
+        "status_callback_method": "POST",
+        "status_callback_event": ["initiated", "ringing", "answered", "completed"],
+        "timeout": desk.policy.ring_timeout_s,
+    }
+    if desk.policy.machine_detection:
+        params["machine_detection"] = "Enable"
+    try:
+        call = hotline.twilio().calls.create(**params)
+    except TwilioRestException as exc:
+        # Twilio answered, so it placed nothing: the outbox may say so.
+        desk.record_dial(callback.id, n, "dial_started_at", None)
+        if exc.code in PERMANENT_ERRORS:
+            log.warning("callback %s to %s: Twilio refused (%s)", callback.id, mask_number(callback.number), exc.code)
+            desk.attempt_over(callback.id, n, f"rejected:{exc.code}", final=True)
+            return "rejected"
+        if _last_try():
+            desk.attempt_over(callback.id, n, "released")  # the agent is freed; the seat kept
+        raise
+    except Exception:
+        # Unknown: the request may have reached Twilio. The next run checks before dialling.
+        if _last_try():
+            desk.attempt_over(callback.id, n, "released")
+        raise
+    desk.record_dial(callback.id, n, "call_sid", call.sid)
+    log.info("callback %s attempt %d: dialled %s", callback.id, n, mask_number(callback.number))
+    return "dialled"
+
+
+def _find_placed_call(callback: Callback, attempt: dict, caller_id: str) -> str | None:
+    """A call Twilio holds to this number from ours, created since the attempt began dialling."""
+    since = datetime.fromisoformat(attempt["dial_started_at"]) - timedelta(minutes=2)
+    for call in services().twilio().calls.list(to=callback.number, from_=caller_id, limit=20):
+        created = call.date_created
+        if created is None or created >= since:
+            return call.sid
+    return None
+
+
+def _urls(callback_id: str, n: int) -> tuple[str, str]:
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if not base:
+        raise RuntimeError("PUBLIC_BASE_URL is unset: Twilio needs an absolute URL for the callback")
+    with current_app.test_request_context(base_url=base):
+        return (
+            url_for("voice.callback_answer", callback_id=callback_id, n=n, _external=True),
+            url_for("voice.callback_status", callback_id=callback_id, n=n, _external=True),
+        )
+
+
+def _last_try() -> bool:
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def send_failure_sms(callback_id: str) -> str:
+    """After the last failed attempt: tell the caller by text (their language, their reference)."""
+    hotline = services()
+    callback = hotline.callbacks.get(callback_id)
+    if callback is None or callback.status != "failed":
+        return "not failed"
+    config = hotline.config.current().config
+    lang_id = callback.lang if callback.lang in config.languages else config.default_language
+    body = config.prompts.callback_failed_sms[lang_id].format(
+        hotline=config.name, reference=str(callback.reference or "")
+    )
+    try:
+        hotline.twilio().messages.create(to=callback.number, from_=current_app.config["TWILIO_CALLER_ID"], body=body)
+    except TwilioRestException as exc:
+        if exc.code in PERMANENT_ERRORS or (exc.status and 400 <= exc.status < 500 and exc.status != 429):
+            log.warning("callback %s: failure text refused (%s)", callback_id, exc.code)
+            return "refused"
+        raise
+    hotline.callback_desk().note(callback, "callback_sms", event_id=f"cb-{callback.id}-sms")
+    return "sent"

@@ -1,0 +1,274 @@
+"""Taking a callback on a live call: the offer accepted (before queuing, while waiting, on a
+closed line), the number (the caller ID, or one typed in, normalised and read back), the booking,
+and a caller who phones while their callback is pending.
+
+Where the caller is in this conversation lives in the signed URL (step and attempt); what they
+chose so far lives in a short-lived draft in Redis (which line and arrival they keep, the number
+typed). Entered digits are never logged and show as `[redacted]` on the ticket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivr.calllog import make_event
+from ivr.hours import describe_opening
+from ivr.menus import render
+from ivr.menus.model import TransferNode
+from ivr.phone import callback_number, last_digits, spoken_number
+from ivr.queues.callbacks import Callback, CallbackBook
+
+if TYPE_CHECKING:
+    from ivr.menus.flow import Call, Flow
+
+log = logging.getLogger(__name__)
+
+STEPS = ("number", "entry", "readback")
+# Schedules a callback's seat in line (or its dial, without the agent gate) for a time.
+Schedule = Callable[[Callback, datetime], None]
+
+
+class CallbackFlow:
+    def __init__(self, flow: Flow, book: CallbackBook, schedule: Schedule):
+        self.flow, self.book, self.schedule = flow, book, schedule
+        self.config = flow.config
+        self.policy = flow.config.callbacks
+        self.plan = flow.plan
+        self.now = flow.now
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now.timestamp() * 1000)
+
+    def offered_at(self, estimate_hi_s: float) -> bool:
+        """Offer a callback when the wait may be longer than the threshold (peak)."""
+        return self.policy.enabled and estimate_hi_s > self.policy.offer_above_s
+
+    # ----- the offer taken ------------------------------------------------------------------
+
+    def take_offer(self, call: Call, lang_id: str, node_id: str, queue: str, arrived_ms: int, kind: str):
+        """The caller pressed the callback key at a transfer node (before queuing or on a closed
+        line): remember where they would wait, then ask for the number."""
+        branch = self.plan.branches.get(node_id, "other")
+        draft = {"queue": queue, "node": node_id, "branch": branch, "arrived_ms": arrived_ms, "kind": kind}
+        try:
+            self.book.save_draft(call.sid, draft)
+        except RedisError:
+            log.warning("call %s: Redis unavailable, callback offer cannot be taken", call.sid)
+            return None
+        event = make_event("input", self.now, node=node_id, input=self.policy.key, result="callback")
+        return self._number_step(call, lang_id, 1, [], [event])
+
+    def hold_key(self, call: Call, lang_id: str, queue: str) -> VoiceResponse:
+        """A key pressed while waiting. The callback key keeps the caller's seat (its arrival)
+        in a draft and leaves Twilio's queue; the Enqueue action then asks for the number."""
+        seat = self.flow.routing.seat(call.sid) if call.digits == self.policy.key else None
+        if seat is None or not self.policy.enabled:
+            return VoiceResponse()  # any other key: back to the hold loop
+        draft = {
+            "queue": seat.queue,
+            "node": seat.node,
+            "branch": seat.branch or "other",
+            "arrived_ms": seat.arrived_ms,
+            "kind": "queue",
+        }
+        self.book.save_draft(call.sid, draft)
+        self.flow._log(call, [make_event("input", self.now, node="hold", input=call.digits, result="callback")])
+        return render.leave_queue()
+
+    def after_leave(self, call: Call, lang_id: str) -> VoiceResponse | None:
+        """The Enqueue action after a Leave: the number step, if the caller took the offer."""
+        try:
+            draft = self.book.draft(call.sid)
+        except RedisError:
+            return None
+        return self._number_step(call, lang_id, 1, [], []) if draft else None
+
+    # ----- the steps --------------------------------------------------------------------
+
+    def answer(self, call: Call, lang_id: str, step: str, attempt: int) -> VoiceResponse:
+        draft = self._draft(call)
+        if draft is None:
+            return self.flow._recover(call, lang_id, "callback step without a draft")
+        digits = call.digits or ""
+        if step == "number":
+            caller = callback_number(call.caller, self.policy.country)
+            if digits == "1" and caller:
+                return self._book(call, lang_id, draft, caller, [self._input("callback_number", "1", "caller_id")])
+            if digits == "2":
+                return self._entry_step(call, lang_id, 1, [], [self._input("callback_number", "2", "enter")])
+            return self._again(call, lang_id, step, attempt, "invalid_option", digits)
+        if step == "entry":
+            number = callback_number(digits, self.policy.country)
+            if number is None:
+                return self._again(call, lang_id, step, attempt, "callback_invalid_number", "[redacted]")
+            self.book.save_draft(call.sid, {**draft, "number": number})
+            event = self._input("callback_entry", "[redacted]", "entered")
+            return self._readback_step(call, lang_id, number, 1, [event])
+        # readback
+        number = draft.get("number")
+        if digits == "1" and number:
+            return self._book(call, lang_id, draft, number, [self._input("callback_readback", "1", "confirmed")])
+        if digits == "2" or not number:
+            return self._entry_step(call, lang_id, 1, [], [self._input("callback_readback", digits or "-", "again")])
+        return self._again(call, lang_id, step, attempt, "invalid_option", digits)
+
+    def silence(self, call: Call, lang_id: str, step: str, attempt: int) -> VoiceResponse:
+        if self._draft(call) is None:
+            return self.flow._recover(call, lang_id, "callback step without a draft")
+        return self._again(call, lang_id, step, attempt, "no_input", "-")
+
+    def _again(self, call: Call, lang_id: str, step: str, attempt: int, reason: str, shown: str) -> VoiceResponse:
+        event = self._input(f"callback_{step}", shown, "invalid_option" if reason != "no_input" else "no_input")
+        draft = self._draft(call) or {}
+        if attempt >= self.config.input.max_attempts:
+            return self._give_up(call, lang_id, draft, [event])
+        preamble = [getattr(self.config.prompts, reason)[lang_id]]
+        if step == "number":
+            return self._number_step(call, lang_id, attempt + 1, preamble, [event])
+        if step == "entry":
+            return self._entry_step(call, lang_id, attempt + 1, preamble, [event])
+        number = draft.get("number")
+        if not number:
+            return self._entry_step(call, lang_id, 1, preamble, [event])
+        return self._readback_step(call, lang_id, number, attempt + 1, [event], preamble)
+
+    def _number_step(self, call: Call, lang_id: str, attempt: int, preamble: list[str], events: list[dict]):
+        caller = callback_number(call.caller, self.policy.country)
+        if caller is None:  # withheld or not a number we can call: straight to typing one
+            return self._entry_step(call, lang_id, attempt, preamble, events)
+        self.flow._log(call, events)
+        text = self.config.prompts.callback_use_caller_id[lang_id].format(last4=last_digits(caller))
+        return render.callback_step(self.config, self.flow.urls, lang_id, "number", attempt, [*preamble, text])
+
+    def _entry_step(self, call: Call, lang_id: str, attempt: int, preamble: list[str], events: list[dict]):
+        self.flow._log(call, events)
+        texts = [*preamble, self.config.prompts.callback_enter_number[lang_id]]
+        return render.callback_step(self.config, self.flow.urls, lang_id, "entry", attempt, texts, num_digits=20)
+
+    def _readback_step(
+        self, call: Call, lang_id: str, number: str, attempt: int, events: list[dict], preamble: list[str] = ()
+    ):
+        self.flow._log(call, events)
+        digits = spoken_number(number, self.policy.country)
+        texts = [*preamble, self.config.prompts.callback_readback[lang_id].format(digits=digits)]
+        return render.callback_step(self.config, self.flow.urls, lang_id, "readback", attempt, texts)
+
+    def _give_up(self, call: Call, lang_id: str, draft: dict, events: list[dict]) -> VoiceResponse:
+        """No number after all the attempts: a caller who was waiting goes back to their place
+        (or into the queue they were about to join); on a closed line, goodbye."""
+        self.book.drop_draft(call.sid)
+        events.append(make_event("callback_declined", self.now, reason="no number"))
+        sorry = self.config.prompts.too_many_attempts[lang_id]
+        node = self.plan.node(draft.get("node", ""))
+        if (
+            draft.get("kind") in ("queue", "peak")
+            and isinstance(node, TransferNode)
+            and self.plan.hours.is_open(self.now)
+        ):
+            queue = draft.get("queue") if draft.get("queue") in self.config.queues else node.queue
+            arrived = int(draft.get("arrived_ms") or self.now_ms)
+            twiml = self.flow._join(call, lang_id, draft["node"], queue, [sorry], events, arrived_ms=arrived)
+            self.flow._log(call, events)
+            return twiml
+        self.flow._log(call, events)
+        return render.speak_and_hang_up(self.config, lang_id, [sorry])
+
+    # ----- booking ----------------------------------------------------------------------
+
+    def _book(self, call: Call, lang_id: str, draft: dict, number: str, events: list[dict]) -> VoiceResponse:
+        open_now = self.plan.hours.is_open(self.now)
+        queue = draft["queue"] if draft.get("queue") in self.config.queues else None
+        node = self.plan.node(draft.get("node", ""))
+        if queue is None:
+            queue = node.queue if isinstance(node, TransferNode) else self.plan.node(self.config.input.agent_node).queue
+        opening = None if open_now else self.plan.hours.next_opening(self.now)
+        seated = open_now and self.policy.agent_gate
+        reference = self.flow.calls.reference(call.sid)
+        fresh = Callback(
+            id="",
+            status="pending" if seated else "scheduled",
+            number=number,
+            call_sid=call.sid,
+            lang=lang_id,
+            queue=queue,
+            node=draft.get("node", ""),
+            branch=draft.get("branch", "other"),
+            arrived_ms=int(draft.get("arrived_ms") or self.now_ms),
+            requested_ms=self.now_ms,
+            scheduled_ms=int(opening.timestamp() * 1000) if opening else None,
+            reference=reference,
+            updated_ms=self.now_ms,
+        )
+        callback, created = self.book.request(fresh)
+        if created and not seated:
+            self.schedule(callback, opening or self.now)
+        self.book.drop_draft(call.sid)
+        position = self.book.position(callback) if callback.status == "pending" else None
+        events.append(
+            make_event(
+                "callback_requested",
+                self.now,
+                event_id=f"cb-{callback.id}-requested-{call.sid}",
+                callback_id=callback.id,
+                number=number,
+                queue=callback.queue,
+                arrived_at=datetime.fromtimestamp(callback.arrived_ms / 1000, self.now.tzinfo).isoformat(),
+                scheduled_for=opening.isoformat() if opening else None,
+                position=position,
+                updated=not created,
+            )
+        )
+        self.flow._log(call, events)
+        prompts = self.config.prompts
+        ref = " ".join(str(callback.reference or reference or ""))
+        if callback.status == "pending" or (open_now and not self.policy.agent_gate):
+            text = prompts.callback_booked[lang_id].format(
+                last4=last_digits(number), position=position or 1, reference=ref
+            )
+        else:
+            lang = self.config.languages[lang_id]
+            when = describe_opening(opening, self.now, lang) if opening else "—"
+            text = prompts.callback_booked_closed[lang_id].format(
+                last4=last_digits(number), opening=when, reference=ref
+            )
+        return render.speak_and_hang_up(self.config, lang_id, [text])
+
+    # ----- a caller whose callback is pending -------------------------------------------
+
+    def pending_notice(self, call: Call, callback: Callback) -> VoiceResponse:
+        lang_id, _ = self.plan.language(callback.lang)
+        self.flow._log(call, [make_event("callback_pending", self.now, callback_id=callback.id)])
+        text = self.config.prompts.callback_pending[lang_id].format(last4=last_digits(callback.number))
+        urls = self.flow.urls
+        return render.offer_or_continue(
+            self.config, lang_id, [text], urls.pending(lang_id, callback.id), urls.pending_continue(lang_id)
+        )
+
+    def pending_answer(self, call: Call, lang_id: str, callback_id: str, cancel: Callable[[str], object]):
+        lang_id, _ = self.plan.language(lang_id)
+        if call.digits == "1":
+            self.flow._log(call, [self._input("callback_pending", "1", "kept")])
+            return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.callback_kept[lang_id]])
+        if call.digits == "2":
+            cancel(callback_id)
+            self.flow._log(call, [self._input("callback_pending", "2", "cancelled")])
+            return self.flow.start_menu(call, [self.config.prompts.callback_cancelled[lang_id]], lang_id)
+        return self.flow.start_menu(call, [], lang_id)
+
+    # ----- helpers ----------------------------------------------------------------------
+
+    def _draft(self, call: Call) -> dict | None:
+        try:
+            return self.book.draft(call.sid)
+        except RedisError:
+            return None
+
+    def _input(self, node: str, shown: str, result: str) -> dict:
+        return make_event("input", self.now, node=node, input=shown, result=result)

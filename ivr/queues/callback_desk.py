@@ -1,0 +1,250 @@
+"""What happens to a callback after it is booked, shared by the RQ jobs, the outbound call's
+webhooks and the ops API: seat it at its time, start and finish dial attempts, retry within
+business hours or give up, cancel. Every step is an event on the ticket of the call that asked
+for the callback, so the ticket tells the whole story."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from redis.client import Pipeline
+
+from ivr.calllog import CallLog, make_event
+from ivr.menus.runtime import Plan
+from ivr.privacy import mask_number
+from ivr.queues.callbacks import OPEN, Callback, CallbackBook, member
+from ivr.queues.state import RoutingState
+
+log = logging.getLogger(__name__)
+
+# Attempt results that say nothing about the customer (our side failed): not counted.
+NOT_COUNTED = frozenset({"agent_missed", "released"})
+
+
+class CallbackDesk:
+    def __init__(
+        self,
+        plan: Plan,
+        book: CallbackBook,
+        routing: RoutingState,
+        calls: CallLog,
+        now: datetime,
+        mark_due: Callable[[str, Pipeline], None],
+        schedule: Callable[[Callback, datetime], None],
+        notify_failed: Callable[[Callback], None],
+    ):
+        self.plan, self.book, self.routing, self.calls, self.now = plan, book, routing, calls, now
+        self.policy = plan.config.callbacks
+        self.mark_due, self.schedule, self.notify_failed = mark_due, schedule, notify_failed
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now.timestamp() * 1000)
+
+    # ----- the ticket -----------------------------------------------------------------------
+
+    def note(self, callback: Callback, kind: str, event_id: str | None = None, **data: object) -> None:
+        event = make_event(kind, self.now, event_id=event_id, callback_id=callback.id, **data)
+        self.calls.append(callback.call_sid, [event], also=lambda pipe: self.mark_due(callback.call_sid, pipe))
+
+    # ----- into line ------------------------------------------------------------------------
+
+    def seat(self, callback_id: str) -> str:
+        """Its time has come (the line opened, a retry is due): back into line with its original
+        arrival, or straight to dialling without the agent gate. Out of hours: the next opening."""
+        hours = self.plan.hours
+        if not hours.is_open(self.now):
+            opening = hours.next_opening(self.now)
+            current = self.book.get(callback_id)
+            if current is None or current.status != "scheduled" or opening is None:
+                return "not scheduled"
+            self._reschedule(current, opening, "closed")
+            return "rescheduled"
+        target = "pending" if self.policy.agent_gate else "dialling"
+
+        def into_line(cb: Callback) -> Callback | None:
+            if cb.status != "scheduled":
+                return None
+            cb.status, cb.scheduled_ms, cb.updated_ms = target, None, self.now_ms
+            if target == "dialling":
+                cb.attempts.append({"n": len(cb.attempts) + 1, "agent": None, "at": self.now.isoformat()})
+            return cb
+
+        seated = self.book.update(callback_id, into_line)
+        if seated is None or seated.status != target:
+            return "not scheduled"
+        self.note(seated, "callback_seated", event_id=f"cb-{seated.id}-seated-{len(seated.attempts)}")
+        return target
+
+    def _reschedule(self, callback: Callback, when: datetime, why: str) -> None:
+        def later(cb: Callback) -> Callback | None:
+            if cb.status not in OPEN or cb.status == "dialling" and why == "closed":
+                return None
+            cb.status, cb.scheduled_ms, cb.agent, cb.updated_ms = (
+                "scheduled",
+                int(when.timestamp() * 1000),
+                None,
+                self.now_ms,
+            )
+            return cb
+
+        updated = self.book.update(callback.id, later)
+        if updated is not None and updated.status == "scheduled":
+            self.schedule(updated, when)
+            self.note(updated, "callback_scheduled", scheduled_for=when.isoformat(), reason=why)
+
+    # ----- attempts ---------------------------------------------------------------------
+
+    def reserve(self, callback_id: str, agent_id: str) -> Callback | None:
+        """The router reserved `agent_id` for this callback (its seat left the line): a new
+        attempt starts. None when the callback is no longer pending (cancelled meanwhile)."""
+
+        def start(cb: Callback) -> Callback | None:
+            if cb.status != "pending":
+                return None
+            cb.status, cb.agent, cb.updated_ms = "dialling", agent_id, self.now_ms
+            cb.attempts.append({"n": len(cb.attempts) + 1, "agent": agent_id, "at": self.now.isoformat()})
+            return cb
+
+        updated = self.book.update(callback_id, start)
+        return updated if updated is not None and updated.status == "dialling" and updated.agent == agent_id else None
+
+    def record_dial(self, callback_id: str, n: int, field: str, value: object) -> Callback | None:
+        """Write one fact of attempt n to the outbox (dial started, Twilio's call sid)."""
+
+        def put(cb: Callback) -> Callback | None:
+            if not cb.attempts or cb.attempts[-1]["n"] != n:
+                return None
+            cb.attempts[-1][field] = value
+            cb.updated_ms = self.now_ms
+            return cb
+
+        return self.book.update(callback_id, put)
+
+    def attempt_over(
+        self, callback_id: str, n: int, result: str, call_sid: str | None = None, final: bool = False
+    ) -> str:
+        """Attempt n ended without a conversation. The reserved agent is freed; the callback is
+        retried after the configured spacing within business hours, or fails after the last
+        attempt (or at once when `final`: the number cannot be called). Results in NOT_COUNTED
+        (our side failed) put it back in its place at once."""
+        outcome: dict[str, str] = {}
+
+        def finish(cb: Callback) -> Callback | None:
+            if cb.status != "dialling" or not cb.attempts or cb.attempts[-1]["n"] != n:
+                return None
+            attempt = cb.attempts[-1]
+            if attempt.get("result"):
+                return None  # already settled (the other reading of Twilio's callbacks came first)
+            attempt.update(result=result, ended_at=self.now.isoformat())
+            if call_sid:
+                attempt.setdefault("call_sid", call_sid)
+            counted = [a for a in cb.attempts if a.get("result") not in NOT_COUNTED]
+            cb.agent, cb.updated_ms = None, self.now_ms
+            if result in NOT_COUNTED:
+                cb.status = "pending" if self.policy.agent_gate else "scheduled"
+                outcome["next"] = "requeued"
+            elif final or len(counted) >= self.policy.attempts:
+                cb.status, cb.reason = "failed", result
+                outcome["next"] = "failed"
+            else:
+                cb.status = "scheduled"
+                outcome["next"] = "retry"
+            outcome["agent"] = attempt.get("agent") or ""
+            return cb
+
+        updated = self.book.update(callback_id, finish)
+        if not outcome:
+            return "stale"
+        assert updated is not None
+        self._free_agent(outcome["agent"], updated)
+        self.note(
+            updated,
+            "callback_attempt",
+            event_id=f"cb-{updated.id}-attempt-{n}",
+            n=n,
+            result=result,
+            agent=outcome["agent"] or None,
+            call_sid=updated.attempts[-1].get("call_sid"),
+        )
+        log.info(
+            "callback %s to %s: attempt %d %s -> %s",
+            updated.id,
+            mask_number(updated.number),
+            n,
+            result,
+            outcome["next"],
+        )
+        if outcome["next"] == "retry":
+            self._reschedule(updated, self._retry_time(), "retry")
+        elif outcome["next"] == "requeued" and not self.policy.agent_gate:
+            self.schedule(updated, self.now)
+        elif outcome["next"] == "failed":
+            self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="failed", reason=result)
+            if self.policy.sms_on_failure:
+                self.notify_failed(updated)
+        return outcome["next"]
+
+    def connected(self, callback_id: str, n: int, agent_id: str | None) -> Callback | None:
+        """The customer is talking to the agent: the callback is done."""
+
+        def done(cb: Callback) -> Callback | None:
+            if cb.status != "dialling" or not cb.attempts or cb.attempts[-1]["n"] != n:
+                return None
+            cb.attempts[-1].update(result="connected", ended_at=self.now.isoformat())
+            cb.status, cb.agent, cb.updated_ms = "done", agent_id or cb.agent, self.now_ms
+            return cb
+
+        updated = self.book.update(callback_id, done)
+        if updated is None or updated.status != "done" or updated.attempts[-1].get("result") != "connected":
+            return None
+        self.note(
+            updated,
+            "callback_attempt",
+            event_id=f"cb-{updated.id}-attempt-{n}",
+            n=n,
+            result="connected",
+            agent=updated.agent,
+            call_sid=updated.attempts[-1].get("call_sid"),
+        )
+        self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="done", agent=updated.agent)
+        return updated
+
+    def cancel(self, callback_id: str, by: str) -> str:
+        """Cancel an open callback: 'cancelled', 'dialling' (too late: it is being placed),
+        'closed' (already over) or 'unknown'."""
+        seen: dict[str, str] = {}
+
+        def stop(cb: Callback) -> Callback | None:
+            seen["status"] = cb.status
+            if cb.status not in ("pending", "scheduled"):
+                return None
+            cb.status, cb.reason, cb.updated_ms = "cancelled", by, self.now_ms
+            return cb
+
+        updated = self.book.update(callback_id, stop)
+        if updated is None:
+            return "unknown"
+        if seen["status"] == "dialling":
+            return "dialling"
+        if updated.status != "cancelled" or seen["status"] not in ("pending", "scheduled"):
+            return "closed"
+        self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="cancelled", reason=by)
+        return "cancelled"
+
+    # ----- helpers ----------------------------------------------------------------------
+
+    def _free_agent(self, agent_id: str, callback: Callback) -> None:
+        """The agent was only reserved (the customer never reached them): available again."""
+        if agent_id:
+            self.routing.transition(agent_id, member(callback.id), ["reserved"], "available", self.now_ms)
+
+    def _retry_time(self) -> datetime:
+        """The next attempt: after the spacing, and inside business hours."""
+        when = self.now + timedelta(minutes=self.policy.retry_after_min)
+        hours = self.plan.hours
+        if hours.is_open(when):
+            return when
+        return hours.next_opening(when) or when

@@ -1,0 +1,269 @@
+"""Callbacks in Redis: a callback is a seat in the same line as live callers.
+
+A pending callback is the member `cb:<id>` of its (queue, language) line, scored by the caller's
+original arrival, so it is served in arrival order together with live callers, counts in
+everyone's position and wait estimate, and is matched with agents by the same atomic script.
+Its record (`{routing}:cb:<id>`) holds the number, where it waits, its status and the outbox of
+dial attempts; `{routing}:cb-by-number` keeps one open callback per number.
+
+Statuses: pending (in line), scheduled (waiting for a time: the next opening, a retry),
+dialling (an agent is reserved, the call is being placed or is ringing), done, failed,
+cancelled. Every key shares the `{routing}` hash tag with the lines (Redis Cluster).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from redis import Redis, WatchError
+
+from ivr.queues.state import TAG, WAKE_KEY, Seat, caller_key, waiting_key
+
+STATUSES = ("pending", "scheduled", "dialling", "done", "failed", "cancelled")
+OPEN = ("pending", "scheduled", "dialling")
+BY_NUMBER = f"{TAG}:cb-by-number"  # E.164 number -> id of its open callback
+INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops)
+SEQUENCE = f"{TAG}:cb-seq"
+# Closed callbacks stay visible to ops this long; the ticket keeps them for good.
+CLOSED_TTL_S = 14 * 24 * 3600
+DRAFT_TTL_S = 1800
+
+
+def member(callback_id: str) -> str:
+    return f"cb:{callback_id}"
+
+
+def callback_id_of(member_id: str) -> str | None:
+    return member_id[3:] if member_id.startswith("cb:") else None
+
+
+def record_key(callback_id: str) -> str:
+    return f"{TAG}:cb:{callback_id}"
+
+
+def draft_key(call_sid: str) -> str:
+    return f"{TAG}:cb-draft:{call_sid}"
+
+
+def dial_lock_key(callback_id: str, attempt: int) -> str:
+    return f"{TAG}:cb-dial:{callback_id}:{attempt}"
+
+
+@dataclass
+class Callback:
+    id: str
+    status: str
+    number: str
+    call_sid: str  # the call that asked for it; its ticket tells the callback's story
+    lang: str
+    queue: str
+    node: str
+    branch: str
+    arrived_ms: int  # the place in line it keeps
+    requested_ms: int
+    scheduled_ms: int | None = None
+    agent: str | None = None
+    reference: int | None = None
+    reason: str | None = None
+    updated_ms: int = 0
+    attempts: list[dict] = field(default_factory=list)
+
+    @property
+    def attempt(self) -> dict | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def seat(self) -> Seat:
+        return Seat(member(self.id), self.queue, self.lang, self.arrived_ms, self.node, self.branch)
+
+    def as_mapping(self) -> dict[str, str]:
+        data = asdict(self)
+        data["attempts"] = json.dumps(self.attempts)
+        return {k: "" if v is None else str(v) for k, v in data.items()}
+
+    @classmethod
+    def from_mapping(cls, raw: dict[bytes, bytes]) -> Callback:
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+
+        def opt_int(name: str) -> int | None:
+            return int(data[name]) if data.get(name) else None
+
+        return cls(
+            id=data["id"],
+            status=data["status"],
+            number=data["number"],
+            call_sid=data["call_sid"],
+            lang=data["lang"],
+            queue=data["queue"],
+            node=data.get("node", ""),
+            branch=data.get("branch", "other"),
+            arrived_ms=int(data["arrived_ms"]),
+            requested_ms=int(data["requested_ms"]),
+            scheduled_ms=opt_int("scheduled_ms"),
+            agent=data.get("agent") or None,
+            reference=opt_int("reference"),
+            reason=data.get("reason") or None,
+            updated_ms=int(data.get("updated_ms") or 0),
+            attempts=json.loads(data.get("attempts") or "[]"),
+        )
+
+
+# KEYS: BY_NUMBER, SEQUENCE. ARGV: number. The open callback of a number, or a fresh id (the
+# index entry is claimed in the same step, so two requests for one number get one id).
+_CLAIM = """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return {existing, '0'} end
+local id = tostring(redis.call('INCR', KEYS[2]))
+redis.call('HSET', KEYS[1], ARGV[1], id)
+return {id, '1'}
+"""
+
+
+class CallbackBook:
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._claim = redis.register_script(_CLAIM)
+
+    # ----- drafts: a caller choosing a number -----------------------------------------------
+
+    def save_draft(self, call_sid: str, fields: dict[str, object]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(draft_key(call_sid), mapping={k: str(v) for k, v in fields.items()})
+        pipe.expire(draft_key(call_sid), DRAFT_TTL_S)
+        pipe.execute()
+
+    def draft(self, call_sid: str) -> dict[str, str] | None:
+        raw = self.redis.hgetall(draft_key(call_sid))
+        return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def drop_draft(self, call_sid: str) -> None:
+        self.redis.delete(draft_key(call_sid))
+
+    # ----- requests ---------------------------------------------------------------------
+
+    def request(self, fresh: Callback) -> tuple[Callback, bool]:
+        """Book a callback, or update the number's open one (one per number). Returns the
+        callback and whether it is new. A new pending callback takes its seat in line here."""
+        raw_id, created = self._claim(keys=[BY_NUMBER, SEQUENCE], args=[fresh.number])
+        callback_id = raw_id.decode()
+        if created == b"1":
+            fresh.id = callback_id
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(record_key(callback_id), mapping=fresh.as_mapping())
+            pipe.zadd(INDEX, {callback_id: fresh.requested_ms})
+            if fresh.status == "pending":
+                self._seat_in(pipe, fresh)
+            pipe.execute()
+            return fresh, True
+
+        def refresh(current: Callback) -> Callback:
+            # The caller asked again: the same seat (the earlier arrival), the newest reason.
+            current.branch = fresh.branch or current.branch
+            current.updated_ms = fresh.requested_ms
+            return current
+
+        updated = self.update(callback_id, refresh)
+        if updated is None:  # the index pointed at a record that expired: start again
+            self.redis.hdel(BY_NUMBER, fresh.number)
+            return self.request(fresh)
+        return updated, False
+
+    def _seat_in(self, pipe, callback: Callback) -> None:  # noqa: ANN001 - a redis pipeline
+        seat = callback.seat()
+        pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
+        pipe.hset(
+            caller_key(seat.call_sid),
+            mapping={
+                "queue": seat.queue,
+                "lang": seat.lang,
+                "arrived_ms": seat.arrived_ms,
+                "node": seat.node,
+                "branch": seat.branch,
+            },
+        )
+        pipe.hdel(caller_key(seat.call_sid), "agent")
+        pipe.lpush(WAKE_KEY, 1)
+        pipe.ltrim(WAKE_KEY, 0, 0)
+
+    # ----- reads ------------------------------------------------------------------------
+
+    def get(self, callback_id: str) -> Callback | None:
+        raw = self.redis.hgetall(record_key(callback_id))
+        return Callback.from_mapping(raw) if raw else None
+
+    def open_for(self, number: str) -> Callback | None:
+        callback_id = self.redis.hget(BY_NUMBER, number)
+        found = self.get(callback_id.decode()) if callback_id else None
+        return found if found and found.status in OPEN else None
+
+    def position(self, callback: Callback) -> int | None:
+        rank = self.redis.zrank(waiting_key(callback.queue, callback.lang), member(callback.id))
+        return None if rank is None else rank + 1
+
+    def listing(self, status: str | None = None, queue: str | None = None, limit: int = 100) -> list[Callback]:
+        """Newest first, filtered; closed callbacks whose record expired drop out of the index."""
+        ids = [i.decode() for i in self.redis.zrevrange(INDEX, 0, 4999)]
+        pipe = self.redis.pipeline(transaction=False)
+        for callback_id in ids:
+            pipe.hgetall(record_key(callback_id))
+        found, gone = [], []
+        for callback_id, raw in zip(ids, pipe.execute(), strict=True):
+            if not raw:
+                gone.append(callback_id)
+                continue
+            callback = Callback.from_mapping(raw)
+            if (status is None or callback.status == status) and (queue is None or callback.queue == queue):
+                found.append(callback)
+        if gone:
+            self.redis.zrem(INDEX, *gone)
+        return found[:limit]
+
+    # ----- changes ----------------------------------------------------------------------
+
+    def update(self, callback_id: str, change: Callable[[Callback], Callback | None]) -> Callback | None:
+        """Read, change, write under WATCH: a compare-and-set, so a status webhook and a job
+        racing on one callback never overwrite each other. `change` returns None to leave it."""
+        key = record_key(callback_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.hgetall(key)
+                    if not raw:
+                        pipe.unwatch()
+                        return None
+                    current = Callback.from_mapping(raw)
+                    changed = change(current)
+                    if changed is None:
+                        pipe.unwatch()
+                        return current
+                    pipe.multi()
+                    pipe.hset(key, mapping=changed.as_mapping())
+                    self._follow_status(pipe, changed)
+                    pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+
+    def _follow_status(self, pipe, callback: Callback) -> None:  # noqa: ANN001
+        """Keep the line, the number index and the record's life in step with the status."""
+        seat = callback.seat()
+        if callback.status != "pending":
+            pipe.zrem(waiting_key(seat.queue, seat.lang), seat.call_sid)
+        if callback.status in ("pending",):
+            self._seat_in(pipe, callback)
+        if callback.status not in OPEN:
+            pipe.hdel(BY_NUMBER, callback.number)
+            pipe.delete(caller_key(seat.call_sid))
+            pipe.expire(record_key(callback.id), CLOSED_TTL_S)
+        elif callback.status == "scheduled":
+            pipe.delete(caller_key(seat.call_sid))
+
+    def dial_lock(self, callback_id: str, attempt: int, token: str, ttl_s: int) -> bool:
+        """One job at a time may dial an attempt (a second run waits for the first's outcome)."""
+        return bool(self.redis.set(dial_lock_key(callback_id, attempt), token, nx=True, ex=ttl_s))
+
+    def release_dial_lock(self, callback_id: str, attempt: int, token: str) -> None:
+        script = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+        self.redis.eval(script, 1, dial_lock_key(callback_id, attempt), token)
