@@ -59,7 +59,7 @@ class Services:
             routing=RoutingState(redis),
             routing_queue=Queue(ROUTING_QUEUE, connection=redis),
             callbacks=CallbackBook(redis),
-            sleep=settings["SLEEP"] or time.sleep,
+            sleep=settings["SLEEP"] if settings["SLEEP"] is not None else time.sleep,
         )
 
     def twilio(self) -> Client:

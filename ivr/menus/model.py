@@ -299,6 +299,13 @@ class CallbackPolicy(Strict):
     )
     sms_on_failure: bool = Field(default=True, description="text the caller after the last failed attempt")
 
+    @field_validator("dial_mode")
+    @classmethod
+    def _built(cls, mode: str) -> str:
+        if mode == "agent_first":
+            raise ValueError("agent_first dialling is not built yet; use customer_first (README, Callbacks)")
+        return mode
+
 
 class Option(Strict):
     key: Digit

@@ -1,0 +1,549 @@
+"""Callbacks that keep the caller's place: the offers, the number, the seat in line, the dial
+(Twilio's REST API faked at HTTP with `responses`), retries, failure, after hours, ops."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+import responses
+from rq import SimpleWorker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+
+from callbacks.dialer import next_dial_slot_s, place_callback
+from callbacks.dispatcher import dispatch_once
+from ivr.menus.loader import load_config
+from ivr.queues.callbacks import member
+from ivr.queues.state import waiting_key
+from tests.conftest import ACCOUNT_SID, BASE_URL, CLOSED_TIME, OPS_TOKEN, SHIPPED_CONFIG
+from tests.twiml import call_form, parse, queue_caller, says, signed_post, verbs
+
+CONFIG = load_config(SHIPPED_CONFIG)
+PROMPTS = CONFIG.prompts
+CALLS_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json"
+MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+HOTLINE_NUMBER = "+815012345678"
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
+TRANSFER = "/voice/en/node/payment/choice?attempt=1"  # the agent key in the payment menu
+OFFER_CHOICE = "/voice/en/node/agent_payment/choice?attempt=1"
+
+
+def sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+def out_sid(n: int) -> str:
+    return f"CA{0xB000 + n:032x}"
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def app(make_app, sleeps):
+    return make_app(TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+
+
+@pytest.fixture
+def hotline(app):
+    return app.extensions["hotline"]
+
+
+def now_ms(clock) -> int:
+    return int(clock.now.timestamp() * 1000)
+
+
+def texts(root) -> list[str]:
+    return [s.text for s in says(root)]
+
+
+def step(client, path: str, n: int, **form):
+    return parse(signed_post(client, path, call_form(sid(n), **form)))
+
+
+def book_with_caller_id(client, n: int, frm: str = "+819012345678"):
+    """Caller n asks for the agent, takes the callback offer, keeps their caller ID."""
+    step(client, "/voice/incoming", n, From=frm)
+    root = step(client, TRANSFER, n, Digits="0", From=frm)
+    assert PROMPTS.callback_offer["en"].format(key="2") in texts(root)
+    root = step(client, OFFER_CHOICE, n, Digits="2", From=frm)
+    assert texts(root) == [PROMPTS.callback_use_caller_id["en"].format(last4=" ".join(frm[-4:]))]
+    return step(client, "/voice/en/callback/number/answer?attempt=1", n, Digits="1", From=frm)
+
+
+def run_routing(app) -> None:
+    """One dispatcher pass, then the routing jobs, with a real RQ worker (in-process, burst)."""
+    with app.app_context():
+        hotline = app.extensions["hotline"]
+        dispatch_once()
+        SimpleWorker([hotline.routing_queue], connection=hotline.redis).work(burst=True)
+
+
+def run_due_scheduled(app, clock) -> int:
+    """What RQ's scheduler does, on the test's clock: enqueue scheduled jobs now due, run them."""
+    with app.app_context():
+        hotline = app.extensions["hotline"]
+        queue = hotline.routing_queue
+        registry = ScheduledJobRegistry(queue=queue)
+        due = registry.get_jobs_to_schedule(clock.now.timestamp())
+        for job_id in due:
+            registry.remove(job_id)
+            queue.enqueue_job(queue.fetch_job(job_id))
+        SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+        return len(due)
+
+
+def scheduled_times(app) -> list[datetime]:
+    with app.app_context():
+        registry = ScheduledJobRegistry(queue=app.extensions["hotline"].routing_queue)
+        return sorted(registry.get_scheduled_time(job_id) for job_id in registry.get_job_ids())
+
+
+def dials(mock) -> list[dict]:
+    return [parse_qs(c.request.body) for c in mock.calls if c.request.method == "POST" and c.request.url == CALLS_URL]
+
+
+def expect_dial(mock, n: int) -> None:
+    mock.add(responses.POST, CALLS_URL, status=201, json={"sid": out_sid(n), "status": "queued"})
+
+
+def the_callback(hotline, number: str = "+819012345678"):
+    callback = hotline.callbacks.open_for(number)
+    assert callback is not None
+    return callback
+
+
+# ----- taking the offer ------------------------------------------------------------------
+
+
+def test_a_peak_caller_books_a_callback_with_their_caller_id(app, client, clock, hotline, ticket_for):
+    root = book_with_caller_id(client, 1)
+    assert verbs(root) == ["Say", "Say", "Hangup"]
+    reference = hotline.calls.reference(sid(1))
+    assert texts(root)[0] == PROMPTS.callback_booked["en"].format(
+        last4="5 6 7 8", position=1, reference=" ".join(str(reference))
+    )
+    callback = the_callback(hotline)
+    assert (callback.status, callback.queue, callback.lang, callback.branch) == ("pending", "payment", "en", "payment")
+    assert hotline.redis.zscore(waiting_key("payment", "en"), member(callback.id)) == now_ms(clock)
+
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed", CallDuration="60"))
+    ticket = ticket_for(sid(1))
+    assert ticket["outcome"] == "callback"
+    block = ticket["callback"]
+    assert (block["id"], block["number"], block["status"], block["attempts"]) == (
+        callback.id,
+        "+819012345678",
+        "pending",
+        [],
+    )
+    assert [p["node"] for p in ticket["path"]][-2:] == ["agent_payment", "callback_number"]
+
+
+def test_another_number_is_normalised_read_back_and_invalid_ones_refused(app, client, hotline, ticket_for):
+    step(client, TRANSFER, 2, Digits="0")
+    step(client, OFFER_CHOICE, 2, Digits="2")
+    root = step(client, "/voice/en/callback/number/answer?attempt=1", 2, Digits="2")
+    gather = root.find("Gather")
+    assert gather.get("finishOnKey") == "#" and gather.get("action") == "/voice/en/callback/entry/answer?attempt=1"
+    assert root.find("Redirect").text == "/voice/en/callback/entry/silence?attempt=1"
+    # A premium-rate number (0570 navi dial) is not a number we call back.
+    root = step(client, "/voice/en/callback/entry/answer?attempt=1", 2, Digits="0570012345")
+    assert texts(root) == [PROMPTS.callback_invalid_number["en"], PROMPTS.callback_enter_number["en"]]
+    root = step(client, "/voice/en/callback/entry/answer?attempt=2", 2, Digits="08055501234")
+    assert texts(root) == [PROMPTS.callback_readback["en"].format(digits="0 8 0, 5 5 5 0, 1 2 3 4")]
+    assert root.find("Gather").get("action") == "/voice/en/callback/readback/answer?attempt=1"
+    root = step(client, "/voice/en/callback/readback/answer?attempt=1", 2, Digits="1")
+    assert "ending in 1 2 3 4" in texts(root)[0]
+    assert the_callback(hotline, "+818055501234").call_sid == sid(2)
+    assert hotline.callbacks.open_for("+819012345678") is None
+
+    signed_post(client, "/voice/status", call_form(sid(2), CallStatus="completed"))
+    ticket = ticket_for(sid(2))
+    entries = [i for p in ticket["path"] if p["node"] == "callback_entry" for i in p["inputs"]]
+    assert [i["input"] for i in entries] == ["[redacted]", "[redacted]"]  # never the digits
+    assert ticket["callback"]["number"] == "+818055501234"
+
+
+def test_a_withheld_caller_id_goes_straight_to_entering_a_number(client):
+    step(client, TRANSFER, 3, Digits="0", From="anonymous")
+    root = step(client, OFFER_CHOICE, 3, Digits="2", From="anonymous")
+    assert texts(root) == [PROMPTS.callback_enter_number["en"]]
+
+
+def test_silence_and_wrong_keys_are_answered_and_finally_the_caller_is_queued(client, hotline):
+    step(client, TRANSFER, 4, Digits="0")
+    step(client, OFFER_CHOICE, 4, Digits="2")
+    root = step(client, "/voice/en/callback/number/silence?attempt=1", 4)
+    assert texts(root)[0] == PROMPTS.no_input["en"]
+    root = step(client, "/voice/en/callback/number/answer?attempt=2", 4, Digits="7")
+    assert texts(root)[0] == PROMPTS.invalid_option["en"]
+    root = step(client, "/voice/en/callback/number/silence?attempt=3", 4)
+    # No number after three tries: into the queue they were about to join, with a word first.
+    assert verbs(root) == ["Say", "Enqueue"] and root.find("Enqueue").text == "payment"
+    assert hotline.routing.position(sid(4), "payment", "en") == 1
+    assert hotline.callbacks.open_for("+819012345678") is None
+
+
+def test_a_waiting_caller_takes_the_offer_and_keeps_their_place(app, client, clock, hotline):
+    for n in (1, 2, 3):
+        clock.advance(10)
+        queue_caller(client, TRANSFER, call_form(sid(n), Digits="0", From=f"+81901234567{n}"))
+    arrived = hotline.routing.seat(sid(2)).arrived_ms
+    clock.advance(300)
+    # Caller 2's hold turn offers the callback; they press the key during the music.
+    root = parse(signed_post(client, "/voice/en/hold/payment", call_form(sid(2), From="+819012345672")))
+    assert root.find("Gather").get("action") == "/voice/en/hold/payment/key"
+    root = parse(signed_post(client, "/voice/en/hold/payment/key", call_form(sid(2), Digits="2")))
+    assert verbs(root) == ["Leave"]
+    leave = call_form(sid(2), QueueResult="leave", QueueTime="310", From="+819012345672")
+    root = parse(signed_post(client, "/voice/en/node/agent_payment/queued", leave))
+    assert texts(root) == [PROMPTS.callback_use_caller_id["en"].format(last4="5 6 7 2")]
+    root = step(client, "/voice/en/callback/number/answer?attempt=1", 2, Digits="1", From="+819012345672")
+    assert texts(root)[0].startswith("Thank you.") and "you are number 2" in texts(root)[0]
+
+    callback = the_callback(hotline, "+819012345672")
+    line = [m.decode() for m in hotline.redis.zrange(waiting_key("payment", "en"), 0, -1)]
+    assert line == [sid(1), member(callback.id), sid(3)]
+    assert callback.arrived_ms == arrived  # the original arrival, not the time of the request
+    # Everyone behind counts the callback: caller 3 is still third.
+    assert hotline.routing.position(sid(3), "payment", "en") == 3
+
+
+def test_a_second_request_for_the_same_number_updates_the_pending_one(client, hotline):
+    book_with_caller_id(client, 1)
+    first = the_callback(hotline)
+    book_with_caller_id(client, 2)
+    second = the_callback(hotline)
+    assert second.id == first.id and second.arrived_ms == first.arrived_ms
+    assert len(hotline.callbacks.listing()) == 1
+    assert hotline.redis.zcard(waiting_key("payment", "en")) == 1
+
+
+def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hotline):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    root = step(client, "/voice/incoming", 5)
+    assert texts(root) == [PROMPTS.callback_pending["en"].format(last4="5 6 7 8")]
+    assert root.find("Gather").get("action") == f"/voice/en/callback/pending/{callback.id}"
+    assert root.find("Redirect").text == "/voice/en/callback/pending-continue"
+    root = step(client, f"/voice/en/callback/pending/{callback.id}", 5, Digits="1")
+    assert texts(root)[0] == PROMPTS.callback_kept["en"] and verbs(root)[-1] == "Hangup"
+    assert the_callback(hotline).status == "pending"
+
+    step(client, "/voice/incoming", 6)
+    root = step(client, f"/voice/en/callback/pending/{callback.id}", 6, Digits="2")
+    assert texts(root)[0] == PROMPTS.callback_cancelled["en"]
+    assert root.find("Gather").get("action") == "/voice/language?attempt=1"  # on to the menus
+    assert hotline.callbacks.get(callback.id).status == "cancelled"
+    assert hotline.redis.zcard(waiting_key("payment", "en")) == 0
+    # With nothing pending, the next call starts as usual.
+    assert step(client, "/voice/incoming", 7).find("Gather").get("action") == "/voice/language?attempt=1"
+
+
+# ----- the dial ------------------------------------------------------------------------------
+
+
+def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
+    app, client, clock, hotline, no_unexpected_http, ticket_for
+):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    clock.advance(120)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    [dial] = dials(no_unexpected_http)
+    cb = f"{BASE_URL}/voice/callback/{callback.id}/1"
+    assert dial == {
+        "To": ["+819012345678"],
+        "From": [HOTLINE_NUMBER],
+        "Url": [f"{cb}/answer"],
+        "Method": ["POST"],
+        "StatusCallback": [f"{cb}/status"],
+        "StatusCallbackMethod": ["POST"],
+        "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
+        "Timeout": ["30"],
+        "MachineDetection": ["Enable"],
+    }
+    assert hotline.callbacks.get(callback.id).status == "dialling"
+    assert hotline.routing.agents()["a103"][:1] == ("reserved",)
+
+    outbound = {"From": HOTLINE_NUMBER, "To": "+819012345678", "Direction": "outbound-api"}
+    signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="initiated"))
+    root = parse(
+        signed_post(
+            client, f"/voice/callback/{callback.id}/1/answer", call_form(out_sid(1), AnsweredBy="human", **outbound)
+        )
+    )
+    assert verbs(root) == ["Say", "Dial"]
+    assert texts(root)[0].startswith(f"Hello, this is {CONFIG.name} calling you back about your payment request")
+    assert root.find("Dial").find("Client").text == "emma"
+    assert hotline.callbacks.get(callback.id).status == "done"
+    # From here the customer's call is an ordinary connection: whisper, accept, wrap-up.
+    leg = call_form(sid(0xA1), ParentCallSid=out_sid(1), Direction="outbound-dial")
+    assert verbs(parse(signed_post(client, "/voice/agent/a103/whisper", leg))) == ["Gather", "Hangup"]
+    parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))
+    done = call_form(out_sid(1), DialCallStatus="completed", DialBridged="true", DialCallDuration="200")
+    parse(signed_post(client, "/voice/en/connect/a103/done", done))
+    assert hotline.routing.agents()["a103"][0] == "wrap_up"
+    signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="completed"))
+
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed"))
+    block = ticket_for(sid(1))["callback"]
+    assert block["status"] == "done" and block["agent"] == "a103"
+    assert block["attempts"] == [
+        {"n": 1, "at": block["attempts"][0]["at"], "result": "connected", "agent": "a103", "call_sid": out_sid(1)}
+    ]
+    customer = ticket_for(out_sid(1))  # the callback call is a call, with its own ticket
+    assert customer["caller"] == "+819012345678" and customer["outcome"] == "transferred"
+
+
+def test_callbacks_and_live_callers_are_served_in_arrival_order(app, client, clock, hotline, no_unexpected_http):
+    clock.advance(5)
+    queue_caller(client, TRANSFER, call_form(sid(1), Digits="0", From="+819011110001"))
+    clock.advance(5)
+    book_with_caller_id(client, 2, frm="+819011110002")  # books while the line is unstaffed
+    clock.advance(5)
+    queue_caller(client, "/voice/en/node/agent_payment/join?queue=payment", call_form(sid(3), From="+819011110003"))
+    callback = the_callback(hotline, "+819011110002")
+    line = [m.decode() for m in hotline.redis.zrange(waiting_key("payment", "en"), 0, -1)]
+    assert line == [sid(1), member(callback.id), sid(3)]
+
+    no_unexpected_http.add(responses.POST, f"{CALLS_URL[:-5]}/{sid(1)}.json", json={"sid": sid(1)})
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    run_routing(app)  # the live caller first
+    assert hotline.routing.agents()["a103"][2] == sid(1)
+    assert dials(no_unexpected_http) == []
+    hotline.routing.set_agent_status("a101", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 2)
+    run_routing(app)  # then the callback, before caller 3
+    assert hotline.routing.agents()["a101"][2] == member(callback.id)
+    assert len(dials(no_unexpected_http)) == 1
+    assert hotline.routing.position(sid(3), "payment", "en") == 1
+
+
+def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
+    app, client, clock, hotline, no_unexpected_http, ticket_for
+):
+    book_with_caller_id(client, 1)
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed"))
+    callback = the_callback(hotline)
+    for n in (1, 2, 3):
+        hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+        expect_dial(no_unexpected_http, n)
+        run_routing(app)
+        assert len(dials(no_unexpected_http)) == n
+        status = call_form(out_sid(n), CallStatus="no-answer")
+        signed_post(client, f"/voice/callback/{callback.id}/{n}/status", status)
+        assert hotline.routing.agents()["a103"][0] == "available"  # the agent was only reserved
+        if n < 3:
+            assert hotline.callbacks.get(callback.id).status == "scheduled"
+            assert scheduled_times(app) == [clock.now + timedelta(minutes=10)]
+            hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+            clock.advance(9 * 60)
+            assert run_due_scheduled(app, clock) == 0  # not yet
+            clock.advance(60)
+            assert run_due_scheduled(app, clock) == 1
+            # Back in line with its original arrival: first again.
+            assert hotline.routing.position(member(callback.id), "payment", "en") == 1
+    assert hotline.callbacks.get(callback.id).status == "failed"
+    no_unexpected_http.add(responses.POST, MESSAGES_URL, status=201, json={"sid": "SM" + "1" * 32})
+    with app.app_context():
+        SimpleWorker([hotline.routing_queue], connection=hotline.redis).work(burst=True)
+    [sms] = [parse_qs(c.request.body) for c in no_unexpected_http.calls if c.request.url == MESSAGES_URL]
+    reference = hotline.calls.reference(sid(1))
+    assert sms["To"] == ["+819012345678"] and sms["From"] == [HOTLINE_NUMBER]
+    assert sms["Body"] == [PROMPTS.callback_failed_sms["en"].format(hotline=CONFIG.name, reference=reference)]
+    block = ticket_for(sid(1))["callback"]
+    assert block["status"] == "failed" and block["sms_sent"] is True
+    assert [a["result"] for a in block["attempts"]] == ["no-answer"] * 3
+    assert hotline.callbacks.open_for("+819012345678") is None
+
+
+def test_an_answering_machine_is_a_failed_attempt(app, client, clock, hotline, no_unexpected_http):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    form = call_form(out_sid(1), AnsweredBy="machine_start", From=HOTLINE_NUMBER)
+    root = parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", form))
+    assert verbs(root) == ["Hangup"]
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "scheduled" and current.attempts[0]["result"] == "machine"
+    assert hotline.routing.agents()["a103"][0] == "available"
+    # Its completed status afterwards changes nothing, and makes no ticket of its own.
+    signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="completed"))
+    assert len(hotline.callbacks.get(callback.id).attempts) == 1
+    assert hotline.calls.reference(out_sid(1)) is None
+
+
+def test_a_job_that_runs_twice_dials_once(app, client, clock, hotline, no_unexpected_http):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    with app.app_context():
+        assert place_callback(callback.id, 1) == "already placed"
+    assert len(dials(no_unexpected_http)) == 1
+
+
+def test_a_dial_whose_result_is_unknown_is_looked_up_before_any_redial(app, client, clock, hotline, no_unexpected_http):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    # The request reached Twilio (it placed the call) but the answer never came back to us.
+    no_unexpected_http.add(responses.POST, CALLS_URL, body=requests.ConnectionError("connection reset"))
+    created = format_datetime(clock.now.astimezone(UTC), usegmt=True)
+    listing = {
+        "calls": [{"sid": out_sid(1), "to": "+819012345678", "from": HOTLINE_NUMBER, "date_created": created}],
+        "next_page_uri": None,
+        "page": 0,
+        "page_size": 20,
+    }
+    no_unexpected_http.add(responses.GET, CALLS_URL, json=listing)
+    run_routing(app)
+    with app.app_context():
+        queue = hotline.routing_queue
+        registry = ScheduledJobRegistry(queue=queue)
+        [retry] = registry.get_job_ids()  # RQ retries the job; run it as the scheduler would
+        registry.remove(retry)
+        queue.enqueue_job(queue.fetch_job(retry))
+        SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+        assert not FailedJobRegistry(queue=queue).get_job_ids()
+    assert len(dials(no_unexpected_http)) == 1
+    lookup = next(c.request for c in no_unexpected_http.calls if c.request.method == "GET")
+    assert parse_qs(lookup.url.split("?", 1)[1])["To"] == ["+819012345678"]
+    assert hotline.callbacks.get(callback.id).attempts[0]["call_sid"] == out_sid(1)
+
+
+def test_an_invalid_number_reported_by_twilio_fails_at_once(app, client, clock, hotline, no_unexpected_http):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    error = {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}
+    no_unexpected_http.add(responses.POST, CALLS_URL, status=400, json=error)
+    no_unexpected_http.add(responses.POST, MESSAGES_URL, status=400, json=error)  # the text is refused too
+    run_routing(app)
+    with app.app_context():
+        SimpleWorker([hotline.routing_queue], connection=hotline.redis).work(burst=True)
+    current = hotline.callbacks.get(callback.id)
+    assert (current.status, current.reason) == ("failed", "rejected:21211")
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert scheduled_times(app) == []
+
+
+def test_a_rate_limited_dial_is_retried_and_the_seat_kept(app, client, clock, hotline, no_unexpected_http):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    no_unexpected_http.add(responses.POST, CALLS_URL, status=429, json={"code": 20429, "message": "Too Many"})
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).attempts[0].get("call_sid") is None
+    with app.app_context():
+        queue = hotline.routing_queue
+        registry = ScheduledJobRegistry(queue=queue)
+        [retry] = registry.get_job_ids()
+        registry.remove(retry)
+        queue.enqueue_job(queue.fetch_job(retry))
+        SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+    assert len(dials(no_unexpected_http)) == 2
+    assert hotline.callbacks.get(callback.id).attempts[0]["call_sid"] == out_sid(1)
+
+
+def test_dials_are_paced_across_workers_on_redis_time(app, sleeps):
+    with app.app_context():
+        waits = [next_dial_slot_s(2.0) for _ in range(4)]
+        assert waits[0] < 0.05  # the first goes at once
+        # Each later dial waits for its own half-second slot, whoever asks.
+        assert [round(b - a, 1) for a, b in zip(waits, waits[1:], strict=False)] == [0.5, 0.5, 0.5]
+        assert next_dial_slot_s(0) == 0
+
+
+# ----- after hours ---------------------------------------------------------------------------
+
+
+def test_an_after_hours_caller_is_called_back_after_opening(app, client, clock, hotline, no_unexpected_http):
+    clock.now = CLOSED_TIME  # Saturday 22:00 in Tokyo; open Monday 09:00
+    step(client, "/voice/incoming", 1)
+    root = step(client, TRANSFER, 1, Digits="0")
+    assert PROMPTS.callback_offer_closed["en"].format(key="2") in texts(root)
+    step(client, OFFER_CHOICE, 1, Digits="2")
+    root = step(client, "/voice/en/callback/number/answer?attempt=1", 1, Digits="1")
+    reference = " ".join(str(hotline.calls.reference(sid(1))))
+    assert texts(root)[0] == PROMPTS.callback_booked_closed["en"].format(
+        last4="5 6 7 8", opening="on Monday, November 30, at 9:00", reference=reference
+    )
+    callback = the_callback(hotline)
+    assert callback.status == "scheduled"
+    opening = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # Monday 09:00 JST
+    assert scheduled_times(app) == [opening]
+    assert hotline.redis.zcard(waiting_key("payment", "en")) == 0
+
+    # An agent who stays available on Sunday does not make us dial the customer at night.
+    clock.now = opening - timedelta(hours=10)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    assert run_due_scheduled(app, clock) == 0
+    run_routing(app)
+    assert dials(no_unexpected_http) == []
+
+    clock.now = opening + timedelta(seconds=1)
+    assert run_due_scheduled(app, clock) == 1
+    assert hotline.callbacks.get(callback.id).status in ("pending", "dialling")
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    assert len(dials(no_unexpected_http)) == 1
+
+
+def test_callbacks_in_line_wait_for_opening_while_live_callers_behind_are_served(
+    app, client, clock, hotline, no_unexpected_http
+):
+    book_with_caller_id(client, 1)  # pending in line at 10:00
+    callback = the_callback(hotline)
+    queue_caller(client, "/voice/en/node/agent_payment/join?queue=payment", call_form(sid(2)))
+    clock.now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # 21:00 in Tokyo: closed
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    no_unexpected_http.add(responses.POST, f"{CALLS_URL[:-5]}/{sid(2)}.json", json={"sid": sid(2)})
+    run_routing(app)
+    assert hotline.routing.agents()["a103"][2] == sid(2)  # the live caller, not the callback
+    assert hotline.callbacks.get(callback.id).status == "pending"
+
+
+# ----- ops ----------------------------------------------------------------------------------
+
+
+def test_ops_list_filter_and_cancel_callbacks(app, client, clock, hotline):
+    book_with_caller_id(client, 1)
+    book_with_caller_id(client, 2, frm="+819022223333")
+    assert client.get("/api/callbacks").status_code == 401
+    listed = client.get("/api/callbacks", headers=OPS).get_json()
+    assert listed["count"] == 2
+    first = listed["callbacks"][-1]
+    assert (first["status"], first["number"], first["queue"], first["position"]) == (
+        "pending",
+        "+819012345678",
+        "payment",
+        1,
+    )
+    assert client.get("/api/callbacks?status=bogus", headers=OPS).status_code == 400
+    assert client.get("/api/callbacks?queue=payment&status=pending", headers=OPS).get_json()["count"] == 2
+    response = client.post(f"/api/callbacks/{first['id']}/cancel", headers=OPS)
+    assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
+    assert client.post(f"/api/callbacks/{first['id']}/cancel", headers=OPS).status_code == 409
+    assert client.post("/api/callbacks/999/cancel", headers=OPS).status_code == 404
+    assert client.get("/api/callbacks?status=cancelled", headers=OPS).get_json()["count"] == 1
+    # The other callback moved up.
+    assert client.get("/api/callbacks?status=pending", headers=OPS).get_json()["callbacks"][0]["position"] == 1
