@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -34,10 +34,26 @@ class LocalRedis:
     process: subprocess.Popen
     port: int
     directory: tempfile.TemporaryDirectory
+    args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self, timeout_s: float = 10.0) -> None:
+        """Stop the server the way an orderly restart does (SHUTDOWN: Redis flushes its AOF, and
+        with `--save ""` writes no snapshot) and start it again on the same port and directory:
+        it comes back with whatever its persistence kept (tests of a Redis restart)."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # No retries: the connection closing as the server exits is the answer redis-py expects.
+        client = redis.Redis(port=self.port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+        client.shutdown()
+        client.close()
+        self.process.wait(timeout=timeout_s)
+        self.process = _spawn(self.args, self.port, Path(self.directory.name), timeout_s)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -50,8 +66,6 @@ class LocalRedis:
 
 def start_local_redis(appendonly: bool = False, timeout_s: float = 10.0) -> LocalRedis:
     """Start redis-server on a free loopback port in a temporary directory; wait until it answers."""
-    import redis
-
     directory = tempfile.TemporaryDirectory(prefix="hotline-redis-")
     port = free_port()
     args = [
@@ -69,7 +83,15 @@ def start_local_redis(appendonly: bool = False, timeout_s: float = 10.0) -> Loca
         "--daemonize",
         "no",
     ]
-    with open(Path(directory.name) / "redis.log", "wb") as log:  # the child keeps its own copy
+    process = _spawn(args, port, Path(directory.name), timeout_s)
+    return LocalRedis(process, port, directory, args)
+
+
+def _spawn(args: list[str], port: int, directory: Path, timeout_s: float) -> subprocess.Popen:
+    """Run redis-server with `args`; return once it answers PING (its log is kept in `directory`)."""
+    import redis
+
+    with open(directory / "redis.log", "ab") as log:  # the child keeps its own copy
         # Its own session: Ctrl-C reaches the app's processes, which stop first; Redis is last.
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     client = redis.Redis(port=port, socket_connect_timeout=0.2)
@@ -81,8 +103,8 @@ def start_local_redis(appendonly: bool = False, timeout_s: float = 10.0) -> Loca
         except redis.ConnectionError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                text = (Path(directory.name) / "redis.log").read_text(errors="replace")
+                text = (directory / "redis.log").read_text(errors="replace")
                 raise RuntimeError(f"redis-server did not start: {text[-500:]}") from None
             time.sleep(0.05)
     client.close()
-    return LocalRedis(process, port, directory)
+    return process

@@ -292,7 +292,9 @@ def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
     assert hotline.callbacks.get(callback.id).status == "done"
     # From here the customer's call is an ordinary connection: whisper, accept, wrap-up.
     leg = call_form(sid(0xA1), ParentCallSid=out_sid(1), Direction="outbound-dial")
-    assert verbs(parse(signed_post(client, "/voice/agent/a103/whisper", leg))) == ["Gather", "Hangup"]
+    root = parse(signed_post(client, "/voice/agent/a103/whisper", leg))
+    assert verbs(root) == ["Gather", "Hangup"]
+    assert texts(root)[0].startswith("Callback: payment request in English, booked 2 minutes ago, ticket ")
     parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))
     done = call_form(out_sid(1), DialCallStatus="completed", DialBridged="true", DialCallDuration="200")
     parse(signed_post(client, "/voice/en/connect/a103/done", done))

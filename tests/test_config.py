@@ -241,3 +241,20 @@ def test_shipped_queues_agents_and_peak_windows():
 def test_queue_and_agent_mistakes_are_refused(edit, expected):
     problems = broken(edit)
     assert any(expected in p for p in problems), problems
+
+
+def test_callback_settings_are_checked():
+    def clash(d):
+        d["callbacks"]["key"] = "1"  # the message key
+
+    assert "callbacks.key: key '1' is also after_hours.message_key" in only(broken(clash))
+
+    def agent_first(d):
+        d["callbacks"]["dial_mode"] = "agent_first"
+
+    assert "callbacks.dial_mode: agent_first dialling is not built yet" in only(broken(agent_first))
+
+    def region(d):
+        d["callbacks"]["country"] = "ZZ"
+
+    assert "callbacks.country: phonenumbers knows no region 'ZZ'" in only(broken(region))

@@ -64,7 +64,9 @@ class CallbackCalls:
             callback_for=callback.call_sid,
         )
         desk.calls.start(call.sid, start)
-        seat = Seat(call.sid, callback.queue, lang_id, callback.arrived_ms, callback.node, callback.branch)
+        seat = Seat(
+            call.sid, callback.queue, lang_id, callback.arrived_ms, callback.node, callback.branch, callback.id
+        )
         agent_id = callback.agent or ""
         handed = bool(agent_id) and desk.routing.hand_over(agent_id, member(callback.id), seat)
         desk.connected(callback_id, n, agent_id or None)

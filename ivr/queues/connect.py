@@ -142,7 +142,8 @@ class AgentCalls:
         lang_id = next((lg for lg in agent.languages if lg in self.config.languages), self.config.default_language)
         lang = self.config.languages[lang_id]
         caller_lang = self.config.languages.get(seat.lang)
-        text = self.config.prompts.whisper[lang_id].format(
+        prompts = self.config.prompts
+        text = (prompts.callback_whisper if seat.callback else prompts.whisper)[lang_id].format(
             branch=lang.branch_names.get(seat.branch, seat.branch),
             language=caller_lang.name if caller_lang else seat.lang,
             wait_min=max(0, round((self.now_ms - seat.arrived_ms) / 60000)),

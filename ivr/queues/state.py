@@ -50,6 +50,7 @@ class Seat:
     arrived_ms: int
     node: str = ""  # the transfer node that queued them (its URLs put them back in line)
     branch: str = ""
+    callback: str = ""  # the callback this call answers (the agent's whisper says so)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ def _seat_fields(seat: Seat) -> dict[str, object]:
         "arrived_ms": seat.arrived_ms,
         "node": seat.node,
         "branch": seat.branch,
+        "callback": seat.callback,
     }
 
 
@@ -267,7 +269,13 @@ class RoutingState:
         if "queue" not in data:
             return None
         return Seat(
-            call_sid, data["queue"], data["lang"], int(data["arrived_ms"]), data.get("node", ""), data.get("branch", "")
+            call_sid,
+            data["queue"],
+            data["lang"],
+            int(data["arrived_ms"]),
+            data.get("node", ""),
+            data.get("branch", ""),
+            data.get("callback", ""),
         )
 
     def position(self, call_sid: str, queue: str, lang: str) -> int | None:
