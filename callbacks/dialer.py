@@ -43,6 +43,10 @@ return slot - now
 """
 
 
+class DialInProgress(RuntimeError):
+    """Another job is dialling this attempt right now."""
+
+
 def schedule_seat(queue: Queue, callback: Callback, when: datetime) -> None:
     """At `when`, put the callback back in line (RQ's scheduler, run by the worker). The job id
     is per callback and attempt, so a repeated schedule replaces rather than doubles it."""
@@ -75,7 +79,8 @@ def next_dial_slot_s(calls_per_second: float) -> float:
 
 
 def place_callback(callback_id: str, attempt_no: int) -> str:
-    """Dial attempt `attempt_no` of a callback whose agent is reserved (customer first)."""
+    """Dial attempt `attempt_no` of a callback whose agent is reserved: the customer (customer
+    first), or the reserved agent, whose call then dials the customer (agent first)."""
     hotline = services()
     desk = hotline.callback_desk()
     callback = desk.book.get(callback_id)
@@ -84,9 +89,14 @@ def place_callback(callback_id: str, attempt_no: int) -> str:
         return "stale"
     if attempt.get("call_sid") or attempt.get("result"):
         return "already placed"
-    token = uuid.uuid4().hex
+    # The lock's token is the job's id: RQ runs a job again only after its last run ended, so a
+    # lock under our own id is that run's, left by a work-horse killed while dialling.
+    job = get_current_job()
+    token = job.id if job is not None else uuid.uuid4().hex
     if not desk.book.dial_lock(callback_id, attempt_no, token, ttl_s=90):
-        return "in progress elsewhere"
+        # Another run holds this attempt: let RQ try again after it (if that run died, its lock
+        # lapses before our last retry, and the outbox tells us whether it reached Twilio).
+        raise DialInProgress(f"callback {callback_id} attempt {attempt_no} is being dialled by another job")
     try:
         return _dial(callback, attempt, token)
     finally:
@@ -100,8 +110,16 @@ def _dial(callback: Callback, attempt: dict, token: str) -> str:
     caller_id = current_app.config.get("TWILIO_CALLER_ID")
     if not caller_id:
         raise RuntimeError("TWILIO_CALLER_ID is unset: callbacks need the hotline's number as From")
+    agent_first = desk.policy.dial_mode == "agent_first"
+    to = callback.number
+    if agent_first:
+        agent = next((a for a in desk.plan.config.agents if a.id == attempt.get("agent")), None)
+        if agent is None:  # the agent left the config while reserved: back to the seat
+            desk.attempt_over(callback.id, n, "released")
+            return "agent unknown"
+        to = agent.phone or f"client:{agent.client}"
     if attempt.get("dial_started_at"):
-        placed = _find_placed_call(callback, attempt, caller_id)
+        placed = _find_placed_call(to, attempt, caller_id)
         if placed:
             desk.record_dial(callback.id, n, "call_sid", placed)
             log.warning("callback %s attempt %d: adopted call %s placed by an earlier run", callback.id, n, placed)
@@ -110,18 +128,18 @@ def _dial(callback: Callback, attempt: dict, token: str) -> str:
     if wait_s > 0:
         hotline.sleep(wait_s)
     desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
-    answer_url, status_url = _urls(callback.id, n)
+    answer_url, status_url = _urls(callback.id, n, agent_first)
     params: dict[str, object] = {
-        "to": callback.number,
+        "to": to,
         "from_": caller_id,
         "url": answer_url,
         "method": "POST",
         "status_callback": status_url,
         "status_callback_method": "POST",
         "status_callback_event": ["initiated", "ringing", "answered", "completed"],
-        "timeout": desk.policy.ring_timeout_s,
+        "timeout": desk.plan.config.routing.ring_timeout_s if agent_first else desk.policy.ring_timeout_s,
     }
-    if desk.policy.machine_detection:
+    if desk.policy.machine_detection and not agent_first:  # agent first: detected on the customer's leg
         params["machine_detection"] = "Enable"
     try:
         call = hotline.twilio().calls.create(**params)
@@ -145,24 +163,33 @@ def _dial(callback: Callback, attempt: dict, token: str) -> str:
     return "dialled"
 
 
-def _find_placed_call(callback: Callback, attempt: dict, caller_id: str) -> str | None:
-    """A call Twilio holds to this number from ours, created since the attempt began dialling."""
+def _find_placed_call(to: str, attempt: dict, caller_id: str) -> str | None:
+    """A call Twilio holds to `to` from our number, created since the attempt began dialling."""
     since = datetime.fromisoformat(attempt["dial_started_at"]) - timedelta(minutes=2)
-    for call in services().twilio().calls.list(to=callback.number, from_=caller_id, limit=20):
+    for call in services().twilio().calls.list(to=to, from_=caller_id, limit=20):
         created = call.date_created
         if created is None or created >= since:
             return call.sid
     return None
 
 
-def _urls(callback_id: str, n: int) -> tuple[str, str]:
+def _urls(callback_id: str, n: int, agent_first: bool) -> tuple[str, str]:
+    """The outbound call's Url and StatusCallback: the customer's, or (agent first) the agent's."""
     base = current_app.config.get("PUBLIC_BASE_URL")
     if not base:
         raise RuntimeError("PUBLIC_BASE_URL is unset: Twilio needs an absolute URL for the callback")
+    answer, status = (
+        ("voice.callback_agent", "voice.callback_agent_status")
+        if agent_first
+        else (
+            "voice.callback_answer",
+            "voice.callback_status",
+        )
+    )
     with current_app.test_request_context(base_url=base):
         return (
-            url_for("voice.callback_answer", callback_id=callback_id, n=n, _external=True),
-            url_for("voice.callback_status", callback_id=callback_id, n=n, _external=True),
+            url_for(answer, callback_id=callback_id, n=n, _external=True),
+            url_for(status, callback_id=callback_id, n=n, _external=True),
         )
 
 

@@ -46,6 +46,18 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+class Sleeps(list):
+    """An injected sleep that records how long the code wanted to wait."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     server = start_local_redis()

@@ -39,16 +39,6 @@ def out_sid(n: int) -> str:
     return f"CA{0xB000 + n:032x}"
 
 
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
 @pytest.fixture
 def app(make_app, sleeps):
     return make_app(TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
@@ -549,3 +539,45 @@ def test_ops_list_filter_and_cancel_callbacks(app, client, clock, hotline):
     assert client.get("/api/callbacks?status=cancelled", headers=OPS).get_json()["count"] == 1
     # The other callback moved up.
     assert client.get("/api/callbacks?status=pending", headers=OPS).get_json()["callbacks"][0]["position"] == 1
+
+
+def test_a_customer_who_answers_after_we_gave_up_on_the_attempt_waits_in_their_place(
+    app, client, clock, hotline, no_unexpected_http
+):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    # The reservation is given up (its webhooks were late, say): what the router's sweep does.
+    clock.advance(600)
+    with app.app_context():
+        assert hotline.callback_desk().attempt_over(callback.id, 1, "released") == "requeued"
+    assert hotline.callbacks.get(callback.id).status == "pending"
+    assert hotline.routing.agents()["a103"][0] == "available"
+    hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+    form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER)
+    root = parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", form))
+    assert verbs(root) == ["Say", "Enqueue"] and root.find("Enqueue").text == "payment"
+    assert hotline.callbacks.get(callback.id).status == "done"
+    # The customer holds the callback's place: ahead of nobody who came before them.
+    assert hotline.redis.zscore(waiting_key("payment", "en"), out_sid(1)) == callback.arrived_ms
+
+
+def test_a_callback_reservation_whose_webhooks_never_come_is_released_and_retried(
+    app, client, clock, hotline, no_unexpected_http
+):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    clock.advance(120)  # ringing the customer and machine detection may take this long: kept
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "dialling"
+    clock.advance(300)
+    expect_dial(no_unexpected_http, 2)
+    run_routing(app)  # released, back in its place, and at once matched again
+    attempts = hotline.callbacks.get(callback.id).attempts
+    assert [(a["n"], a.get("result")) for a in attempts] == [(1, "released"), (2, None)]
+    assert len(dials(no_unexpected_http)) == 2

@@ -249,10 +249,10 @@ def test_callback_settings_are_checked():
 
     assert "callbacks.key: key '1' is also after_hours.message_key" in only(broken(clash))
 
-    def agent_first(d):
-        d["callbacks"]["dial_mode"] = "agent_first"
+    def unknown_mode(d):
+        d["callbacks"]["dial_mode"] = "both"
 
-    assert "callbacks.dial_mode: agent_first dialling is not built yet" in only(broken(agent_first))
+    assert "callbacks.dial_mode: Input should be 'customer_first' or 'agent_first'" in only(broken(unknown_mode))
 
     def region(d):
         d["callbacks"]["country"] = "ZZ"

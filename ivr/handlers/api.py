@@ -136,7 +136,8 @@ def set_agent_status(agent_id: str):
 
 @bp.get("/queues")
 def list_queues():
-    """Each queue: callers waiting (per language), the longest wait, agents staffed and busy."""
+    """Each queue: callers waiting (per language), the longest wait, agents staffed and busy, its
+    open callbacks."""
     from ivr.queues.lines import agent_lines
 
     hotline = services()
@@ -144,6 +145,10 @@ def list_queues():
     now_ms = int(hotline.clock().timestamp() * 1000)
     live = hotline.routing.agents()
     lines = agent_lines(config)
+    open_callbacks: dict[tuple[str, str], int] = {}
+    for callback in hotline.callbacks.listing(limit=5000):
+        key = (callback.queue, callback.status)
+        open_callbacks[key] = open_callbacks.get(key, 0) + 1
     out = []
     for name, queue in config.queues.items():
         langs = list(queue.languages or config.languages)
@@ -160,6 +165,10 @@ def list_queues():
                 "agents_staffed": sum(s not in ("away", "offline") for s in statuses),
                 "agents_busy": sum(s in ("reserved", "busy", "wrap_up") for s in statuses),
                 "priority": queue.priority,
+                # Pending callbacks are in `waiting` too: they hold a seat in the line.
+                "callbacks": {
+                    status: open_callbacks.get((name, status), 0) for status in ("pending", "scheduled", "dialling")
+                },
                 "estimate_for_a_new_caller": {lang: _estimate_json(name, lang) for lang in langs},
             }
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -13,7 +13,7 @@ from ivr.calllog import make_event
 from ivr.menus import render
 from ivr.menus.callback_flow import STEPS
 from ivr.menus.flow import Call, Flow
-from ivr.queues.callback_calls import CallbackCalls
+from ivr.queues.callback_calls import AgentFirstCalls, CallbackCalls
 from ivr.queues.connect import AgentCalls
 from ivr.security import require_twilio_call
 from ivr.services import services
@@ -69,6 +69,15 @@ class FlaskUrls:
 
     def callback_step(self, lang: str, step: str, what: str, attempt: int) -> str:
         return url_for("voice.callback_step", lang=lang, step=step, what=what, attempt=attempt)
+
+    def callback_agent_accept(self, callback_id: str, n: int) -> str:
+        return url_for("voice.callback_agent_accept", callback_id=callback_id, n=n)
+
+    def callback_agent_done(self, callback_id: str, n: int) -> str:
+        return url_for("voice.callback_agent_done", callback_id=callback_id, n=n)
+
+    def callback_intro(self, callback_id: str, n: int) -> str:
+        return url_for("voice.callback_intro", callback_id=callback_id, n=n)
 
     def pending(self, lang: str, callback_id: str) -> str:
         return url_for("voice.callback_pending", lang=lang, callback_id=callback_id)
@@ -226,6 +235,43 @@ def callback_status(callback_id: str, n: int):
     return Response(status=204)
 
 
+def agent_first_calls() -> AgentFirstCalls:
+    hotline = services()
+    caller_id = current_app.config.get("TWILIO_CALLER_ID") or ""
+    return AgentFirstCalls(hotline.callback_desk(), flow(), FlaskUrls(), caller_id)
+
+
+@bp.post("/callback/<callback_id>/<int:n>/agent")
+def callback_agent(callback_id: str, n: int):
+    """Agent first: the reserved agent answered; the callback whisper and the accept key."""
+    return twiml(agent_first_calls().agent(call(), callback_id, n))
+
+
+@bp.post("/callback/<callback_id>/<int:n>/agent/accept")
+def callback_agent_accept(callback_id: str, n: int):
+    """Agent first: the agent's key; accepted, their call dials the customer."""
+    return twiml(agent_first_calls().agent_accept(call(), callback_id, n))
+
+
+@bp.post("/callback/<callback_id>/<int:n>/intro")
+def callback_intro(callback_id: str, n: int):
+    """Agent first: on the customer's leg once answered (after machine detection)."""
+    return twiml(agent_first_calls().intro(call(), callback_id, n, request.form))
+
+
+@bp.post("/callback/<callback_id>/<int:n>/agent/done")
+def callback_agent_done(callback_id: str, n: int):
+    """Agent first: the Dial of the customer ended, on the agent's call."""
+    return twiml(agent_first_calls().agent_done(call(), callback_id, n, request.form))
+
+
+@bp.post("/callback/<callback_id>/<int:n>/agent/status")
+def callback_agent_status(callback_id: str, n: int):
+    """Agent first: status callback of the agent's outbound call."""
+    agent_first_calls().agent_status(call(), callback_id, n)
+    return Response(status=204)
+
+
 @bp.post("/<lang>/connect/<agent_id>")
 def connect(lang: str, agent_id: str):
     """The queued caller, redirected by the router: dial the reserved agent (whisper first)."""
@@ -272,7 +318,7 @@ def _recover_on_error(error: Exception):
     if isinstance(error, HTTPException):
         return error
     log.exception("webhook %s failed", request.path)
-    if request.endpoint in ("voice.whisper", "voice.accept"):
+    if request.endpoint in ("voice.whisper", "voice.accept", "voice.callback_agent", "voice.callback_agent_accept"):
         # The agent's leg: end it; the caller's Dial action moves the caller on.
         vr = VoiceResponse()
         vr.hangup()

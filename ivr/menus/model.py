@@ -299,13 +299,6 @@ class CallbackPolicy(Strict):
     )
     sms_on_failure: bool = Field(default=True, description="text the caller after the last failed attempt")
 
-    @field_validator("dial_mode")
-    @classmethod
-    def _built(cls, mode: str) -> str:
-        if mode == "agent_first":
-            raise ValueError("agent_first dialling is not built yet; use customer_first (README, Callbacks)")
-        return mode
-
 
 class Option(Strict):
     key: Digit
@@ -451,6 +444,8 @@ class Prompts(Strict):
     callback_cancelled: LangText
     callback_intro: IntroText = Field(description="to the customer who answers a callback")
     callback_whisper: WhisperText = Field(description="to the agent before a callback; like whisper")
+    callback_calling_customer: LangText = Field(description="agent-first: to the agent who accepted")
+    callback_customer_missed: LangText = Field(description="agent-first: to the agent, the customer was not reached")
     callback_failed_sms: SmsText = Field(description="text after the last failed attempt; {hotline} {reference}")
 
 

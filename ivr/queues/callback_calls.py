@@ -1,4 +1,6 @@
-"""The outbound callback call's webhooks (customer-first dialling, see README "Callbacks").
+"""The outbound callback call's webhooks (see README "Callbacks").
+
+Customer first:
 
 The RQ job places the call to the customer while an agent is reserved for the callback. Twilio
 fetches `answer` after answering-machine detection: a machine or fax ends the attempt (it counts
@@ -11,6 +13,13 @@ is a call), and the callback block on the asking call's ticket names it.
 `status` is the outbound call's status callback: it learns the call's sid early (`initiated`),
 so a job that died before writing it down never dials twice, and it settles attempts that never
 reached `answer` (no answer, busy, failed, cancelled).
+
+Agent first: the job calls the reserved agent (`agent`): they hear the callback whisper and
+press the accept key (`agent_accept`); their call then dials the customer with machine detection
+on the customer's leg (`intro`: a person hears who calls and why before the bridge; a machine is
+hung up on). `agent_done` (the Dial's action) settles the attempt: talked, or a failed attempt
+for the customer. `agent_status` settles an agent who never answered or accepted: the agent is
+set away and the callback goes back to its place, with no attempt counted against the customer.
 """
 
 from __future__ import annotations
@@ -20,10 +29,13 @@ import logging
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.calllog import make_event
+from ivr.menus import render
 from ivr.menus.flow import TERMINAL_STATUSES, Call, Flow
+from ivr.menus.model import Language, TransferNode
 from ivr.queues.callback_desk import CallbackDesk
-from ivr.queues.callbacks import member
+from ivr.queues.callbacks import Callback, member
 from ivr.queues.connect import AgentCalls
+from ivr.queues.live import note_handled
 from ivr.queues.state import Seat
 
 log = logging.getLogger(__name__)
@@ -40,18 +52,27 @@ class CallbackCalls:
         desk = self.desk
         callback = desk.book.get(callback_id)
         attempt = callback.attempt if callback else None
-        if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != n:
-            # Cancelled or settled meanwhile: nobody is waiting for this call.
-            vr = VoiceResponse()
-            vr.hangup()
-            return vr
-        desk.record_dial(callback_id, n, "call_sid", call.sid)
         answered_by = form.get("AnsweredBy") or ""
+        if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != n:
+            late = None if answered_by in MACHINE else desk.answered_late(callback_id, n, call.sid)
+            if late is None:  # cancelled or settled meanwhile: nobody is waiting for this call
+                vr = VoiceResponse()
+                vr.hangup()
+                return vr
+            return self._live(call, late, form, answered_by, agent_id="")
+        desk.record_dial(callback_id, n, "call_sid", call.sid)
         if answered_by in MACHINE:
             desk.attempt_over(callback_id, n, "machine", call.sid)
             vr = VoiceResponse()
             vr.hangup()
             return vr
+        desk.connected(callback_id, n, callback.agent)
+        return self._live(call, callback, form, answered_by, agent_id=callback.agent or "")
+
+    def _live(self, call: Call, callback: Callback, form, answered_by: str, agent_id: str) -> VoiceResponse:  # noqa: ANN001
+        """The customer is on the line: who calls and why, then the reserved agent (or, with
+        none, the callback's original place in line)."""
+        desk = self.desk
         lang_id, lang = self.flow.plan.language(callback.lang)
         # This call is now the callback's live caller: its ticket starts here.
         start = make_event(
@@ -64,12 +85,8 @@ class CallbackCalls:
             callback_for=callback.call_sid,
         )
         desk.calls.start(call.sid, start)
-        seat = Seat(
-            call.sid, callback.queue, lang_id, callback.arrived_ms, callback.node, callback.branch, callback.id
-        )
-        agent_id = callback.agent or ""
+        seat = Seat(call.sid, callback.queue, lang_id, callback.arrived_ms, callback.node, callback.branch, callback.id)
         handed = bool(agent_id) and desk.routing.hand_over(agent_id, member(callback.id), seat)
-        desk.connected(callback_id, n, agent_id or None)
         reference = " ".join(str(callback.reference or ""))
         intro = self.config.prompts.callback_intro[lang_id].format(
             hotline=self.config.name,
@@ -86,9 +103,10 @@ class CallbackCalls:
         # No agent held for it (the gate is off, or the reservation lapsed): wait in the
         # callback's original place, as a live caller.
         twiml_events: list[dict] = []
-        twiml = self.flow._join(
-            call, lang_id, callback.node, callback.queue, [intro], twiml_events, callback.arrived_ms
-        )
+        node = callback.node if isinstance(self.flow.plan.node(callback.node), TransferNode) else None
+        node = node or self.config.input.agent_node
+        queue = callback.queue if callback.queue in self.config.queues else self.flow.plan.node(node).queue
+        twiml = self.flow._join(call, lang_id, node, queue, [intro], twiml_events, callback.arrived_ms)
         self.flow._log(call, twiml_events)
         return twiml
 
@@ -109,3 +127,153 @@ class CallbackCalls:
             # The customer answered: the live part of the call ends like any call's (out of
             # line, agent freed, ticket due). An unanswered attempt makes no ticket of its own.
             self.flow.status(call, form)
+
+
+class AgentFirstCalls:
+    """Agent-first dialling: the agent's outbound call, then the customer from it."""
+
+    def __init__(self, desk: CallbackDesk, flow: Flow, urls, caller_id: str):  # noqa: ANN001 - FlaskUrls
+        self.desk, self.flow, self.urls, self.caller_id = desk, flow, urls, caller_id
+        self.config = flow.config
+
+    def _current(self, callback_id: str, n: int) -> Callback | None:
+        callback = self.desk.book.get(callback_id)
+        attempt = callback.attempt if callback else None
+        if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != n:
+            return None
+        return callback
+
+    def _agent_lang(self, callback: Callback) -> tuple[str, Language]:
+        agent = next((a for a in self.config.agents if a.id == callback.agent), None)
+        langs = agent.languages if agent else []
+        return self.flow.plan.language(next((lg for lg in langs if lg in self.config.languages), None))
+
+    def agent(self, call: Call, callback_id: str, n: int) -> VoiceResponse:
+        """The agent answered: the callback whisper, then the accept key."""
+        vr = VoiceResponse()
+        callback = self._current(callback_id, n)
+        if callback is None:
+            vr.hangup()
+            return vr
+        self.desk.record_dial(callback_id, n, "call_sid", call.sid)
+        lang_id, lang = self._agent_lang(callback)
+        caller_lang = self.config.languages.get(callback.lang)
+        text = self.config.prompts.callback_whisper[lang_id].format(
+            branch=lang.branch_names.get(callback.branch, callback.branch),
+            language=caller_lang.name if caller_lang else callback.lang,
+            wait_min=max(0, round((self.desk.now_ms - callback.requested_ms) / 60000)),
+            reference=" ".join(str(callback.reference or "")),
+            key=self.config.routing.accept_key,
+        )
+        gather = vr.gather(
+            action=self.urls.callback_agent_accept(callback_id, n),
+            method="POST",
+            num_digits=1,
+            timeout=self.config.routing.accept_timeout_s,
+            finish_on_key="",
+        )
+        render.say(gather, text, lang)
+        vr.hangup()  # no key: the agent's call ends; its status callback puts the callback back
+        return vr
+
+    def agent_accept(self, call: Call, callback_id: str, n: int) -> VoiceResponse:
+        vr = VoiceResponse()
+        callback = self._current(callback_id, n)
+        accepted = (
+            callback is not None
+            and call.digits == self.config.routing.accept_key
+            and self.desk.routing.transition(
+                callback.agent or "", member(callback_id), ["reserved"], "busy", self.desk.now_ms, keep_call=True
+            )
+        )
+        if not accepted:
+            vr.hangup()
+            return vr
+        lang_id, lang = self._agent_lang(callback)
+        render.say(vr, self.config.prompts.callback_calling_customer[lang_id], lang)
+        policy = self.desk.policy
+        dial = vr.dial(
+            action=self.urls.callback_agent_done(callback_id, n),
+            method="POST",
+            timeout=policy.ring_timeout_s,
+            caller_id=self.caller_id,
+            answer_on_bridge=True,
+        )
+        number = {"url": self.urls.callback_intro(callback_id, n), "method": "POST"}
+        if policy.machine_detection:
+            number["machine_detection"] = "Enable"
+        dial.number(callback.number, **number)
+        return vr
+
+    def intro(self, call: Call, callback_id: str, n: int, form) -> VoiceResponse:  # noqa: ANN001
+        """On the customer's leg once answered, before the bridge."""
+        vr = VoiceResponse()
+        callback = self._current(callback_id, n)
+        answered_by = form.get("AnsweredBy") or ""
+        if callback is None or answered_by in MACHINE:
+            if callback is not None:
+                self.desk.record_dial(callback_id, n, "answered_by", answered_by)
+            vr.hangup()  # the customer's leg ends; the Dial's action settles the attempt
+            return vr
+        lang_id, lang = self.flow.plan.language(callback.lang)
+        intro = self.config.prompts.callback_intro[lang_id].format(
+            hotline=self.config.name,
+            branch=lang.branch_names.get(callback.branch, callback.branch),
+            reference=" ".join(str(callback.reference or "")),
+        )
+        render.say(vr, intro, lang)
+        return vr  # an empty rest: Twilio bridges the customer to the agent
+
+    def agent_done(self, call: Call, callback_id: str, n: int, form) -> VoiceResponse:  # noqa: ANN001
+        """The Dial of the customer ended, on the agent's call."""
+        vr = VoiceResponse()
+        callback = self._current(callback_id, n)
+        if callback is None:
+            vr.hangup()
+            return vr
+        agent_id, now_ms = callback.agent or "", self.desk.now_ms
+        answered_by = (callback.attempt or {}).get("answered_by") or ""
+        bridged = form.get("DialBridged") == "true" or (
+            form.get("DialCallStatus") == "completed" and answered_by not in MACHINE
+        )
+        if bridged:
+            self.desk.connected(callback_id, n, agent_id)
+            self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "wrap_up", now_ms, keep_call=True)
+            duration = _int(form.get("DialCallDuration"))
+            with self.desk.routing.redis.pipeline(transaction=False) as pipe:
+                note_handled(pipe, callback.queue, duration + self.config.routing.wrap_up_s)
+                pipe.execute()
+            vr.hangup()
+            return vr
+        result = "machine" if answered_by in MACHINE else (form.get("DialCallStatus") or "no-answer")
+        # The agent did their part: free again (the desk frees only agents still reserved).
+        self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "available", now_ms)
+        self.desk.attempt_over(callback_id, n, result, form.get("DialCallSid"))
+        lang_id, lang = self._agent_lang(callback)
+        render.say(vr, self.config.prompts.callback_customer_missed[lang_id], lang)
+        vr.hangup()
+        return vr
+
+    def agent_status(self, call: Call, callback_id: str, n: int) -> None:
+        """The agent's call status: one that ends before the agent accepted is the agent's miss."""
+        callback = self._current(callback_id, n)
+        if callback is None:
+            return
+        if call.sid and not callback.attempt.get("call_sid"):
+            self.desk.record_dial(callback_id, n, "call_sid", call.sid)
+        if call.status not in TERMINAL_STATUSES:
+            return
+        agent_id, now_ms = callback.agent or "", self.desk.now_ms
+        if self.desk.routing.transition(agent_id, member(callback_id), ["reserved"], "away", now_ms):
+            log.info("callback %s: agent %s did not take it (%s); set away", callback_id, agent_id, call.status)
+            self.desk.attempt_over(callback_id, n, "agent_missed", call.sid)
+        elif self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "available", now_ms):
+            # The agent hung up while the customer's phone rang: nobody talked.
+            self.desk.attempt_over(callback_id, n, "agent_hung_up", call.sid)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(0, int(float(value or 0)))
+    except ValueError:
+        return 0

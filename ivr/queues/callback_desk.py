@@ -20,7 +20,7 @@ from ivr.queues.state import RoutingState
 log = logging.getLogger(__name__)
 
 # Attempt results that say nothing about the customer (our side failed): not counted.
-NOT_COUNTED = frozenset({"agent_missed", "released"})
+NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "released"})
 
 
 class CallbackDesk:
@@ -210,6 +210,25 @@ class CallbackDesk:
             call_sid=updated.attempts[-1].get("call_sid"),
         )
         self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="done", agent=updated.agent)
+        return updated
+
+    def answered_late(self, callback_id: str, n: int, call_sid: str) -> Callback | None:
+        """The customer answered attempt n after we had given up on it (its reservation timed
+        out, say): they are on the line now, so the callback is done and they wait as a caller."""
+
+        def late(cb: Callback) -> Callback | None:
+            if cb.status not in ("pending", "scheduled") or not any(a["n"] == n for a in cb.attempts):
+                return None
+            for a in cb.attempts:
+                if a["n"] == n:
+                    a.update(result="answered_late", call_sid=call_sid, ended_at=self.now.isoformat())
+            cb.status, cb.agent, cb.updated_ms = "done", None, self.now_ms
+            return cb
+
+        updated = self.book.update(callback_id, late)
+        if updated is None or updated.status != "done":
+            return None
+        self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="done", reason="answered_late")
         return updated
 
     def cancel(self, callback_id: str, by: str) -> str:

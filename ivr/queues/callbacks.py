@@ -261,8 +261,13 @@ class CallbackBook:
             pipe.delete(caller_key(seat.call_sid))
 
     def dial_lock(self, callback_id: str, attempt: int, token: str, ttl_s: int) -> bool:
-        """One job at a time may dial an attempt (a second run waits for the first's outcome)."""
-        return bool(self.redis.set(dial_lock_key(callback_id, attempt), token, nx=True, ex=ttl_s))
+        """One job at a time may dial an attempt (a second run waits for the first's outcome). A
+        lock already held under `token` is taken again: the same job's earlier run died holding it."""
+        script = (
+            "local held = redis.call('GET', KEYS[1]) if held and held ~= ARGV[1] then return 0 end "
+            "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1"
+        )
+        return bool(self.redis.eval(script, 1, dial_lock_key(callback_id, attempt), token, ttl_s))
 
     def release_dial_lock(self, callback_id: str, attempt: int, token: str) -> None:
         script = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"

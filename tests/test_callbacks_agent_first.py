@@ -1,0 +1,124 @@
+"""Agent-first callback dialling: the reserved agent is called first, hears the callback whisper,
+accepts, and their call dials the customer (machine detection on the customer's leg)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+import yaml
+
+from tests.conftest import BASE_URL, SHIPPED_CONFIG
+from tests.test_callbacks import (
+    HOTLINE_NUMBER,
+    PROMPTS,
+    book_with_caller_id,
+    dials,
+    expect_dial,
+    now_ms,
+    out_sid,
+    run_routing,
+    scheduled_times,
+    texts,
+    the_callback,
+)
+from tests.twiml import call_form, parse, signed_post, verbs
+
+
+@pytest.fixture
+def app(make_app, tmp_path, sleeps):
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    data["callbacks"]["dial_mode"] = "agent_first"
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+
+
+@pytest.fixture
+def hotline(app):
+    return app.extensions["hotline"]
+
+
+@pytest.fixture
+def dialling(app, client, clock, hotline, no_unexpected_http):
+    """A booked callback, Emma (a103) available; the router reserves her and the job calls her."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    clock.advance(180)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    return callback
+
+
+def agent_leg(**extra) -> dict:
+    return call_form(out_sid(1), From=HOTLINE_NUMBER, To="client:emma", Direction="outbound-api", **extra)
+
+
+def test_the_agent_is_called_first_then_the_customer(app, client, hotline, dialling, no_unexpected_http, ticket_for):
+    cb = f"/voice/callback/{dialling.id}/1"
+    [dial] = dials(no_unexpected_http)
+    assert (dial["To"], dial["Url"], dial["StatusCallback"], dial["Timeout"]) == (
+        ["client:emma"],
+        [f"{BASE_URL}{cb}/agent"],
+        [f"{BASE_URL}{cb}/agent/status"],
+        ["20"],  # the agent's ring time
+    )
+    assert "MachineDetection" not in dial  # detected on the customer's leg instead
+
+    root = parse(signed_post(client, f"{cb}/agent", agent_leg()))
+    assert verbs(root) == ["Gather", "Hangup"]
+    assert texts(root)[0].startswith("Callback: payment request in English, booked 3 minutes ago, ticket ")
+    root = parse(signed_post(client, f"{cb}/agent/accept", agent_leg(Digits="1")))
+    assert verbs(root) == ["Say", "Dial"] and hotline.routing.agents()["a103"][0] == "busy"
+    dial_verb = root.find("Dial")
+    assert dial_verb.get("callerId") == HOTLINE_NUMBER and dial_verb.get("action") == f"{cb}/agent/done"
+    number = dial_verb.find("Number")
+    assert number.text == "+819012345678"
+    assert (number.get("url"), number.get("machineDetection")) == (f"{cb}/intro", "Enable")
+
+    customer = call_form("CA" + "c" * 32, ParentCallSid=out_sid(1), AnsweredBy="human")
+    root = parse(signed_post(client, f"{cb}/intro", customer))
+    assert verbs(root) == ["Say"] and "calling you back about your payment request" in texts(root)[0]
+    done = agent_leg(DialCallStatus="completed", DialBridged="true", DialCallDuration="300")
+    assert verbs(parse(signed_post(client, f"{cb}/agent/done", done))) == ["Hangup"]
+    assert hotline.callbacks.get(dialling.id).status == "done"
+    assert hotline.routing.agents()["a103"][0] == "wrap_up"
+    signed_post(client, f"{cb}/agent/status", agent_leg(CallStatus="completed"))
+    assert hotline.routing.agents()["a103"][0] == "wrap_up"
+
+    signed_post(client, "/voice/status", call_form("CA" + "0" * 31 + "1", CallStatus="completed"))
+    block = ticket_for("CA" + "0" * 31 + "1")["callback"]
+    assert block["status"] == "done" and [a["result"] for a in block["attempts"]] == ["connected"]
+
+
+def test_a_machine_on_the_customers_leg_is_a_failed_attempt(app, client, clock, hotline, dialling):
+    cb = f"/voice/callback/{dialling.id}/1"
+    parse(signed_post(client, f"{cb}/agent", agent_leg()))
+    parse(signed_post(client, f"{cb}/agent/accept", agent_leg(Digits="1")))
+    machine = call_form("CA" + "c" * 32, ParentCallSid=out_sid(1), AnsweredBy="machine_end_beep")
+    assert verbs(parse(signed_post(client, f"{cb}/intro", machine))) == ["Hangup"]
+    done = agent_leg(DialCallStatus="completed", DialCallSid="CA" + "c" * 32)
+    root = parse(signed_post(client, f"{cb}/agent/done", done))
+    assert texts(root) == [PROMPTS.callback_customer_missed["en"]]
+    current = hotline.callbacks.get(dialling.id)
+    assert current.status == "scheduled" and current.attempts[0]["result"] == "machine"
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert len(scheduled_times(app)) == 1
+
+
+def test_an_agent_who_does_not_answer_is_set_away_and_the_callback_keeps_its_place(
+    app, client, clock, hotline, dialling, no_unexpected_http
+):
+    cb = f"/voice/callback/{dialling.id}/1"
+    signed_post(client, f"{cb}/agent/status", agent_leg(CallStatus="no-answer"))
+    assert hotline.routing.agents()["a103"][0] == "away"
+    current = hotline.callbacks.get(dialling.id)
+    assert current.status == "pending" and current.attempts[0]["result"] == "agent_missed"
+    assert hotline.callbacks.position(current) == 1
+    # Not counted against the customer: the next agent gets attempt 2, of 3.
+    hotline.routing.set_agent_status("a101", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 2)
+    run_routing(app)
+    assert parse_qs(no_unexpected_http.calls[-1].request.body)["To"] == ["client:sato"]
+    assert [a["n"] for a in hotline.callbacks.get(dialling.id).attempts] == [1, 2]
