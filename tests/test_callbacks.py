@@ -156,7 +156,12 @@ def test_another_number_is_normalised_read_back_and_invalid_ones_refused(app, cl
     root = step(client, "/voice/en/callback/readback/answer?attempt=1", 2, Digits="1")
     assert "ending in 1 2 3 4" in texts(root)[0]
     assert the_callback(hotline, "+818055501234").call_sid == sid(2)
-    assert hotline.callbacks.open_for("+819012345678") is None
+    # None to the caller's own number; theirs is found through it, though.
+    assert hotline.callbacks.open_for("+819012345678").number == "+818055501234"
+
+    # Calling again from the phone that asked: told about the callback to the other number.
+    root = step(client, "/voice/incoming", 9)
+    assert texts(root) == [PROMPTS.callback_pending["en"].format(last4="1 2 3 4")]
 
     signed_post(client, "/voice/status", call_form(sid(2), CallStatus="completed"))
     ticket = ticket_for(sid(2))

@@ -195,6 +195,7 @@ class CallbackFlow:
             id="",
             status="pending" if seated else "scheduled",
             number=number,
+            caller=callback_number(call.caller, self.policy.country) or "",
             call_sid=call.sid,
             lang=lang_id,
             queue=queue,

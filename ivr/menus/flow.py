@@ -32,7 +32,7 @@ from ivr.menus.model import (
 )
 from ivr.menus.runtime import Plan
 from ivr.privacy import mask_number
-from ivr.queues.callbacks import BY_NUMBER, CallbackBook
+from ivr.queues.callbacks import BY_CALLER, BY_NUMBER, CallbackBook
 from ivr.queues.live import CallerEstimate, estimate_for
 from ivr.queues.state import RoutingState, Seat
 
@@ -118,10 +118,15 @@ class Flow:
         start = make_event("call", self.now, event_id="start", caller=call.caller, called=call.called)
         pending_id = None
         try:
-            # The same round trip asks whether this number has a callback pending.
-            also = (lambda pipe: pipe.hget(BY_NUMBER, call.caller)) if self.callbacks_on and call.caller else None
-            _, extra = self.calls.start_with(call.sid, start, also)
-            pending_id = extra[0] if extra else None
+            # The same round trip asks whether this number has a callback pending (to it, or
+            # asked for from it to another number).
+            def also(pipe: Pipeline) -> None:
+                pipe.hget(BY_NUMBER, call.caller)
+                pipe.hget(BY_CALLER, call.caller)
+
+            wanted = self.callbacks_on and bool(call.caller)
+            _, extra = self.calls.start_with(call.sid, start, also if wanted else None)
+            pending_id = next((found for found in extra if found is not None), None)
         except RedisError:
             log.warning("call %s: Redis unavailable, this call's ticket will lack its start", call.sid)
         log.info("call %s from %s", call.sid, mask_number(call.caller))

@@ -24,6 +24,7 @@ from ivr.queues.state import TAG, WAKE_KEY, Seat, caller_key, waiting_key
 STATUSES = ("pending", "scheduled", "dialling", "done", "failed", "cancelled")
 OPEN = ("pending", "scheduled", "dialling")
 BY_NUMBER = f"{TAG}:cb-by-number"  # E.164 number -> id of its open callback
+BY_CALLER = f"{TAG}:cb-by-caller"  # the asking caller's number, when the callback goes elsewhere
 INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops)
 SEQUENCE = f"{TAG}:cb-seq"
 # Closed callbacks stay visible to ops this long; the ticket keeps them for good.
@@ -69,6 +70,7 @@ class Callback:
     reason: str | None = None
     updated_ms: int = 0
     attempts: list[dict] = field(default_factory=list)
+    caller: str = ""  # the number that asked (the callback may go to another)
 
     @property
     def attempt(self) -> dict | None:
@@ -106,6 +108,7 @@ class Callback:
             reason=data.get("reason") or None,
             updated_ms=int(data.get("updated_ms") or 0),
             attempts=json.loads(data.get("attempts") or "[]"),
+            caller=data.get("caller", ""),
         )
 
 
@@ -117,6 +120,12 @@ if existing then return {existing, '0'} end
 local id = tostring(redis.call('INCR', KEYS[2]))
 redis.call('HSET', KEYS[1], ARGV[1], id)
 return {id, '1'}
+"""
+
+
+_DROP_IF_OURS = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
 """
 
 
@@ -154,6 +163,8 @@ class CallbackBook:
             pipe.zadd(INDEX, {callback_id: fresh.requested_ms})
             if fresh.status == "pending":
                 self._seat_in(pipe, fresh)
+            if fresh.caller and fresh.caller != fresh.number:
+                pipe.hset(BY_CALLER, fresh.caller, callback_id)
             pipe.execute()
             return fresh, True
 
@@ -193,9 +204,15 @@ class CallbackBook:
         return Callback.from_mapping(raw) if raw else None
 
     def open_for(self, number: str) -> Callback | None:
-        callback_id = self.redis.hget(BY_NUMBER, number)
-        found = self.get(callback_id.decode()) if callback_id else None
-        return found if found and found.status in OPEN else None
+        """The open callback to this number, or else one this number asked for elsewhere."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(BY_NUMBER, number)
+        pipe.hget(BY_CALLER, number)
+        for callback_id in pipe.execute():
+            found = self.get(callback_id.decode()) if callback_id else None
+            if found and found.status in OPEN:
+                return found
+        return None
 
     def position(self, callback: Callback) -> int | None:
         rank = self.redis.zrank(waiting_key(callback.queue, callback.lang), member(callback.id))
@@ -255,6 +272,8 @@ class CallbackBook:
             self._seat_in(pipe, callback)
         if callback.status not in OPEN:
             pipe.hdel(BY_NUMBER, callback.number)
+            if callback.caller:  # only if it still points here (a newer request may own it)
+                pipe.eval(_DROP_IF_OURS, 1, BY_CALLER, callback.caller, callback.id)
             pipe.delete(caller_key(seat.call_sid))
             pipe.expire(record_key(callback.id), CLOSED_TTL_S)
         elif callback.status == "scheduled":
