@@ -65,6 +65,10 @@ def worker_command(burst: bool) -> None:
 
     seed_reference_floor()
     hotline_services = services()
+    needed = ("TWILIO_ACCOUNT_SID", "TWILIO_CALLER_ID", "PUBLIC_BASE_URL")
+    missing = [k for k in needed if not current_app.config.get(k)]
+    if missing and hotline_services.config.current().config.callbacks.enabled:
+        click.echo(f"warning: {', '.join(missing)} unset: agents cannot be connected and callbacks cannot be dialled")
     stop = threading.Event()
     app = current_app._get_current_object()
     dispatcher = threading.Thread(target=run_dispatcher, args=(app, stop), name="dispatcher", daemon=True)
