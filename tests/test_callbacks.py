@@ -79,6 +79,27 @@ def run_routing(app) -> None:
         SimpleWorker([hotline.routing_queue], connection=hotline.redis).work(burst=True)
 
 
+def book_and_dial(app, client, clock, hotline, mock):
+    """Caller 1 books with their caller ID, Emma (a103) is free: the router reserves her and the
+    job dials the customer. Returns the callback."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(mock, 1)
+    run_routing(app)
+    return callback
+
+
+def run_rq_retry(hotline) -> None:
+    """The one job RQ scheduled for a retry, run now (inside an app context)."""
+    queue = hotline.routing_queue
+    registry = ScheduledJobRegistry(queue=queue)
+    [retry] = registry.get_job_ids()
+    registry.remove(retry)
+    queue.enqueue_job(queue.fetch_job(retry))
+    SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+
+
 def run_due_scheduled(app, clock) -> int:
     """What RQ's scheduler does, on the test's clock: enqueue scheduled jobs now due, run them."""
     with app.app_context():
@@ -369,11 +390,7 @@ def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
 
 
 def test_an_answering_machine_is_a_failed_attempt(app, client, clock, hotline, no_unexpected_http):
-    book_with_caller_id(client, 1)
-    callback = the_callback(hotline)
-    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
-    expect_dial(no_unexpected_http, 1)
-    run_routing(app)
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     form = call_form(out_sid(1), AnsweredBy="machine_start", From=HOTLINE_NUMBER)
     root = parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", form))
     assert verbs(root) == ["Hangup"]
@@ -387,11 +404,7 @@ def test_an_answering_machine_is_a_failed_attempt(app, client, clock, hotline, n
 
 
 def test_a_job_that_runs_twice_dials_once(app, client, clock, hotline, no_unexpected_http):
-    book_with_caller_id(client, 1)
-    callback = the_callback(hotline)
-    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
-    expect_dial(no_unexpected_http, 1)
-    run_routing(app)
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     with app.app_context():
         assert place_callback(callback.id, 1) == "already placed"
     assert len(dials(no_unexpected_http)) == 1
@@ -413,13 +426,8 @@ def test_a_dial_whose_result_is_unknown_is_looked_up_before_any_redial(app, clie
     no_unexpected_http.add(responses.GET, CALLS_URL, json=listing)
     run_routing(app)
     with app.app_context():
-        queue = hotline.routing_queue
-        registry = ScheduledJobRegistry(queue=queue)
-        [retry] = registry.get_job_ids()  # RQ retries the job; run it as the scheduler would
-        registry.remove(retry)
-        queue.enqueue_job(queue.fetch_job(retry))
-        SimpleWorker([queue], connection=hotline.redis).work(burst=True)
-        assert not FailedJobRegistry(queue=queue).get_job_ids()
+        run_rq_retry(hotline)  # RQ retries the job; run it as the scheduler would
+        assert not FailedJobRegistry(queue=hotline.routing_queue).get_job_ids()
     assert len(dials(no_unexpected_http)) == 1
     lookup = next(c.request for c in no_unexpected_http.calls if c.request.method == "GET")
     assert parse_qs(lookup.url.split("?", 1)[1])["To"] == ["+819012345678"]
@@ -451,12 +459,7 @@ def test_a_rate_limited_dial_is_retried_and_the_seat_kept(app, client, clock, ho
     run_routing(app)
     assert hotline.callbacks.get(callback.id).attempts[0].get("call_sid") is None
     with app.app_context():
-        queue = hotline.routing_queue
-        registry = ScheduledJobRegistry(queue=queue)
-        [retry] = registry.get_job_ids()
-        registry.remove(retry)
-        queue.enqueue_job(queue.fetch_job(retry))
-        SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+        run_rq_retry(hotline)
     assert len(dials(no_unexpected_http)) == 2
     assert hotline.callbacks.get(callback.id).attempts[0]["call_sid"] == out_sid(1)
 
@@ -549,11 +552,7 @@ def test_ops_list_filter_and_cancel_callbacks(app, client, clock, hotline):
 def test_a_customer_who_answers_after_we_gave_up_on_the_attempt_waits_in_their_place(
     app, client, clock, hotline, no_unexpected_http
 ):
-    book_with_caller_id(client, 1)
-    callback = the_callback(hotline)
-    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
-    expect_dial(no_unexpected_http, 1)
-    run_routing(app)
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     # The reservation is given up (its webhooks were late, say): what the router's sweep does.
     clock.advance(600)
     with app.app_context():
@@ -572,11 +571,7 @@ def test_a_customer_who_answers_after_we_gave_up_on_the_attempt_waits_in_their_p
 def test_a_callback_reservation_whose_webhooks_never_come_is_released_and_retried(
     app, client, clock, hotline, no_unexpected_http
 ):
-    book_with_caller_id(client, 1)
-    callback = the_callback(hotline)
-    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
-    expect_dial(no_unexpected_http, 1)
-    run_routing(app)
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     clock.advance(120)  # ringing the customer and machine detection may take this long: kept
     run_routing(app)
     assert hotline.callbacks.get(callback.id).status == "dialling"
