@@ -33,11 +33,14 @@ SMS_RETRY = Retry(max=5, interval=[10, 60, 300, 900, 1800])
 # blocked or has opted out. The callback fails at once (no more attempts).
 PERMANENT_ERRORS = frozenset({21211, 21214, 21215, 21216, 21217, 21401, 21407, 21421, 21610, 13223, 13224, 13225})
 PACE_KEY = "{routing}:cb-pace"
+# A job sleeps at most this long for its slot (its timeout is 60 s); beyond, it comes back later.
+MAX_PACING_WAIT_S = 20
 # Slots are taken on Redis's own clock, so every worker on every host paces as one.
 _PACE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+if slot - now > tonumber(ARGV[2]) then return -1 end
 redis.call('SET', KEYS[1], string.format('%d', slot + tonumber(ARGV[1])), 'PX', 600000)
 return slot - now
 """
@@ -49,8 +52,11 @@ class DialInProgress(RuntimeError):
 
 def schedule_seat(queue: Queue, callback: Callback, when: datetime) -> None:
     """At `when`, put the callback back in line (RQ's scheduler, run by the worker). The job id
-    is per callback and attempt, so a repeated schedule replaces rather than doubles it."""
-    job_id = f"cb-seat-{callback.id}-{len(callback.attempts)}"
+    is per callback, attempt and time: a repeated schedule for the same time replaces rather
+    than doubles it, and a seat job that reschedules (it ran after closing) never replaces
+    itself (RQ deletes a finished job under its id). The dispatcher's sweep seats any callback
+    whose job was lost all the same (`route`)."""
+    job_id = f"cb-seat-{callback.id}-{len(callback.attempts)}-{int(when.timestamp())}"
     queue.enqueue_at(when, seat_callback, callback.id, job_id=job_id, retry=SEAT_RETRY, result_ttl=0)
 
 
@@ -70,12 +76,14 @@ def seat_callback(callback_id: str) -> str:
     return result
 
 
-def next_dial_slot_s(calls_per_second: float) -> float:
-    """Seconds to wait for this dial's slot under the account-wide pacing (0: go now)."""
+def next_dial_slot_s(calls_per_second: float) -> float | None:
+    """Seconds to wait for this dial's slot under the account-wide pacing (0: go now), or None
+    when the next free slot is further away than a job may sleep (no slot is taken then)."""
     if calls_per_second <= 0:
         return 0.0
     gap_us = int(1_000_000 / calls_per_second)
-    return int(services().redis.eval(_PACE, 1, PACE_KEY, gap_us)) / 1_000_000
+    wait_us = int(services().redis.eval(_PACE, 1, PACE_KEY, gap_us, MAX_PACING_WAIT_S * 1_000_000))
+    return None if wait_us < 0 else wait_us / 1_000_000
 
 
 def place_callback(callback_id: str, attempt_no: int) -> str:
@@ -125,6 +133,12 @@ def _dial(callback: Callback, attempt: dict, token: str) -> str:
             log.warning("callback %s attempt %d: adopted call %s placed by an earlier run", callback.id, n, placed)
             return "adopted"
     wait_s = next_dial_slot_s(desk.policy.calls_per_second)
+    if wait_s is None:
+        # The pacing queue is longer than a job may sleep: try again when a slot is near.
+        hotline.routing_queue.enqueue_in(
+            timedelta(seconds=MAX_PACING_WAIT_S), place_callback, callback.id, n, retry=DIAL_RETRY, result_ttl=0
+        )
+        return "paced"
     if wait_s > 0:
         hotline.sleep(wait_s)
     desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
@@ -165,12 +179,25 @@ def _dial(callback: Callback, attempt: dict, token: str) -> str:
 
 def _find_placed_call(to: str, attempt: dict, caller_id: str) -> str | None:
     """A call Twilio holds to `to` from our number, created since the attempt began dialling."""
-    since = datetime.fromisoformat(attempt["dial_started_at"]) - timedelta(minutes=2)
+    # A little slack for the clocks of our hosts and Twilio's; calls that belong to other
+    # attempts are not ours (agent first, the agent gets a call for every callback).
+    since = datetime.fromisoformat(attempt["dial_started_at"]) - timedelta(seconds=30)
+    taken = _known_call_sids()
     for call in services().twilio().calls.list(to=to, from_=caller_id, limit=20):
         created = call.date_created
-        if created is None or created >= since:
+        if call.sid not in taken and (created is None or created >= since):
             return call.sid
     return None
+
+
+def _known_call_sids() -> set[str]:
+    """Call sids already recorded on the attempts of open callbacks."""
+    return {
+        a["call_sid"]
+        for callback in services().callbacks.listing(status="dialling", limit=5000)
+        for a in callback.attempts
+        if a.get("call_sid")
+    }
 
 
 def _urls(callback_id: str, n: int, agent_first: bool) -> tuple[str, str]:
@@ -196,6 +223,18 @@ def _urls(callback_id: str, n: int, agent_first: bool) -> tuple[str, str]:
 def _last_try() -> bool:
     job = get_current_job()
     return job is None or not job.retries_left
+
+
+def cancel_call(call_sid: str) -> str:
+    """Stop an attempt we gave up on while Twilio may still be ringing it, so the customer is
+    not answered by a call nobody waits on (a call already answered is left to its webhooks)."""
+    try:
+        services().twilio().calls(call_sid).update(status="canceled")
+    except TwilioRestException as exc:
+        if exc.status == 404 or exc.code in (20404, 21220):
+            return "not ringing"
+        raise
+    return "canceled"
 
 
 def send_failure_sms(callback_id: str) -> str:

@@ -10,7 +10,7 @@ from flask import current_app, url_for
 from rq import Queue, Retry, get_current_job
 from twilio.base.exceptions import TwilioRestException
 
-from callbacks.dialer import DIAL_RETRY, place_callback
+from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback
 from ivr.queues.callbacks import callback_id_of
 from ivr.queues.lines import agent_lines
 from ivr.services import services
@@ -18,6 +18,8 @@ from ivr.services import services
 log = logging.getLogger(__name__)
 
 CONNECT_RETRY = Retry(max=2, interval=[1, 3])
+# RQ's scheduler enqueues due jobs about once a second; past this, a seat job is taken as lost.
+OVERDUE_GRACE_MS = 120_000
 # Twilio's answer when the call is no longer there to redirect (the caller hung up meanwhile).
 _CALL_GONE = {20404, 21220}
 
@@ -44,6 +46,8 @@ def route(queue: Queue) -> int:
             log.warning("agent %s: reservation for callback %s timed out; released", agent_id, callback_id)
             if callback is not None and callback.attempt:
                 desk.attempt_over(callback_id, callback.attempt["n"], "released")
+                if callback.attempt.get("call_sid"):
+                    queue.enqueue(cancel_call, callback.attempt["call_sid"], retry=CONNECT_RETRY, result_ttl=0)
             hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
             continue
         log.warning("agent %s: reservation for call %s timed out; released", agent_id, call_sid)
@@ -51,6 +55,11 @@ def route(queue: Queue) -> int:
         hotline.routing.back_to_line(call_sid)
     # Callbacks are dialled only within business hours; live callers are served regardless.
     callbacks_ok = plan.hours.is_open(hotline.clock())
+    if callbacks_ok:
+        # A scheduled callback whose seat job never ran (lost with a crash, say) still comes back.
+        for callback_id in hotline.callbacks.overdue(now_ms - OVERDUE_GRACE_MS):
+            log.warning("callback %s: its scheduled seat job is overdue; seating it now", callback_id)
+            seat_callback(callback_id)
     matches = hotline.routing.match(agent_lines(plan.config), now_ms, callbacks_ok=callbacks_ok)
     jobs = []
     for m in matches:

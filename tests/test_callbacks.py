@@ -577,7 +577,82 @@ def test_a_callback_reservation_whose_webhooks_never_come_is_released_and_retrie
     assert hotline.callbacks.get(callback.id).status == "dialling"
     clock.advance(300)
     expect_dial(no_unexpected_http, 2)
+    cancel_url = f"{CALLS_URL[:-5]}/{out_sid(1)}.json"
+    no_unexpected_http.add(responses.POST, cancel_url, json={"sid": out_sid(1), "status": "canceled"})
     run_routing(app)  # released, back in its place, and at once matched again
     attempts = hotline.callbacks.get(callback.id).attempts
     assert [(a["n"], a.get("result")) for a in attempts] == [(1, "released"), (2, None)]
     assert len(dials(no_unexpected_http)) == 2
+    # The given-up attempt is stopped at Twilio, in case it still rings.
+    [cancel] = [parse_qs(c.request.body) for c in no_unexpected_http.calls if c.request.url == cancel_url]
+    assert cancel == {"Status": ["canceled"]}
+    with app.app_context():
+        assert not FailedJobRegistry(queue=hotline.routing_queue).get_job_ids()
+
+
+def test_a_retry_due_after_closing_waits_for_opening_and_a_lost_seat_job_is_swept_up(
+    app, client, clock, hotline, no_unexpected_http, ticket_for
+):
+    clock.now = datetime(2026, 11, 24, 10, 45, tzinfo=UTC)  # 19:45 in Tokyo; closes at 20:00
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="busy"))
+    hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+    assert scheduled_times(app) == [clock.now + timedelta(minutes=10)]  # 19:55
+    clock.now = datetime(2026, 11, 24, 11, 0, 5, tzinfo=UTC)  # the scheduler ran late: 20:00:05
+    assert run_due_scheduled(app, clock) == 1
+    opening = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)  # Wednesday 09:00
+    assert scheduled_times(app) == [opening]  # the job that ran did not delete its successor
+    assert hotline.callbacks.get(callback.id).status == "scheduled"
+
+    # Whatever happens to that job, the dispatcher seats the callback once it is overdue.
+    with app.app_context():
+        registry = ScheduledJobRegistry(queue=hotline.routing_queue)
+        for job_id in registry.get_job_ids():
+            registry.remove(job_id)
+    clock.now = opening + timedelta(minutes=1)
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "scheduled"  # within the grace
+    clock.now = opening + timedelta(minutes=3)
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "pending"
+    assert hotline.routing.position(member(callback.id), "payment", "en") == 1
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed"))
+    block = ticket_for(sid(1))["callback"]
+    assert block["status"] == "pending" and [a["result"] for a in block["attempts"]] == ["busy"]
+
+
+def test_the_agent_hears_the_reference_the_customer_was_given(app, client, clock, hotline, no_unexpected_http):
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER)
+    parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", form))
+    # The whisper and the sweep: the reservation's clock restarted when the customer answered.
+    clock.advance(85)
+    run_routing(app)
+    assert hotline.routing.agents()["a103"][:1] == ("reserved",)
+    leg = call_form(sid(0xA1), ParentCallSid=out_sid(1), Direction="outbound-dial")
+    root = parse(signed_post(client, "/voice/agent/a103/whisper", leg))
+    assert f"ticket {' '.join(str(callback.reference))}." in texts(root)[0]
+
+
+def test_asking_again_while_a_retry_waits_puts_it_back_in_line_now(app, client, clock, hotline, no_unexpected_http):
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="no-answer"))
+    hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+    assert hotline.callbacks.get(callback.id).status == "scheduled"
+    root = book_with_caller_id(client, 2)
+    assert "you are number 1" in texts(root)[0]
+    assert hotline.callbacks.get(callback.id).status == "pending"
+
+
+def test_cancelling_a_callback_that_is_being_dialled_says_so(app, client, clock, hotline, no_unexpected_http):
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    step(client, "/voice/incoming", 3)  # dialling: not offered (it is not pending any more)
+    root = step(client, f"/voice/en/callback/pending/{callback.id}", 3, Digits="2")
+    assert texts(root)[0] == PROMPTS.callback_kept["en"]
+    assert hotline.callbacks.get(callback.id).status == "dialling"
+
+
+def test_a_pacing_queue_longer_than_a_job_may_sleep_sends_the_job_back(app):
+    with app.app_context():
+        waits = [next_dial_slot_s(0.1) for _ in range(4)]  # one dial every 10 s
+    assert [round(w) if w is not None else None for w in waits] == [0, 10, 20, None]

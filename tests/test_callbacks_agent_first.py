@@ -122,3 +122,17 @@ def test_an_agent_who_does_not_answer_is_set_away_and_the_callback_keeps_its_pla
     run_routing(app)
     assert parse_qs(no_unexpected_http.calls[-1].request.body)["To"] == ["client:sato"]
     assert [a["n"] for a in hotline.callbacks.get(dialling.id).attempts] == [1, 2]
+
+
+def test_the_agents_completed_status_before_the_dial_action_still_counts_the_talk(app, client, hotline, dialling):
+    cb = f"/voice/callback/{dialling.id}/1"
+    parse(signed_post(client, f"{cb}/agent", agent_leg()))
+    parse(signed_post(client, f"{cb}/agent/accept", agent_leg(Digits="1")))
+    customer = call_form("CA" + "c" * 32, ParentCallSid=out_sid(1), AnsweredBy="human")
+    parse(signed_post(client, f"{cb}/intro", customer))
+    signed_post(client, f"{cb}/agent/status", agent_leg(CallStatus="completed"))  # overtakes the action
+    assert hotline.callbacks.get(dialling.id).status == "done"
+    assert hotline.routing.agents()["a103"][0] == "wrap_up"
+    done = agent_leg(DialCallStatus="completed", DialBridged="true", DialCallDuration="300")
+    assert verbs(parse(signed_post(client, f"{cb}/agent/done", done))) == ["Hangup"]
+    assert hotline.callbacks.get(dialling.id).attempts[0]["result"] == "connected"

@@ -254,6 +254,11 @@ def test_callback_settings_are_checked():
 
     assert "callbacks.dial_mode: Input should be 'customer_first' or 'agent_first'" in only(broken(unknown_mode))
 
+    def ungated_agent_first(d):
+        d["callbacks"].update(dial_mode="agent_first", agent_gate=False)
+
+    assert "callbacks.agent_gate: agent_first dialling calls the reserved agent" in only(broken(ungated_agent_first))
+
     def region(d):
         d["callbacks"]["country"] = "ZZ"
 

@@ -210,6 +210,9 @@ class CallbackFlow:
         callback, created = self.book.request(fresh)
         if created and not seated:
             self.schedule(callback, opening or self.now)
+        if not created and callback.status == "scheduled" and seated:
+            # Asked again, with the line open, while a retry waits: back in its place now.
+            callback = self.desk_seat(callback)
         self.book.drop_draft(call.sid)
         position = self.book.position(callback) if callback.status == "pending" else None
         events.append(
@@ -241,6 +244,15 @@ class CallbackFlow:
             )
         return render.speak_and_hang_up(self.config, lang_id, [text])
 
+    def desk_seat(self, callback: Callback) -> Callback:
+        def now_in_line(cb: Callback) -> Callback | None:
+            if cb.status != "scheduled":
+                return None
+            cb.status, cb.scheduled_ms, cb.updated_ms = "pending", None, self.now_ms
+            return cb
+
+        return self.book.update(callback.id, now_in_line) or callback
+
     # ----- a caller whose callback is pending -------------------------------------------
 
     def pending_notice(self, call: Call, callback: Callback) -> VoiceResponse:
@@ -258,7 +270,9 @@ class CallbackFlow:
             self.flow._log(call, [self._input("callback_pending", "1", "kept")])
             return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.callback_kept[lang_id]])
         if call.digits == "2":
-            cancel(callback_id)
+            if cancel(callback_id) == "dialling":  # too late: we are calling them right now
+                self.flow._log(call, [self._input("callback_pending", "2", "already_dialling")])
+                return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.callback_kept[lang_id]])
             self.flow._log(call, [self._input("callback_pending", "2", "cancelled")])
             return self.flow.start_menu(call, [self.config.prompts.callback_cancelled[lang_id]], lang_id)
         return self.flow.start_menu(call, [], lang_id)

@@ -112,6 +112,8 @@ def _check_keys(config: HotlineConfig) -> Iterator[Finding]:
         yield ("callbacks", "key"), f"key {callback_key!r} is already a global key (agent, repeat or back)"
     elif config.callbacks.enabled and callback_key == config.after_hours.message_key:
         yield ("callbacks", "key"), f"key {callback_key!r} is also after_hours.message_key; offers need both"
+    if config.callbacks.enabled and config.callbacks.dial_mode == "agent_first" and not config.callbacks.agent_gate:
+        yield ("callbacks", "agent_gate"), "agent_first dialling calls the reserved agent: it needs agent_gate: true"
     if config.callbacks.enabled:
         if config.callbacks.country not in phonenumbers.SUPPORTED_REGIONS:
             yield ("callbacks", "country"), f"phonenumbers knows no region {config.callbacks.country!r}"

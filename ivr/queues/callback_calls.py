@@ -55,8 +55,12 @@ class CallbackCalls:
         answered_by = form.get("AnsweredBy") or ""
         if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != n:
             late = None if answered_by in MACHINE else desk.answered_late(callback_id, n, call.sid)
-            if late is None:  # cancelled or settled meanwhile: nobody is waiting for this call
-                vr = VoiceResponse()
+            if late is None:
+                if callback is not None and callback.status == "dialling" and answered_by not in MACHINE:
+                    # A newer attempt is already on its way: say so rather than hang up mutely.
+                    lang_id, _ = self.flow.plan.language(callback.lang)
+                    return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.callback_kept[lang_id]])
+                vr = VoiceResponse()  # cancelled or settled meanwhile: nobody is waiting for this call
                 vr.hangup()
                 return vr
             return self._live(call, late, form, answered_by, agent_id="")
@@ -86,7 +90,7 @@ class CallbackCalls:
         )
         desk.calls.start(call.sid, start)
         seat = Seat(call.sid, callback.queue, lang_id, callback.arrived_ms, callback.node, callback.branch, callback.id)
-        handed = bool(agent_id) and desk.routing.hand_over(agent_id, member(callback.id), seat)
+        handed = bool(agent_id) and desk.routing.hand_over(agent_id, member(callback.id), seat, desk.now_ms)
         reference = " ".join(str(callback.reference or ""))
         intro = self.config.prompts.callback_intro[lang_id].format(
             hotline=self.config.name,
@@ -209,10 +213,10 @@ class AgentFirstCalls:
         """On the customer's leg once answered, before the bridge."""
         vr = VoiceResponse()
         callback = self._current(callback_id, n)
-        answered_by = form.get("AnsweredBy") or ""
+        answered_by = form.get("AnsweredBy") or "unknown"
+        if callback is not None:
+            self.desk.record_dial(callback_id, n, "answered_by", answered_by)
         if callback is None or answered_by in MACHINE:
-            if callback is not None:
-                self.desk.record_dial(callback_id, n, "answered_by", answered_by)
             vr.hangup()  # the customer's leg ends; the Dial's action settles the attempt
             return vr
         lang_id, lang = self.flow.plan.language(callback.lang)
@@ -267,9 +271,18 @@ class AgentFirstCalls:
         if self.desk.routing.transition(agent_id, member(callback_id), ["reserved"], "away", now_ms):
             log.info("callback %s: agent %s did not take it (%s); set away", callback_id, agent_id, call.status)
             self.desk.attempt_over(callback_id, n, "agent_missed", call.sid)
+            return
+        # The agent had accepted. Twilio may send this before the Dial's action (`agent_done`),
+        # which settles the attempt; so settle here only what that action would.
+        answered_by = callback.attempt.get("answered_by") or ""
+        if answered_by and answered_by not in MACHINE:
+            # The customer was there (intro ran): they talked, and the agent wraps up.
+            if self.desk.connected(callback_id, n, agent_id) is not None:
+                self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "wrap_up", now_ms, keep_call=True)
         elif self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "available", now_ms):
-            # The agent hung up while the customer's phone rang: nobody talked.
-            self.desk.attempt_over(callback_id, n, "agent_hung_up", call.sid)
+            # The agent hung up before the customer answered (or a machine did): nobody talked.
+            result = "machine" if answered_by in MACHINE else "agent_hung_up"
+            self.desk.attempt_over(callback_id, n, result, call.sid)
 
 
 def _int(value: str | None) -> int:

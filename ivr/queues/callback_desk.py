@@ -46,8 +46,10 @@ class CallbackDesk:
     # ----- the ticket -----------------------------------------------------------------------
 
     def note(self, callback: Callback, kind: str, event_id: str | None = None, **data: object) -> None:
+        """An event on the ticket of every call that asked for this callback."""
         event = make_event(kind, self.now, event_id=event_id, callback_id=callback.id, **data)
-        self.calls.append(callback.call_sid, [event], also=lambda pipe: self.mark_due(callback.call_sid, pipe))
+        for call_sid in callback.calls:
+            self.calls.append(call_sid, [event], also=lambda pipe, sid=call_sid: self.mark_due(sid, pipe))
 
     # ----- into line ------------------------------------------------------------------------
 

@@ -25,7 +25,9 @@ STATUSES = ("pending", "scheduled", "dialling", "done", "failed", "cancelled")
 OPEN = ("pending", "scheduled", "dialling")
 BY_NUMBER = f"{TAG}:cb-by-number"  # E.164 number -> id of its open callback
 BY_CALLER = f"{TAG}:cb-by-caller"  # the asking caller's number, when the callback goes elsewhere
-INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops)
+INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops; trimmed by age)
+OPEN_INDEX = f"{TAG}:cb-open"  # id -> requested ms, open callbacks only
+SCHEDULED = f"{TAG}:cb-scheduled"  # id -> ms it is due back in line (the sweep's safety net)
 SEQUENCE = f"{TAG}:cb-seq"
 # Closed callbacks stay visible to ops this long; the ticket keeps them for good.
 CLOSED_TTL_S = 14 * 24 * 3600
@@ -71,6 +73,12 @@ class Callback:
     updated_ms: int = 0
     attempts: list[dict] = field(default_factory=list)
     caller: str = ""  # the number that asked (the callback may go to another)
+    also_calls: list[str] = field(default_factory=list)  # later calls that asked for it again
+
+    @property
+    def calls(self) -> list[str]:
+        """Every call that asked for this callback: each one's ticket tells its story."""
+        return [self.call_sid, *self.also_calls]
 
     @property
     def attempt(self) -> dict | None:
@@ -82,6 +90,7 @@ class Callback:
     def as_mapping(self) -> dict[str, str]:
         data = asdict(self)
         data["attempts"] = json.dumps(self.attempts)
+        data["also_calls"] = json.dumps(self.also_calls)
         return {k: "" if v is None else str(v) for k, v in data.items()}
 
     @classmethod
@@ -109,6 +118,7 @@ class Callback:
             updated_ms=int(data.get("updated_ms") or 0),
             attempts=json.loads(data.get("attempts") or "[]"),
             caller=data.get("caller", ""),
+            also_calls=json.loads(data.get("also_calls") or "[]"),
         )
 
 
@@ -161,17 +171,23 @@ class CallbackBook:
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(record_key(callback_id), mapping=fresh.as_mapping())
             pipe.zadd(INDEX, {callback_id: fresh.requested_ms})
+            pipe.zadd(OPEN_INDEX, {callback_id: fresh.requested_ms})
             if fresh.status == "pending":
                 self._seat_in(pipe, fresh)
+            if fresh.status == "scheduled" and fresh.scheduled_ms:
+                pipe.zadd(SCHEDULED, {callback_id: fresh.scheduled_ms})
             if fresh.caller and fresh.caller != fresh.number:
                 pipe.hset(BY_CALLER, fresh.caller, callback_id)
             pipe.execute()
             return fresh, True
 
         def refresh(current: Callback) -> Callback:
-            # The caller asked again: the same seat (the earlier arrival), the newest reason.
+            # The caller asked again: the same seat (the earlier arrival), the newest reason, and
+            # this call's ticket follows the callback too.
             current.branch = fresh.branch or current.branch
             current.updated_ms = fresh.requested_ms
+            if fresh.call_sid not in current.calls:
+                current.also_calls.append(fresh.call_sid)
             return current
 
         updated = self.update(callback_id, refresh)
@@ -218,9 +234,15 @@ class CallbackBook:
         rank = self.redis.zrank(waiting_key(callback.queue, callback.lang), member(callback.id))
         return None if rank is None else rank + 1
 
-    def listing(self, status: str | None = None, queue: str | None = None, limit: int = 100) -> list[Callback]:
-        """Newest first, filtered; closed callbacks whose record expired drop out of the index."""
-        ids = [i.decode() for i in self.redis.zrevrange(INDEX, 0, 4999)]
+    def listing(
+        self, status: str | None = None, queue: str | None = None, limit: int = 100, now_ms: int | None = None
+    ) -> list[Callback]:
+        """Newest first, filtered (open ones from their own index); closed callbacks whose record
+        expired drop out of the index."""
+        if now_ms is not None:
+            self.redis.zremrangebyscore(INDEX, "-inf", now_ms - CLOSED_TTL_S * 1000)
+        index = OPEN_INDEX if status in OPEN else INDEX
+        ids = [i.decode() for i in self.redis.zrevrange(index, 0, 4999)]
         pipe = self.redis.pipeline(transaction=False)
         for callback_id in ids:
             pipe.hgetall(record_key(callback_id))
@@ -233,8 +255,12 @@ class CallbackBook:
             if (status is None or callback.status == status) and (queue is None or callback.queue == queue):
                 found.append(callback)
         if gone:
-            self.redis.zrem(INDEX, *gone)
+            self.redis.zrem(index, *gone)
         return found[:limit]
+
+    def overdue(self, before_ms: int, limit: int = 100) -> list[str]:
+        """Scheduled callbacks due back in line before `before_ms` (their job was lost)."""
+        return [i.decode() for i in self.redis.zrangebyscore(SCHEDULED, "-inf", before_ms, start=0, num=limit)]
 
     # ----- changes ----------------------------------------------------------------------
 
@@ -270,7 +296,12 @@ class CallbackBook:
             pipe.zrem(waiting_key(seat.queue, seat.lang), seat.call_sid)
         if callback.status in ("pending",):
             self._seat_in(pipe, callback)
+        if callback.status == "scheduled" and callback.scheduled_ms:
+            pipe.zadd(SCHEDULED, {callback.id: callback.scheduled_ms})
+        else:
+            pipe.zrem(SCHEDULED, callback.id)
         if callback.status not in OPEN:
+            pipe.zrem(OPEN_INDEX, callback.id)
             pipe.hdel(BY_NUMBER, callback.number)
             if callback.caller:  # only if it still points here (a newer request may own it)
                 pipe.eval(_DROP_IF_OURS, 1, BY_CALLER, callback.caller, callback.id)

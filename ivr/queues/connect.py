@@ -20,6 +20,7 @@ from ivr.calllog import CallLog, make_event
 from ivr.menus import render
 from ivr.menus.model import Agent, TransferNode
 from ivr.menus.runtime import Plan
+from ivr.queues.callbacks import record_key
 from ivr.queues.live import note_handled
 from ivr.queues.state import RoutingState, Seat
 
@@ -147,7 +148,7 @@ class AgentCalls:
             branch=lang.branch_names.get(seat.branch, seat.branch),
             language=caller_lang.name if caller_lang else seat.lang,
             wait_min=max(0, round((self.now_ms - seat.arrived_ms) / 60000)),
-            reference=" ".join(str(self.calls.reference(caller_sid) or "")),
+            reference=" ".join(str(self._reference(caller_sid, seat) or "")),
             key=self.config.routing.accept_key,
         )
         gather = vr.gather(
@@ -173,6 +174,15 @@ class AgentCalls:
         return vr  # an empty document on the whisper leg: Twilio bridges the two calls
 
     # ----- helpers ------------------------------------------------------------------------
+
+    def _reference(self, call_sid: str, seat: Seat) -> int | None:
+        """The reference the caller knows: for a callback's customer, the one they were given
+        when they asked (the callback call's own ticket has another)."""
+        if seat.callback:
+            ref = self.routing.redis.hget(record_key(seat.callback), "reference")
+            if ref:
+                return int(ref)
+        return self.calls.reference(call_sid)
 
     def _agent_on(self, agent_id: str, call_sid: str, status: str | None = None) -> bool:
         current = self.routing.agents().get(agent_id)

@@ -166,15 +166,17 @@ return 1
 """
 WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
 
-# KEYS: AGENT_STATUS, AGENT_CALL, the new call's seat hash. ARGV: agent, old call, new call, then
-# the seat's field/value pairs. A reservation follows its caller to another call (a callback's
+# KEYS: AGENT_STATUS, AGENT_CALL, the new call's seat hash, AGENT_SINCE. ARGV: agent, old call,
+# new call, now ms, then the seat's field/value pairs. A reservation follows its caller to another call (a callback's
 # seat becomes the customer's live call when they answer), only if it is still that reservation.
+# The reservation's clock restarts: the stale sweep gives the new call a connection's full time.
 _HAND_OVER = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'reserved' or redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
   return 0
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[3], unpack(ARGV, 5))
 return 1
 """
 
@@ -320,12 +322,13 @@ class RoutingState:
         args = [agent_id, call_sid, to, now_ms, "1" if keep_call else "0", *from_statuses]
         return bool(self._transition(keys=keys, args=args))
 
-    def hand_over(self, agent_id: str, old_call: str, seat: Seat) -> bool:
+    def hand_over(self, agent_id: str, old_call: str, seat: Seat, now_ms: int) -> bool:
         """Move the agent's reservation from `old_call` to the seat's call (which gets the seat,
         out of line, reserved for the agent)."""
         fields = [value for pair in {**_seat_fields(seat), "agent": agent_id}.items() for value in pair]
-        keys = [AGENT_STATUS, AGENT_CALL, caller_key(seat.call_sid)]
-        return bool(self.redis.eval(_HAND_OVER, len(keys), *keys, agent_id, old_call, seat.call_sid, *fields))
+        keys = [AGENT_STATUS, AGENT_CALL, caller_key(seat.call_sid), AGENT_SINCE]
+        args = [agent_id, old_call, seat.call_sid, now_ms, *fields]
+        return bool(self.redis.eval(_HAND_OVER, len(keys), *keys, *args))
 
     def stale_reservations(self, older_than_ms: int, now_ms: int) -> list[tuple[str, str]]:
         """(agent, call) reserved longer than a connection can take: the webhooks that would have

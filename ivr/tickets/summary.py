@@ -107,18 +107,22 @@ def _callback_block(by_kind: dict[str, list[dict]]) -> dict | None:
     if not requested:
         return None
     first = requested[0]
-    attempts = [
-        {k: e.get(k) for k in ("n", "at", "result", "agent", "call_sid")} for e in by_kind.get("callback_attempt", [])
-    ]
+    attempts_seen = by_kind.get("callback_attempt", [])
+    attempts = [{k: e.get(k) for k in ("n", "at", "result", "agent", "call_sid")} for e in attempts_seen]
     closed = (by_kind.get("callback_closed") or [None])[-1]
     scheduled = [e.get("scheduled_for") for e in by_kind.get("callback_scheduled", [])]
     scheduled_for = scheduled[-1] if scheduled else requested[-1].get("scheduled_for")
+    # The latest step says where it stands; at one instant an attempt comes before the retry it
+    # schedules, hence the second key.
+    steps = [
+        *(((_at(e), 0), "scheduled" if e.get("scheduled_for") else "pending") for e in requested),
+        *(((_at(e), 1), "done" if e.get("result") == "connected" else "pending") for e in attempts_seen),
+        *(((_at(e), 2), "pending") for e in by_kind.get("callback_seated", [])),
+        *(((_at(e), 3), "scheduled") for e in by_kind.get("callback_scheduled", [])),
+    ]
+    status = max(steps)[1]
     if closed is not None:
         status = closed["status"]
-    elif by_kind.get("callback_scheduled") or (scheduled_for and not by_kind.get("callback_seated")):
-        status = "scheduled"
-    else:
-        status = "pending"
     return {
         "id": first.get("callback_id"),
         "number": first.get("number"),
