@@ -656,3 +656,12 @@ def test_a_pacing_queue_longer_than_a_job_may_sleep_sends_the_job_back(app):
     with app.app_context():
         waits = [next_dial_slot_s(0.1) for _ in range(4)]  # one dial every 10 s
     assert [round(w) if w is not None else None for w in waits] == [0, 10, 20, None]
+
+
+def test_the_queues_api_counts_open_callbacks(app, client, clock, hotline):
+    book_with_caller_id(client, 1)
+    clock.now = CLOSED_TIME
+    book_with_caller_id(client, 2, frm="+819022223333")
+    queues = {q["queue"]: q for q in client.get("/api/queues", headers=OPS).get_json()["queues"]}
+    assert queues["payment"]["callbacks"] == {"pending": 1, "scheduled": 1, "dialling": 0}
+    assert queues["payment"]["waiting"] == 1  # the pending one holds a seat; the scheduled one not yet

@@ -146,9 +146,10 @@ def list_queues():
     live = hotline.routing.agents()
     lines = agent_lines(config)
     open_callbacks: dict[tuple[str, str], int] = {}
-    for callback in hotline.callbacks.listing(limit=5000):
-        key = (callback.queue, callback.status)
-        open_callbacks[key] = open_callbacks.get(key, 0) + 1
+    for status in ("pending", "scheduled", "dialling"):
+        for callback in hotline.callbacks.listing(status=status, limit=5000):
+            key = (callback.queue, callback.status)
+            open_callbacks[key] = open_callbacks.get(key, 0) + 1
     out = []
     for name, queue in config.queues.items():
         langs = list(queue.languages or config.languages)
@@ -210,7 +211,8 @@ def list_callbacks():
     if queue is not None and queue not in services().config.current().config.queues:
         abort(400, description=f"unknown queue {queue!r}")
     book = services().callbacks
-    found = book.listing(status=status, queue=queue, limit=_int_arg("limit", 100, 1, 1000))
+    now_ms = int(services().clock().timestamp() * 1000)
+    found = book.listing(status=status, queue=queue, limit=_int_arg("limit", 100, 1, 1000), now_ms=now_ms)
     return jsonify(callbacks=[_callback_json(book, c) for c in found], count=len(found))
 
 
