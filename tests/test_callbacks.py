@@ -661,7 +661,10 @@ def test_a_pacing_queue_longer_than_a_job_may_sleep_sends_the_job_back(app):
 def test_the_queues_api_counts_open_callbacks(app, client, clock, hotline):
     book_with_caller_id(client, 1)
     clock.now = CLOSED_TIME
-    book_with_caller_id(client, 2, frm="+819022223333")
+    frm = "+819022223333"
+    step(client, TRANSFER, 2, Digits="0", From=frm)
+    step(client, OFFER_CHOICE, 2, Digits="2", From=frm)
+    step(client, "/voice/en/callback/number/answer?attempt=1", 2, Digits="1", From=frm)
     queues = {q["queue"]: q for q in client.get("/api/queues", headers=OPS).get_json()["queues"]}
     assert queues["payment"]["callbacks"] == {"pending": 1, "scheduled": 1, "dialling": 0}
     assert queues["payment"]["waiting"] == 1  # the pending one holds a seat; the scheduled one not yet
