@@ -13,6 +13,8 @@ Scripted input, one item per `<Gather>` (and optionally per `<Record>`/`<Enqueue
   "hangup"            the caller hangs up here
   "rec:12"            at a <Record>: a 12 s message ("rec:0" says nothing)
   "queue:bridged"     at an <Enqueue>: QueueResult to report (default: the caller hangs up)
+  "queue:press:2"     at an <Enqueue>: press 2 at the first hold turn that gathers a key (the
+                      callback offer); a <Leave> in reply leaves the queue (QueueResult=leave)
 """
 
 from __future__ import annotations
@@ -261,6 +263,10 @@ class CallWalker:
         return self._run(tail, url, iter(()), result)
 
     def _enqueue(self, verb: ET.Element, url: str, script, result: WalkResult):
+        peek = self._next_input(script, "queue")
+        # "queue:press:2": press 2 at the first hold turn that gathers (the callback offer).
+        press = peek.removeprefix("queue:press:") if peek and peek.startswith("queue:press:") else None
+        left = False
         wait_url = verb.get("waitUrl")
         if wait_url:
             for position in range(self.wait_loops):
@@ -277,9 +283,18 @@ class CallWalker:
                 for element in doc:
                     if element.tag not in WAIT_URL_VERBS:
                         raise WalkError(f"<{element.tag}> is not allowed in a waitUrl document")
-                    self._speak(element, result)
-        peek = self._next_input(script, "queue")
-        outcome = peek[6:] if peek and peek.startswith("queue:") else "hangup"
+                    for said in element.iter() if element.tag == "Gather" else [element]:
+                        self._speak(said, result)
+                gather = doc.find("Gather")
+                if press and gather is not None and gather.get("action"):
+                    _, reply = self.fetch(urljoin(url, gather.get("action")), {**form, "Digits": press}, result)
+                    if reply.find("Leave") is not None:
+                        left = True
+                        break
+        if left:
+            outcome = "leave"
+        else:
+            outcome = peek[6:] if peek and peek.startswith("queue:") and press is None else "hangup"
         action = verb.get("action")
         if not action:
             result.ended = "queued"

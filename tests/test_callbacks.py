@@ -668,3 +668,19 @@ def test_the_queues_api_counts_open_callbacks(app, client, clock, hotline):
     queues = {q["queue"]: q for q in client.get("/api/queues", headers=OPS).get_json()["queues"]}
     assert queues["payment"]["callbacks"] == {"pending": 1, "scheduled": 1, "dialling": 0}
     assert queues["payment"]["waiting"] == 1  # the pending one holds a seat; the scheduled one not yet
+
+
+def test_a_walked_call_takes_the_offer_while_holding_and_books_with_its_caller_id(walker, hotline, ticket_for):
+    """The call walker plays Twilio: the pre-queue offer passes in silence, the hold turn's
+    Gather hears the key, the Leave ends the Enqueue, and the number step books the callback."""
+    result = walker(caller="+819012345678").dial(["3", "2", "0", None, "queue:press:2", "1"])
+    assert not result.problems, result.problems
+    assert result.ended == "hangup"
+    said = [u.text for u in result.said]
+    assert PROMPTS.callback_offer["en"].format(key="2") in said
+    assert PROMPTS.callback_use_caller_id["en"].format(last4="5 6 7 8") in said
+    assert said[-2].startswith("Thank you. We will call you back at the number ending in 5 6 7 8")
+    callback = the_callback(hotline)
+    ticket = ticket_for(result.call_sid)
+    assert ticket["outcome"] == "callback" and ticket["callback"]["id"] == callback.id
+    assert ticket["queue"]["result"] == "callback"

@@ -75,6 +75,8 @@ def _queue_block(by_kind: dict[str, list[dict]], final: dict | None) -> dict | N
         left, result = _at(accepted[-1]), "answered"
     elif results:
         left, result = _at(results[-1]), {"hangup": "abandoned"}.get(results[-1]["result"], results[-1]["result"])
+        if result == "leave" and by_kind.get("callback_requested"):
+            result = "callback"  # left the queue for a callback that keeps the place
     elif final is not None:
         left, result = _at(final), "abandoned"
     else:
