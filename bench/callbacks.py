@@ -10,12 +10,12 @@ request arrived.
    (status "scheduled") and each is scheduled with `callbacks.dialer.schedule_seat` (RQ
    `enqueue_at`) for the same due time, a whole second a little ahead. Timed.
 2. Burst: W worker processes, `flask --app wsgi hotline worker` exactly as the Procfile runs them
-   (RQ worker with its scheduler, queues routing then tickets, the dispatcher thread), are
+   (RQ worker with its scheduler, queues routing, callbacks, then tickets, the dispatcher thread), are
    started before the due time with `callbacks.calls_per_second: 0` (pacing off). Measured at the
    fake: from the due time to the first dial, to 50 %, 99 % and the last. Checked: exactly N
    dials, one per number, every callback's outbox holds the sid the fake returned, no failed RQ
    job. A probe job put on the routing queue when half the dials are done shows how long a live
-   caller's agent connection (a job on the same queue) would wait behind the rest.
+   caller's agent connection (its own queue, listened to first) waits while they run.
 3. Pacing: the same with pacing on, at the configured rate (`calls_per_second` of the shipped
    config) and optionally faster, for a few dozen dials: the spacing between successive dial
    requests at the fake (mean, min, 1st percentile) across all workers, and the time N dials
@@ -71,7 +71,7 @@ from ivr.localredis import free_port, start_local_redis  # noqa: E402
 from ivr.menus.loader import load_config  # noqa: E402
 from ivr.phone import callback_number  # noqa: E402
 from ivr.queues.callbacks import Callback, record_key  # noqa: E402
-from ivr.services import ROUTING_QUEUE, TICKETS_QUEUE  # noqa: E402
+from ivr.services import CALLBACKS_QUEUE, ROUTING_QUEUE, TICKETS_QUEUE  # noqa: E402
 from ivr.tickets.migrate import upgrade  # noqa: E402
 
 TOKEN = "bench-token"
@@ -219,14 +219,14 @@ class Workers:
                 )
 
     def wait_ready(self, redis, timeout_s: float = 60.0) -> float:  # noqa: ANN001
-        """Seconds until every worker is registered and one holds the routing queue's scheduler."""
+        """Seconds until every worker is registered and one holds the callbacks queue's scheduler."""
         start = time.monotonic()
         while time.monotonic() - start < timeout_s:
             dead = [p for p in self.procs if p.poll() is not None]
             if dead:
                 raise RuntimeError(f"a worker exited ({dead[0].returncode}): {self.tail()}")
             if len(Worker.all(connection=redis)) >= len(self.procs) and redis.exists(
-                f"rq:scheduler-lock:{ROUTING_QUEUE}"
+                f"rq:scheduler-lock:{CALLBACKS_QUEUE}"
             ):
                 return time.monotonic() - start
             time.sleep(0.1)
@@ -317,7 +317,7 @@ class Run:
 def book_and_schedule(app, n: int, due: datetime) -> float:  # noqa: ANN001
     """Phase 1: N callbacks booked and scheduled for `due`; returns the seconds it took."""
     hotline = app.extensions["hotline"]
-    book, queue = hotline.callbacks, hotline.routing_queue
+    book, queue = hotline.callbacks, hotline.callbacks_queue
     due_ms = int(due.timestamp() * 1000)
     todo = numbers(n)
     # Not timed: the calls that asked for the callbacks (their start event and ticket reference,
@@ -406,7 +406,7 @@ def run_once(
         pool.stop()
         run.problems += pool.errors()[:10]
         # The dispatcher's safety net seating callbacks whose seat job looks lost (overdue).
-        run.swept = pool.count("scheduled seat job is overdue")
+        run.swept = pool.count("scheduled seat job is lost")
         app.extensions["hotline"].close()
         redis.close()
     return run
@@ -414,9 +414,10 @@ def run_once(
 
 def measure(run: Run, redis, fake: FakeTwilio, due_ts: float, n: int) -> None:  # noqa: ANN001
     routing = Queue(ROUTING_QUEUE, connection=redis)
+    callbacks = Queue(CALLBACKS_QUEUE, connection=redis)
     tickets = Queue(TICKETS_QUEUE, connection=redis)
-    scheduled = ScheduledJobRegistry(ROUTING_QUEUE, connection=redis)
-    started = StartedJobRegistry(ROUTING_QUEUE, connection=redis)
+    scheduled = ScheduledJobRegistry(CALLBACKS_QUEUE, connection=redis)
+    started = StartedJobRegistry(CALLBACKS_QUEUE, connection=redis)
     # A quiet budget: the burst must end long before this (pacing: its own length, doubled).
     budget = 30 + (n / run.calls_per_second * 2 if run.calls_per_second else n * 0.2)
     while time.time() < due_ts:
@@ -433,11 +434,11 @@ def measure(run: Run, redis, fake: FakeTwilio, due_ts: float, n: int) -> None:  
             probe = routing.enqueue("time.time", result_ttl=600)
         if now - last_sample >= 0.5:
             last_sample = now
-            run.timeline.append((round(t, 2), scheduled.count, routing.count, fake.count()))
+            run.timeline.append((round(t, 2), scheduled.count, callbacks.count, fake.count()))
             if math.isnan(run.scheduler_done_s) and run.timeline[-1][1] == 0:
                 run.scheduler_done_s = t
         count = fake.count()
-        if count >= n and routing.count == 0 and started.count == 0 and scheduled.count == 0:
+        if count >= n and callbacks.count == 0 and started.count == 0 and scheduled.count == 0:
             break
         if t > budget:
             run.problems.append(f"gave up after {budget:.0f} s with {count} of {n} dials")
@@ -461,7 +462,8 @@ def measure(run: Run, redis, fake: FakeTwilio, due_ts: float, n: int) -> None:  
         job = Job.fetch(probe.id, connection=redis)
         if job.started_at and job.enqueued_at:
             run.probe_wait_s = (job.started_at - job.enqueued_at).total_seconds()
-    run.failed_jobs = sum(FailedJobRegistry(q, connection=redis).count for q in (ROUTING_QUEUE, TICKETS_QUEUE))
+    queues = (ROUTING_QUEUE, CALLBACKS_QUEUE, TICKETS_QUEUE)
+    run.failed_jobs = sum(FailedJobRegistry(q, connection=redis).count for q in queues)
     # The outbox: every callback dialling, its attempt holding the sid the fake answered with.
     sids = {d[2] for d in dials}
     pipe = redis.pipeline(transaction=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app, url_for
 from rq import Queue, Retry, get_current_job
@@ -33,16 +33,18 @@ SMS_RETRY = Retry(max=5, interval=[10, 60, 300, 900, 1800])
 # blocked or has opted out. The callback fails at once (no more attempts).
 PERMANENT_ERRORS = frozenset({21211, 21214, 21215, 21216, 21217, 21401, 21407, 21421, 21610, 13223, 13224, 13225})
 PACE_KEY = "{routing}:cb-pace"
-# A job sleeps at most this long for its slot (its timeout is 60 s); beyond, it comes back later.
-MAX_PACING_WAIT_S = 20
+# A job sleeps at most this long for its slot; a slot further off is kept, and the job comes back
+# at that time through RQ's scheduler, so a long pacing queue never holds workers asleep (live
+# callers' routing jobs and ticket syncs go on being served).
+MAX_PACING_SLEEP_S = 2.0
 # Slots are taken on Redis's own clock, so every worker on every host paces as one.
 _PACE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
-if slot - now > tonumber(ARGV[2]) then return -1 end
-redis.call('SET', KEYS[1], string.format('%d', slot + tonumber(ARGV[1])), 'PX', 600000)
-return slot - now
+local following = slot + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%d', following), 'PX', math.floor((following - now) / 1000) + 60000)
+return {string.format('%d', slot - now), string.format('%d', slot)}
 """
 
 
@@ -56,13 +58,23 @@ def schedule_seat(queue: Queue, callback: Callback, when: datetime) -> None:
     than doubles it, and a seat job that reschedules (it ran after closing) never replaces
     itself (RQ deletes a finished job under its id). The dispatcher's sweep seats any callback
     whose job was lost all the same (`route`)."""
-    job_id = f"cb-seat-{callback.id}-{len(callback.attempts)}-{int(when.timestamp())}"
+    job_id = seat_job_id(callback, when.timestamp())
     queue.enqueue_at(when, seat_callback, callback.id, job_id=job_id, retry=SEAT_RETRY, result_ttl=0)
 
 
-def enqueue_dial(queue: Queue, callback_id: str, attempt: int, pipeline=None) -> None:  # noqa: ANN001
-    job = Queue.prepare_data(place_callback, (callback_id, attempt), retry=DIAL_RETRY, timeout=60, result_ttl=0)
-    queue.enqueue_many([job], pipeline=pipeline)
+def seat_job_id(callback: Callback, when_s: float) -> str:
+    return f"cb-seat-{callback.id}-{len(callback.attempts)}-{int(when_s)}"
+
+
+def enqueue_dial(
+    queue: Queue, callback_id: str, attempt: int, at: datetime | None = None, slot_us: int | None = None
+) -> None:
+    """Queue the dial job of an attempt (at a pacing slot's time, when given)."""
+    args = (callback_id, attempt) if slot_us is None else (callback_id, attempt, slot_us)
+    if at is not None:
+        queue.enqueue_at(at, place_callback, *args, retry=DIAL_RETRY, job_timeout=60, result_ttl=0)
+    else:
+        queue.enqueue(place_callback, *args, retry=DIAL_RETRY, job_timeout=60, result_ttl=0)
 
 
 def seat_callback(callback_id: str) -> str:
@@ -72,21 +84,26 @@ def seat_callback(callback_id: str) -> str:
     if result == "dialling":  # no agent gate: dial now
         callback = desk.book.get(callback_id)
         if callback is not None and callback.attempt:
-            enqueue_dial(hotline.routing_queue, callback_id, callback.attempt["n"])
+            enqueue_dial(hotline.callbacks_queue, callback_id, callback.attempt["n"])
     return result
 
 
-def next_dial_slot_s(calls_per_second: float) -> float | None:
-    """Seconds to wait for this dial's slot under the account-wide pacing (0: go now), or None
-    when the next free slot is further away than a job may sleep (no slot is taken then)."""
+def take_dial_slot(calls_per_second: float) -> tuple[float, int | None]:
+    """This dial's slot under the account-wide pacing: (seconds from now, slot time in µs on
+    Redis's clock); (0, None) when pacing is off."""
     if calls_per_second <= 0:
-        return 0.0
+        return 0.0, None
     gap_us = int(1_000_000 / calls_per_second)
-    wait_us = int(services().redis.eval(_PACE, 1, PACE_KEY, gap_us, MAX_PACING_WAIT_S * 1_000_000))
-    return None if wait_us < 0 else wait_us / 1_000_000
+    wait_us, slot_us = services().redis.eval(_PACE, 1, PACE_KEY, gap_us)
+    return int(wait_us) / 1_000_000, int(slot_us)
 
 
-def place_callback(callback_id: str, attempt_no: int) -> str:
+def seconds_until(slot_us: int) -> float:
+    seconds, micros = services().redis.time()
+    return (slot_us - (seconds * 1_000_000 + micros)) / 1_000_000
+
+
+def place_callback(callback_id: str, attempt_no: int, slot_us: int | None = None) -> str:
     """Dial attempt `attempt_no` of a callback whose agent is reserved: the customer (customer
     first), or the reserved agent, whose call then dials the customer (agent first)."""
     hotline = services()
@@ -106,12 +123,12 @@ def place_callback(callback_id: str, attempt_no: int) -> str:
         # lapses before our last retry, and the outbox tells us whether it reached Twilio).
         raise DialInProgress(f"callback {callback_id} attempt {attempt_no} is being dialled by another job")
     try:
-        return _dial(callback, attempt, token)
+        return _dial(callback, attempt, slot_us)
     finally:
         desk.book.release_dial_lock(callback_id, attempt_no, token)
 
 
-def _dial(callback: Callback, attempt: dict, token: str) -> str:
+def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     hotline = services()
     desk = hotline.callback_desk()
     n = attempt["n"]
@@ -132,15 +149,16 @@ def _dial(callback: Callback, attempt: dict, token: str) -> str:
             desk.record_dial(callback.id, n, "call_sid", placed)
             log.warning("callback %s attempt %d: adopted call %s placed by an earlier run", callback.id, n, placed)
             return "adopted"
-    wait_s = next_dial_slot_s(desk.policy.calls_per_second)
-    if wait_s is None:
-        # The pacing queue is longer than a job may sleep: try again when a slot is near.
-        hotline.routing_queue.enqueue_in(
-            timedelta(seconds=MAX_PACING_WAIT_S), place_callback, callback.id, n, retry=DIAL_RETRY, result_ttl=0
-        )
-        return "paced"
+    if slot_us is None:
+        wait_s, slot_us = take_dial_slot(desk.policy.calls_per_second)
+        if slot_us is not None and wait_s > MAX_PACING_SLEEP_S:
+            at = datetime.fromtimestamp(slot_us / 1_000_000, UTC)
+            enqueue_dial(hotline.callbacks_queue, callback.id, n, at=at, slot_us=slot_us)
+            return "paced"
+    else:  # back at our slot (RQ schedules to the second): the rest of the wait
+        wait_s = seconds_until(slot_us)
     if wait_s > 0:
-        hotline.sleep(wait_s)
+        hotline.sleep(min(wait_s, MAX_PACING_SLEEP_S))
     desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
     answer_url, status_url = _urls(callback.id, n, agent_first)
     params: dict[str, object] = {

@@ -8,9 +8,10 @@ import logging
 
 from flask import current_app, url_for
 from rq import Queue, Retry, get_current_job
+from rq.job import Job
 from twilio.base.exceptions import TwilioRestException
 
-from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback
+from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id
 from ivr.queues.callbacks import callback_id_of
 from ivr.queues.lines import agent_lines
 from ivr.services import services
@@ -47,7 +48,9 @@ def route(queue: Queue) -> int:
             if callback is not None and callback.attempt:
                 desk.attempt_over(callback_id, callback.attempt["n"], "released")
                 if callback.attempt.get("call_sid"):
-                    queue.enqueue(cancel_call, callback.attempt["call_sid"], retry=CONNECT_RETRY, result_ttl=0)
+                    hotline.callbacks_queue.enqueue(
+                        cancel_call, callback.attempt["call_sid"], retry=CONNECT_RETRY, result_ttl=0
+                    )
             hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
             continue
         log.warning("agent %s: reservation for call %s timed out; released", agent_id, call_sid)
@@ -58,10 +61,15 @@ def route(queue: Queue) -> int:
     if callbacks_ok:
         # A scheduled callback whose seat job never ran (lost with a crash, say) still comes back.
         for callback_id in hotline.callbacks.overdue(now_ms - OVERDUE_GRACE_MS):
-            log.warning("callback %s: its scheduled seat job is overdue; seating it now", callback_id)
+            callback = hotline.callbacks.get(callback_id)
+            if callback is None or callback.scheduled_ms is None:
+                continue
+            if Job.exists(seat_job_id(callback, callback.scheduled_ms / 1000), connection=hotline.redis):
+                continue  # only late (a backlog), not lost: it will run
+            log.warning("callback %s: its scheduled seat job is lost; seating it now", callback_id)
             seat_callback(callback_id)
     matches = hotline.routing.match(agent_lines(plan.config), now_ms, callbacks_ok=callbacks_ok)
-    jobs = []
+    jobs, dials = [], []
     for m in matches:
         callback_id = callback_id_of(m.call_sid)
         if callback_id is None:
@@ -76,13 +84,16 @@ def route(queue: Queue) -> int:
             hotline.routing.transition(m.agent_id, m.call_sid, ["reserved"], "available", now_ms)
             hotline.routing.leave(m.call_sid)
             continue
-        jobs.append(
+        # Dials have their own queue: a burst of callbacks never delays a live caller's connection.
+        dials.append(
             Queue.prepare_data(
                 place_callback, (callback_id, callback.attempt["n"]), retry=DIAL_RETRY, timeout=60, result_ttl=0
             )
         )
     if jobs:
         queue.enqueue_many(jobs)
+    if dials:
+        hotline.callbacks_queue.enqueue_many(dials)
     return len(matches)
 
 

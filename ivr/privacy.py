@@ -48,3 +48,6 @@ def install_log_scrubbing() -> None:
     for handler in root.handlers:
         if not any(isinstance(f, ScrubFilter) for f in handler.filters):
             handler.addFilter(ScrubFilter())
+    # twilio-python logs every REST request and response at INFO (11 lines, with the numbers
+    # dialled): only its warnings, please.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)

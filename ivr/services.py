@@ -22,6 +22,7 @@ from ivr.tickets.store import TicketStore
 
 TICKETS_QUEUE = "tickets"
 ROUTING_QUEUE = "routing"  # connecting agents: listened to first, it keeps callers waiting
+CALLBACKS_QUEUE = "callbacks"  # seating, dialling and texting callbacks: after routing, before tickets
 
 
 def utc_now() -> datetime:
@@ -38,6 +39,7 @@ class Services:
     clock: Callable[[], datetime]
     routing: RoutingState
     routing_queue: Queue
+    callbacks_queue: Queue
     callbacks: CallbackBook
     sleep: Callable[[float], None]
     _twilio: Client | None = None
@@ -58,6 +60,7 @@ class Services:
             clock=settings["CLOCK"] or utc_now,
             routing=RoutingState(redis),
             routing_queue=Queue(ROUTING_QUEUE, connection=redis),
+            callbacks_queue=Queue(CALLBACKS_QUEUE, connection=redis),
             callbacks=CallbackBook(redis),
             sleep=settings["SLEEP"] if settings["SLEEP"] is not None else time.sleep,
         )
@@ -93,12 +96,12 @@ class Services:
     def schedule_callback(self, callback: Callback, when: datetime) -> None:
         from callbacks.dialer import schedule_seat
 
-        schedule_seat(self.routing_queue, callback, when)
+        schedule_seat(self.callbacks_queue, callback, when)
 
     def notify_callback_failed(self, callback: Callback) -> None:
         from callbacks.dialer import SMS_RETRY, send_failure_sms
 
-        self.routing_queue.enqueue(send_failure_sms, callback.id, retry=SMS_RETRY, result_ttl=0)
+        self.callbacks_queue.enqueue(send_failure_sms, callback.id, retry=SMS_RETRY, result_ttl=0)
 
     def callback_desk(self, plan: Plan | None = None, now: datetime | None = None) -> CallbackDesk:
         return CallbackDesk(

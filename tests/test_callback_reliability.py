@@ -37,7 +37,7 @@ from callbacks.dispatcher import dispatch_once
 from ivr.localredis import LocalRedis, start_local_redis
 from ivr.queues.callbacks import BY_NUMBER, INDEX, Callback, member, record_key
 from ivr.queues.state import caller_key, waiting_key
-from ivr.services import ROUTING_QUEUE
+from ivr.services import CALLBACKS_QUEUE
 from ivr.settings import ENV_KEYS
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, OPEN_TIME, ROOT, SHIPPED_CONFIG
 
@@ -303,13 +303,13 @@ def test_a_work_horse_killed_mid_dial_still_calls_back_exactly_once(
             return first if first.get("call_sid") else None
 
         attempt = wait_for("the call sid in the outbox", adopted, worker, log)
-        queue = Queue(ROUTING_QUEUE, connection=hotline.redis)
+        queue = Queue(CALLBACKS_QUEUE, connection=hotline.redis)
 
         def settled() -> bool:
             registries = (StartedJobRegistry(queue=queue), ScheduledJobRegistry(queue=queue))
             return queue.count == 0 and not any(r.get_job_ids() for r in registries)
 
-        wait_for("the routing queue at rest", settled, worker, log)
+        wait_for("the callbacks queue at rest", settled, worker, log)
         assert not FailedJobRegistry(queue=queue).get_job_ids()
     finally:
         stop_worker(worker)
@@ -347,7 +347,7 @@ def test_a_redis_restart_with_aof_loses_no_pending_callback(make_app, clock, no_
         app = make_app(REDIS_URL=server.url, TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=lambda seconds: None)
         hotline = app.extensions["hotline"]
         redis = hotline.redis
-        queue = Queue(ROUTING_QUEUE, connection=redis)
+        queue = Queue(CALLBACKS_QUEUE, connection=redis)
         line = waiting_key("payment", "en")
         # A waits in line (it arrived 5 minutes ago); B was asked for on Saturday night, when the
         # line was closed, and is scheduled for the next opening (Tuesday 09:00: Monday is a

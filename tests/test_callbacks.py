@@ -10,10 +10,11 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
+import yaml
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from callbacks.dialer import next_dial_slot_s, place_callback
+from callbacks.dialer import place_callback, take_dial_slot
 from callbacks.dispatcher import dispatch_once
 from ivr.menus.loader import load_config
 from ivr.queues.callbacks import member
@@ -72,11 +73,13 @@ def book_with_caller_id(client, n: int, frm: str = "+819012345678"):
 
 
 def run_routing(app) -> None:
-    """One dispatcher pass, then the routing jobs, with a real RQ worker (in-process, burst)."""
+    """One dispatcher pass, then the routing and callback jobs, with a real RQ worker (in-process,
+    burst), listening as the hotline's worker does."""
     with app.app_context():
         hotline = app.extensions["hotline"]
         dispatch_once()
-        SimpleWorker([hotline.routing_queue], connection=hotline.redis).work(burst=True)
+        queues = [hotline.routing_queue, hotline.callbacks_queue]
+        SimpleWorker(queues, connection=hotline.redis).work(burst=True)
 
 
 def book_and_dial(app, client, clock, hotline, mock):
@@ -92,7 +95,7 @@ def book_and_dial(app, client, clock, hotline, mock):
 
 def run_rq_retry(hotline) -> None:
     """The one job RQ scheduled for a retry, run now (inside an app context)."""
-    queue = hotline.routing_queue
+    queue = hotline.callbacks_queue
     registry = ScheduledJobRegistry(queue=queue)
     [retry] = registry.get_job_ids()
     registry.remove(retry)
@@ -104,7 +107,7 @@ def run_due_scheduled(app, clock) -> int:
     """What RQ's scheduler does, on the test's clock: enqueue scheduled jobs now due, run them."""
     with app.app_context():
         hotline = app.extensions["hotline"]
-        queue = hotline.routing_queue
+        queue = hotline.callbacks_queue
         registry = ScheduledJobRegistry(queue=queue)
         due = registry.get_jobs_to_schedule(clock.now.timestamp())
         for job_id in due:
@@ -116,7 +119,7 @@ def run_due_scheduled(app, clock) -> int:
 
 def scheduled_times(app) -> list[datetime]:
     with app.app_context():
-        registry = ScheduledJobRegistry(queue=app.extensions["hotline"].routing_queue)
+        registry = ScheduledJobRegistry(queue=app.extensions["hotline"].callbacks_queue)
         return sorted(registry.get_scheduled_time(job_id) for job_id in registry.get_job_ids())
 
 
@@ -378,7 +381,7 @@ def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
     assert hotline.callbacks.get(callback.id).status == "failed"
     no_unexpected_http.add(responses.POST, MESSAGES_URL, status=201, json={"sid": "SM" + "1" * 32})
     with app.app_context():
-        SimpleWorker([hotline.routing_queue], connection=hotline.redis).work(burst=True)
+        SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
     [sms] = [parse_qs(c.request.body) for c in no_unexpected_http.calls if c.request.url == MESSAGES_URL]
     reference = hotline.calls.reference(sid(1))
     assert sms["To"] == ["+819012345678"] and sms["From"] == [HOTLINE_NUMBER]
@@ -427,7 +430,7 @@ def test_a_dial_whose_result_is_unknown_is_looked_up_before_any_redial(app, clie
     run_routing(app)
     with app.app_context():
         run_rq_retry(hotline)  # RQ retries the job; run it as the scheduler would
-        assert not FailedJobRegistry(queue=hotline.routing_queue).get_job_ids()
+        assert not FailedJobRegistry(queue=hotline.callbacks_queue).get_job_ids()
     assert len(dials(no_unexpected_http)) == 1
     lookup = next(c.request for c in no_unexpected_http.calls if c.request.method == "GET")
     assert parse_qs(lookup.url.split("?", 1)[1])["To"] == ["+819012345678"]
@@ -443,7 +446,7 @@ def test_an_invalid_number_reported_by_twilio_fails_at_once(app, client, clock, 
     no_unexpected_http.add(responses.POST, MESSAGES_URL, status=400, json=error)  # the text is refused too
     run_routing(app)
     with app.app_context():
-        SimpleWorker([hotline.routing_queue], connection=hotline.redis).work(burst=True)
+        SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
     current = hotline.callbacks.get(callback.id)
     assert (current.status, current.reason) == ("failed", "rejected:21211")
     assert hotline.routing.agents()["a103"][0] == "available"
@@ -466,11 +469,11 @@ def test_a_rate_limited_dial_is_retried_and_the_seat_kept(app, client, clock, ho
 
 def test_dials_are_paced_across_workers_on_redis_time(app, sleeps):
     with app.app_context():
-        waits = [next_dial_slot_s(2.0) for _ in range(4)]
+        waits = [take_dial_slot(2.0)[0] for _ in range(4)]
         assert waits[0] < 0.05  # the first goes at once
         # Each later dial waits for its own half-second slot, whoever asks.
         assert [round(b - a, 1) for a, b in zip(waits, waits[1:], strict=False)] == [0.5, 0.5, 0.5]
-        assert next_dial_slot_s(0) == 0
+        assert take_dial_slot(0) == (0, None)
 
 
 # ----- after hours ---------------------------------------------------------------------------
@@ -587,7 +590,7 @@ def test_a_callback_reservation_whose_webhooks_never_come_is_released_and_retrie
     [cancel] = [parse_qs(c.request.body) for c in no_unexpected_http.calls if c.request.url == cancel_url]
     assert cancel == {"Status": ["canceled"]}
     with app.app_context():
-        assert not FailedJobRegistry(queue=hotline.routing_queue).get_job_ids()
+        assert not FailedJobRegistry(queue=hotline.callbacks_queue).get_job_ids()
 
 
 def test_a_retry_due_after_closing_waits_for_opening_and_a_lost_seat_job_is_swept_up(
@@ -604,11 +607,12 @@ def test_a_retry_due_after_closing_waits_for_opening_and_a_lost_seat_job_is_swep
     assert scheduled_times(app) == [opening]  # the job that ran did not delete its successor
     assert hotline.callbacks.get(callback.id).status == "scheduled"
 
-    # Whatever happens to that job, the dispatcher seats the callback once it is overdue.
+    # Even if that job is lost (deleted here), the dispatcher seats the callback once overdue.
     with app.app_context():
-        registry = ScheduledJobRegistry(queue=hotline.routing_queue)
+        registry = ScheduledJobRegistry(queue=hotline.callbacks_queue)
         for job_id in registry.get_job_ids():
             registry.remove(job_id)
+            hotline.callbacks_queue.fetch_job(job_id).delete()
     clock.now = opening + timedelta(minutes=1)
     run_routing(app)
     assert hotline.callbacks.get(callback.id).status == "scheduled"  # within the grace
@@ -652,10 +656,32 @@ def test_cancelling_a_callback_that_is_being_dialled_says_so(app, client, clock,
     assert hotline.callbacks.get(callback.id).status == "dialling"
 
 
-def test_a_pacing_queue_longer_than_a_job_may_sleep_sends_the_job_back(app):
+def test_a_dial_whose_slot_is_far_off_comes_back_at_its_slot_instead_of_sleeping(
+    make_app, tmp_path, clock, sleeps, no_unexpected_http
+):
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    data["callbacks"]["calls_per_second"] = 0.1  # one dial every 10 s
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    app = make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+    hotline = app.extensions["hotline"]
     with app.app_context():
-        waits = [next_dial_slot_s(0.1) for _ in range(4)]  # one dial every 10 s
-    assert [round(w) if w is not None else None for w in waits] == [0, 10, 20, None]
+        take_dial_slot(0.1)  # another worker's dial took the current slot
+    callback = book_and_dial(app, app.test_client(), clock, hotline, no_unexpected_http)
+    assert sleeps == []  # no worker sleeps 10 s
+    with app.app_context():
+        registry = ScheduledJobRegistry(queue=hotline.callbacks_queue)
+        [job_id] = registry.get_job_ids()
+        job = hotline.callbacks_queue.fetch_job(job_id)
+        assert job.args[:2] == (callback.id, 1)
+        slot = job.args[2] / 1_000_000
+        assert 8 < (registry.get_scheduled_time(job_id).timestamp() - datetime.now(UTC).timestamp()) < 11
+        # Back at its slot, it dials (sleeping only the rest of the second, if any).
+        registry.remove(job_id)
+        hotline.callbacks_queue.enqueue_job(job)
+        SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
+    assert len(dials(no_unexpected_http)) == 1
+    assert all(s <= 2.0 for s in sleeps) and slot > 0
 
 
 def test_the_queues_api_counts_open_callbacks(app, client, clock, hotline):
@@ -684,3 +710,15 @@ def test_a_walked_call_takes_the_offer_while_holding_and_books_with_its_caller_i
     ticket = ticket_for(result.call_sid)
     assert ticket["outcome"] == "callback" and ticket["callback"]["id"] == callback.id
     assert ticket["queue"]["result"] == "callback"
+
+
+def test_a_late_seat_job_is_not_taken_for_lost(app, client, clock, hotline, no_unexpected_http):
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="busy"))
+    hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+    clock.advance(30 * 60)  # twenty minutes past due, its job still waiting in a backlog
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "scheduled"
+    assert run_due_scheduled(app, clock) == 1
+    assert hotline.callbacks.get(callback.id).status == "pending"
+    assert [a["n"] for a in hotline.callbacks.get(callback.id).attempts] == [1]

@@ -65,6 +65,7 @@ class CallbackDesk:
             self._reschedule(current, opening, "closed")
             return "rescheduled"
         target = "pending" if self.policy.agent_gate else "dialling"
+        moved: list[bool] = []
 
         def into_line(cb: Callback) -> Callback | None:
             if cb.status != "scheduled":
@@ -72,10 +73,11 @@ class CallbackDesk:
             cb.status, cb.scheduled_ms, cb.updated_ms = target, None, self.now_ms
             if target == "dialling":
                 cb.attempts.append({"n": len(cb.attempts) + 1, "agent": None, "at": self.now.isoformat()})
+            moved.append(True)
             return cb
 
         seated = self.book.update(callback_id, into_line)
-        if seated is None or seated.status != target:
+        if seated is None or not moved:  # already seated (a second job, or the sweep came first)
             return "not scheduled"
         self.note(seated, "callback_seated", event_id=f"cb-{seated.id}-seated-{len(seated.attempts)}")
         return target

@@ -18,4 +18,7 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from ivr.tickets.store import set_wal
+
     command.upgrade(alembic_config(url), revision)
+    set_wal(url)

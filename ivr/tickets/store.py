@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -17,10 +18,26 @@ log = logging.getLogger(__name__)
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI objects
     cursor = dbapi_connection.cursor()
-    # WAL lets the API read while a worker writes; busy_timeout waits instead of failing at once.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # busy_timeout waits instead of failing at once; WAL lets the API read while a worker writes.
     cursor.execute("PRAGMA busy_timeout=5000")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        # Several processes opening a fresh file at once: one switches it (the mode is kept in
+        # the file, and migrations set it too); the others carry on.
+        log.info("sqlite: journal mode left to another process")
     cursor.close()
+
+
+def set_wal(url: str) -> None:
+    """Put an SQLite ticket store in WAL mode once, before workers start (migrations)."""
+    if not url.startswith("sqlite:///"):
+        return
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
 
 
 class TicketStore:
