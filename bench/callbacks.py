@@ -537,7 +537,7 @@ def print_bursts(runs: list[Run]) -> None:
         "  moved every due job to the queue; probe: wait of a routing job (a live caller's agent connection)\n"
         "  queued when half the dials were done; cpu: whole machine busy, due -> last dial; tickets: ticket\n"
         "  syncs still queued at the last dial (they run after the routing queue); swept: callbacks the\n"
-        "  dispatcher seated itself because their seat job was still queued past the sweep's grace"
+        "  dispatcher seated itself because their seat job was lost"
     )
 
 
