@@ -109,9 +109,9 @@ def place_callback(callback_id: str, attempt_no: int, slot_us: int | None = None
     hotline = services()
     desk = hotline.callback_desk()
     callback = desk.book.get(callback_id)
-    attempt = callback.attempt if callback else None
-    if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != attempt_no:
+    if callback is None or not callback.dialling(attempt_no):
         return "stale"
+    attempt = callback.attempt
     if attempt.get("call_sid") or attempt.get("result"):
         return "already placed"
     # The lock's token is the job's id: RQ runs a job again only after its last run ended, so a

@@ -298,6 +298,41 @@ def offer_or_continue(
     return vr
 
 
+def agent_whisper(
+    config: HotlineConfig,
+    template: dict[str, str],
+    lang_id: str,
+    branch: str,
+    caller_lang_id: str,
+    wait_min: int,
+    reference: int | None,
+    accept_url: str,
+) -> VoiceResponse:
+    """To an agent before a call: who calls and why (`template`: the whisper or the callback
+    whisper, in the agent's language), then the accept key; no key ends the agent's leg."""
+    lang = config.languages[lang_id]
+    caller_lang = config.languages.get(caller_lang_id)
+    text = template[lang_id].format(
+        branch=lang.branch_names.get(branch, branch),
+        language=caller_lang.name if caller_lang else caller_lang_id,
+        wait_min=max(0, wait_min),
+        reference=" ".join(str(reference or "")),
+        key=config.routing.accept_key,
+    )
+    vr = VoiceResponse()
+    gather = vr.gather(
+        action=accept_url, method="POST", num_digits=1, timeout=config.routing.accept_timeout_s, finish_on_key=""
+    )
+    say(gather, text, lang)
+    vr.hangup()
+    return vr
+
+
+def agent_language(config: HotlineConfig, languages: Iterable[str]) -> str:
+    """The language an agent hears: their first one the hotline speaks."""
+    return next((lg for lg in languages if lg in config.languages), config.default_language)
+
+
 def fallback(config: HotlineConfig) -> VoiceResponse:
     """Static apology in every language; connects to the backup number when one is configured."""
     vr = VoiceResponse()

@@ -51,9 +51,8 @@ class CallbackCalls:
     def answer(self, call: Call, callback_id: str, n: int, form) -> VoiceResponse:  # noqa: ANN001
         desk = self.desk
         callback = desk.book.get(callback_id)
-        attempt = callback.attempt if callback else None
         answered_by = form.get("AnsweredBy") or ""
-        if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != n:
+        if callback is None or not callback.dialling(n):
             late = None if answered_by in MACHINE else desk.answered_late(callback_id, n, call.sid)
             if late is None:
                 if callback is not None and callback.status == "dialling" and answered_by not in MACHINE:
@@ -142,15 +141,11 @@ class AgentFirstCalls:
 
     def _current(self, callback_id: str, n: int) -> Callback | None:
         callback = self.desk.book.get(callback_id)
-        attempt = callback.attempt if callback else None
-        if callback is None or callback.status != "dialling" or attempt is None or attempt["n"] != n:
-            return None
-        return callback
+        return callback if callback is not None and callback.dialling(n) else None
 
     def _agent_lang(self, callback: Callback) -> tuple[str, Language]:
         agent = next((a for a in self.config.agents if a.id == callback.agent), None)
-        langs = agent.languages if agent else []
-        return self.flow.plan.language(next((lg for lg in langs if lg in self.config.languages), None))
+        return self.flow.plan.language(render.agent_language(self.config, agent.languages if agent else []))
 
     def agent(self, call: Call, callback_id: str, n: int) -> VoiceResponse:
         """The agent answered: the callback whisper, then the accept key."""
@@ -160,25 +155,17 @@ class AgentFirstCalls:
             vr.hangup()
             return vr
         self.desk.record_dial(callback_id, n, "call_sid", call.sid)
-        lang_id, lang = self._agent_lang(callback)
-        caller_lang = self.config.languages.get(callback.lang)
-        text = self.config.prompts.callback_whisper[lang_id].format(
-            branch=lang.branch_names.get(callback.branch, callback.branch),
-            language=caller_lang.name if caller_lang else callback.lang,
-            wait_min=max(0, round((self.desk.now_ms - callback.requested_ms) / 60000)),
-            reference=" ".join(str(callback.reference or "")),
-            key=self.config.routing.accept_key,
+        # No key: the agent's call ends; its status callback puts the callback back.
+        return render.agent_whisper(
+            self.config,
+            self.config.prompts.callback_whisper,
+            self._agent_lang(callback)[0],
+            callback.branch,
+            callback.lang,
+            round((self.desk.now_ms - callback.requested_ms) / 60000),
+            callback.reference,
+            self.urls.callback_agent_accept(callback_id, n),
         )
-        gather = vr.gather(
-            action=self.urls.callback_agent_accept(callback_id, n),
-            method="POST",
-            num_digits=1,
-            timeout=self.config.routing.accept_timeout_s,
-            finish_on_key="",
-        )
-        render.say(gather, text, lang)
-        vr.hangup()  # no key: the agent's call ends; its status callback puts the callback back
-        return vr
 
     def agent_accept(self, call: Call, callback_id: str, n: int) -> VoiceResponse:
         vr = VoiceResponse()

@@ -137,7 +137,7 @@ class CallbackDesk:
         outcome: dict[str, str] = {}
 
         def finish(cb: Callback) -> Callback | None:
-            if cb.status != "dialling" or not cb.attempts or cb.attempts[-1]["n"] != n:
+            if not cb.dialling(n):
                 return None
             attempt = cb.attempts[-1]
             if attempt.get("result"):
@@ -195,7 +195,7 @@ class CallbackDesk:
         """The customer is talking to the agent: the callback is done."""
 
         def done(cb: Callback) -> Callback | None:
-            if cb.status != "dialling" or not cb.attempts or cb.attempts[-1]["n"] != n:
+            if not cb.dialling(n):
                 return None
             cb.attempts[-1].update(result="connected", ended_at=self.now.isoformat())
             cb.status, cb.agent, cb.updated_ms = "done", agent_id or cb.agent, self.now_ms

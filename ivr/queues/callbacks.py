@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from redis import Redis, WatchError
 
-from ivr.queues.state import TAG, WAKE_KEY, Seat, caller_key, waiting_key
+from ivr.queues.state import TAG, Seat, caller_key, seat_in, waiting_key, wake_in
 
 STATUSES = ("pending", "scheduled", "dialling", "done", "failed", "cancelled")
 OPEN = ("pending", "scheduled", "dialling")
@@ -83,6 +83,10 @@ class Callback:
     @property
     def attempt(self) -> dict | None:
         return self.attempts[-1] if self.attempts else None
+
+    def dialling(self, n: int) -> bool:
+        """Whether attempt n is the one under way (a late webhook of an older one is not)."""
+        return self.status == "dialling" and self.attempt is not None and self.attempt["n"] == n
 
     def seat(self) -> Seat:
         return Seat(member(self.id), self.queue, self.lang, self.arrived_ms, self.node, self.branch)
@@ -197,21 +201,8 @@ class CallbackBook:
         return updated, False
 
     def _seat_in(self, pipe, callback: Callback) -> None:  # noqa: ANN001 - a redis pipeline
-        seat = callback.seat()
-        pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
-        pipe.hset(
-            caller_key(seat.call_sid),
-            mapping={
-                "queue": seat.queue,
-                "lang": seat.lang,
-                "arrived_ms": seat.arrived_ms,
-                "node": seat.node,
-                "branch": seat.branch,
-            },
-        )
-        pipe.hdel(caller_key(seat.call_sid), "agent")
-        pipe.lpush(WAKE_KEY, 1)
-        pipe.ltrim(WAKE_KEY, 0, 0)
+        seat_in(pipe, callback.seat())
+        wake_in(pipe)
 
     # ----- reads ------------------------------------------------------------------------
 

@@ -140,27 +140,18 @@ class AgentCalls:
         if agent is None or seat is None:
             vr.hangup()
             return vr
-        lang_id = next((lg for lg in agent.languages if lg in self.config.languages), self.config.default_language)
-        lang = self.config.languages[lang_id]
-        caller_lang = self.config.languages.get(seat.lang)
         prompts = self.config.prompts
-        text = (prompts.callback_whisper if seat.callback else prompts.whisper)[lang_id].format(
-            branch=lang.branch_names.get(seat.branch, seat.branch),
-            language=caller_lang.name if caller_lang else seat.lang,
-            wait_min=max(0, round((self.now_ms - seat.arrived_ms) / 60000)),
-            reference=" ".join(str(self._reference(caller_sid, seat) or "")),
-            key=self.config.routing.accept_key,
+        # No key: the agent's leg ends and the caller's Dial action moves them on.
+        return render.agent_whisper(
+            self.config,
+            prompts.callback_whisper if seat.callback else prompts.whisper,
+            render.agent_language(self.config, agent.languages),
+            seat.branch,
+            seat.lang,
+            round((self.now_ms - seat.arrived_ms) / 60000),
+            self._reference(caller_sid, seat),
+            self.urls.accept(agent_id),
         )
-        gather = vr.gather(
-            action=self.urls.accept(agent_id),
-            method="POST",
-            num_digits=1,
-            timeout=self.config.routing.accept_timeout_s,
-            finish_on_key="",
-        )
-        render.say(gather, text, lang)
-        vr.hangup()  # no key: the agent's leg ends and the caller's Dial action moves them on
-        return vr
 
     def accept(self, agent_id: str, caller_sid: str, digits: str | None) -> VoiceResponse:
         vr = VoiceResponse()

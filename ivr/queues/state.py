@@ -202,6 +202,20 @@ def _seat_fields(seat: Seat) -> dict[str, object]:
     }
 
 
+def seat_in(pipe: Pipeline, seat: Seat) -> None:
+    """Add 'seat this caller in their line (an earlier arrival is kept), reserved for nobody' to
+    a pipeline."""
+    pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
+    pipe.hset(caller_key(seat.call_sid), mapping=_seat_fields(seat))
+    pipe.hdel(caller_key(seat.call_sid), "agent")
+
+
+def wake_in(pipe: Pipeline) -> None:
+    """Add 'wake the dispatcher' to a pipeline."""
+    pipe.lpush(WAKE_KEY, 1)
+    pipe.ltrim(WAKE_KEY, 0, 0)
+
+
 class RoutingState:
     def __init__(self, redis: Redis):
         self.redis = redis
@@ -230,23 +244,16 @@ class RoutingState:
         pipe.hset(caller_key(call_sid), "announced", json.dumps(note))
 
     def wake_in(self, pipe: Pipeline) -> None:
-        pipe.lpush(WAKE_KEY, 1)
-        pipe.ltrim(WAKE_KEY, 0, 0)
+        wake_in(pipe)
 
     # ----- callers ------------------------------------------------------------------------
 
     def join(self, seat: Seat) -> int:
         """Put a caller in line (idempotent: a retried webhook keeps the first arrival); returns
         their 1-based position in their (queue, language) line."""
-        key = waiting_key(seat.queue, seat.lang)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(key, {seat.call_sid: seat.arrived_ms}, nx=True)
-        pipe.hset(
-            caller_key(seat.call_sid),
-            mapping=_seat_fields(seat),
-        )
-        pipe.hdel(caller_key(seat.call_sid), "agent")
-        pipe.zrank(key, seat.call_sid)
+        seat_in(pipe, seat)
+        pipe.zrank(waiting_key(seat.queue, seat.lang), seat.call_sid)
         return int(pipe.execute()[-1]) + 1
 
     def back_to_line(self, call_sid: str) -> int | None:
