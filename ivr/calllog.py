@@ -16,6 +16,8 @@ from datetime import datetime
 from redis import Redis
 from redis.client import Pipeline
 
+from ivr.roundtrip import RoundTrip
+
 SEQUENCE_KEY = "hotline:ticket_seq"
 # References start at six digits so every one is read back the same way.
 FIRST_REFERENCE = 100000
@@ -61,6 +63,7 @@ class CallLog:
     def __init__(self, redis: Redis, ttl_s: int):
         self.redis = redis
         self.ttl_s = ttl_s
+        self.roundtrip = RoundTrip(redis)
         self._start = redis.register_script(_START_CALL)
         self._floor = redis.register_script(_RAISE_FLOOR)
 
@@ -77,11 +80,11 @@ class CallLog:
         if also is None:
             return self.start(call_sid, event), []
         keys = [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.roundtrip.pipeline()
         # EVAL, not the registered script: a pipeline would first ask SCRIPT EXISTS (a round trip).
         pipe.eval(_START_CALL, len(keys), *keys, json.dumps(event), self.ttl_s, FIRST_REFERENCE)
         also(pipe)
-        results = pipe.execute()
+        results = self.roundtrip.execute(pipe)
         return int(results[0]), results[1:]
 
     def append(
@@ -94,7 +97,7 @@ class CallLog:
         """Append events, optionally read the reference and add more commands (`also`, e.g.
         queueing the ticket job), all in one pipelined round trip."""
         payload = [json.dumps(e) for e in events]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.roundtrip.pipeline()
         if payload:
             # The TTL was set when the call started and is renewed by every ticket sync.
             pipe.rpush(events_key(call_sid), *payload)
@@ -102,7 +105,7 @@ class CallLog:
             also(pipe)
         if with_reference:
             pipe.hget(call_key(call_sid), "ref")
-        results = pipe.execute() if len(pipe) else []
+        results = self.roundtrip.execute(pipe)
         if with_reference and results[-1] is not None:
             return int(results[-1])
         return None

@@ -215,14 +215,18 @@ class Flow:
             )
         if isinstance(node, RecordNode):
             texts = [*preamble, node.prompt[lang_id]]
-            return render.record(
-                config, urls, lang_id, node_id, texts, node.max_length_s, self._back_url(lang_id, node_id)
+            return self._memo(
+                ("record", lang_id, node_id, *texts),
+                lambda: render.record(
+                    config, urls, lang_id, node_id, texts, node.max_length_s, self._back_url(lang_id, node_id)
+                ),
             )
         if isinstance(node, TransferNode):
             return self._transfer(call, lang_id, node_id, node, preamble, events)
         assert isinstance(node, HangupNode)
         events.append(make_event("goodbye", self.now, node=node_id))
-        return render.speak_and_hang_up(config, lang_id, [*preamble, node.message[lang_id]])
+        texts = [*preamble, node.message[lang_id]]
+        return self._memo(("hangup", lang_id, *texts), lambda: render.speak_and_hang_up(config, lang_id, texts))
 
     def _transfer(
         self, call: Call, lang_id: str, node_id: str, node: TransferNode, preamble: list[str], events: list[dict]
