@@ -44,7 +44,9 @@ class RoundTrip:
         conn = self._connection()
         kept = getattr(conn, "_sock", None) is not None
         try:
-            return conn.retry.call_with_retry(lambda: self._exchange(pipe, conn, stack), lambda _error: conn.disconnect())
+            return conn.retry.call_with_retry(
+                lambda: self._exchange(pipe, conn, stack), lambda _error: conn.disconnect()
+            )
         except ConnectionError:
             if not kept:
                 raise  # a fresh connection failed: Redis is down, no point asking twice
