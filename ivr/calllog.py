@@ -60,10 +60,10 @@ def make_event(kind: str, at: datetime, event_id: str | None = None, **data: obj
 
 
 class CallLog:
-    def __init__(self, redis: Redis, ttl_s: int):
+    def __init__(self, redis: Redis, ttl_s: int, roundtrip: RoundTrip | None = None):
         self.redis = redis
         self.ttl_s = ttl_s
-        self.roundtrip = RoundTrip(redis)
+        self.roundtrip = roundtrip or RoundTrip(redis)
         self._start = redis.register_script(_START_CALL)
         self._floor = redis.register_script(_RAISE_FLOOR)
 

@@ -18,6 +18,7 @@ from ivr.menus.runtime import ConfigHolder, Plan
 from ivr.queues.callback_desk import CallbackDesk
 from ivr.queues.callbacks import Callback, CallbackBook
 from ivr.queues.state import RoutingState
+from ivr.roundtrip import RoundTrip
 from ivr.tickets.store import TicketStore
 
 TICKETS_QUEUE = "tickets"
@@ -51,14 +52,15 @@ class Services:
         redis = Redis.from_url(
             settings["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
         )
+        roundtrip = RoundTrip(redis)  # one kept connection per thread for the webhooks
         return cls(
             redis=redis,
-            calls=CallLog(redis, settings["CALL_LOG_TTL_S"]),
+            calls=CallLog(redis, settings["CALL_LOG_TTL_S"], roundtrip),
             config=ConfigHolder(settings["HOTLINE_CONFIG"], settings["CONFIG_RELOAD_INTERVAL_S"]),
             store=TicketStore(settings["DATABASE_URL"]),
             tickets_queue=Queue(TICKETS_QUEUE, connection=redis),
             clock=settings["CLOCK"] or utc_now,
-            routing=RoutingState(redis),
+            routing=RoutingState(redis, roundtrip),
             routing_queue=Queue(ROUTING_QUEUE, connection=redis),
             callbacks_queue=Queue(CALLBACKS_QUEUE, connection=redis),
             callbacks=CallbackBook(redis),

@@ -97,7 +97,7 @@ def estimate_for(
     """Position and estimated wait for a caller in line (or, with call_sid None, for one who
     would join now). One pipelined read, which also brings the caller's seat and what they were
     last told."""
-    pipe = routing.redis.pipeline(transaction=False)
+    pipe = routing.roundtrip.pipeline()
     if call_sid:
         pipe.zrank(f"{TAG}:waiting:{queue}:{lang}", call_sid)
     else:
@@ -106,7 +106,7 @@ def estimate_for(
     pipe.hgetall(abandon_key(queue))
     pipe.hgetall(f"{TAG}:agent-status")
     pipe.hmget(caller_key(call_sid or ""), "queue", "announced")
-    rank, aht_raw, abandon_raw, statuses, (seat_queue, announced) = pipe.execute()
+    rank, aht_raw, abandon_raw, statuses, (seat_queue, announced) = routing.roundtrip.execute(pipe)
     ahead = int(rank) if rank is not None else 0
     serving = [a for a, lines in agent_lines(config).items() if any(q == queue and lg == lang for q, lg, _ in lines)]
     live = [statuses.get(a.encode(), b"offline").decode() for a in serving]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.client import Pipeline
 
+from ivr.roundtrip import RoundTrip
+
 TAG = "{routing}"
 AGENT_STATUS = f"{TAG}:agent-status"  # agent id -> available | reserved | busy | wrap_up | away | offline
 AGENT_SINCE = f"{TAG}:agent-since"  # agent id -> epoch ms of the last status change
@@ -217,8 +219,10 @@ def wake_in(pipe: Pipeline) -> None:
 
 
 class RoutingState:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: Redis, roundtrip: RoundTrip | None = None):
         self.redis = redis
+        # The webhooks' reads and writes go out in one exchange on a kept connection.
+        self.roundtrip = roundtrip or RoundTrip(redis)
         self._match = redis.register_script(_MATCH)
         self._transition = redis.register_script(_TRANSITION)
 
