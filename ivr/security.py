@@ -11,7 +11,7 @@ import hmac
 import re
 from functools import lru_cache
 
-from flask import abort, current_app, request
+from flask import Config, Request, abort, current_app, request
 from twilio.request_validator import RequestValidator
 
 CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
@@ -22,30 +22,33 @@ def _validator(token: str) -> RequestValidator:
     return RequestValidator(token)
 
 
-def signed_url() -> str:
+def signed_url(req: Request, config: Config) -> str:
     """The URL Twilio signed, exactly as it requested it (raw query string, no re-encoding)."""
-    query = request.query_string.decode("latin-1")
-    tail = request.path + (f"?{query}" if query else "")
-    base = current_app.config.get("PUBLIC_BASE_URL")
+    query = req.query_string.decode("latin-1")
+    tail = req.path + (f"?{query}" if query else "")
+    base = config.get("PUBLIC_BASE_URL")
     if base:
         return base.rstrip("/") + tail
-    return request.host_url.rstrip("/") + tail
+    return req.host_url.rstrip("/") + tail
 
 
 def require_twilio_call() -> None:
     """before_request for every webhook: abort with a clear 4xx unless Twilio signed it."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
+    # The proxies resolved once: this runs on every webhook, and each proxy access costs.
+    req, config = request._get_current_object(), current_app.config
+    limit = config["MAX_CONTENT_LENGTH"]
+    if req.content_length is not None and req.content_length > limit:
         abort(413, description=f"request body over {limit} bytes is not a Twilio webhook")
-    signature = request.headers.get("X-Twilio-Signature")
+    signature = req.headers.get("X-Twilio-Signature")
     if not signature:
         abort(403, description="missing X-Twilio-Signature: only Twilio may call this URL")
-    validator = _validator(current_app.config["TWILIO_AUTH_TOKEN"])
-    url = signed_url()
+    validator = _validator(config["TWILIO_AUTH_TOKEN"])
+    url = signed_url(req, config)
+    form = req.form
     # One HMAC for the URL as requested; the validator's full check (which also tries the URL
     # with and without the default port, as Twilio signs either way) only when that misses.
-    expected = validator.compute_signature(url, request.form)
-    if not hmac.compare_digest(expected, signature) and not validator.validate(url, request.form, signature):
+    expected = validator.compute_signature(url, form)
+    if not hmac.compare_digest(expected, signature) and not validator.validate(url, form, signature):
         abort(403, description="X-Twilio-Signature does not match this request")
-    if not CALL_SID.match(request.form.get("CallSid", "")):
+    if not CALL_SID.match(form.get("CallSid", "")):
         abort(400, description="not a Twilio call: CallSid missing or malformed")
