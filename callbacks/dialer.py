@@ -261,6 +261,9 @@ def send_failure_sms(callback_id: str) -> str:
     callback = hotline.callbacks.get(callback_id)
     if callback is None or callback.status != "failed":
         return "not failed"
+    job = get_current_job()
+    if not hotline.callbacks.claim_failure_text(callback_id, job.id if job is not None else uuid.uuid4().hex):
+        return "already sent"
     config = hotline.config.current().config
     lang_id = callback.lang if callback.lang in config.languages else config.default_language
     body = config.prompts.callback_failed_sms[lang_id].format(

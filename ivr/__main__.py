@@ -1,4 +1,4 @@
-"""python -m ivr run | check [PATH] | call [--keys 3,2,1]"""
+"""python -m ivr run | check [PATH] | call [--keys 3,2,1] [--at 2026-11-28T22:00]"""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--keys", default=None, help="scripted input, e.g. 3,2,1 ('-' = no input); omit to type")
     call.add_argument("--from", dest="caller", default="+819012345678")
     call.add_argument("--to", dest="called", default="+815012345678")
+    call.add_argument("--at", default=None, help="call at this time, e.g. 2026-11-28T22:00 (the hotline's zone)")
     args = parser.parse_args(argv)
 
     if args.command == "check":
@@ -31,11 +32,17 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.port)
     from ivr import create_app
     from ivr.devserver import local_environment
-    from ivr.trycall import try_call
+    import click
 
+    from ivr.trycall import parse_at, try_call
+
+    try:
+        at = parse_at(args.at)
+    except click.BadParameter as exc:
+        parser.error(f"--at: {exc.message}")
     with local_environment():
         app = create_app()
-        ticket = try_call(app, args.keys, args.caller, args.called)
+        ticket = try_call(app, args.keys, args.caller, args.called, at)
     print(json.dumps(ticket, ensure_ascii=False, indent=2))
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from redis import Redis
 from redis.client import Pipeline
@@ -52,6 +52,11 @@ def call_key(call_sid: str) -> str:
 
 def events_key(call_sid: str) -> str:
     return f"call:{{{call_sid}}}:events"
+
+
+def utc_iso(moment: datetime) -> str:
+    """A time as tickets store it: ISO 8601 in UTC, whatever zone it was computed in."""
+    return moment.astimezone(UTC).isoformat()
 
 
 def make_event(kind: str, at: datetime, event_id: str | None = None, **data: object) -> dict:

@@ -104,11 +104,12 @@ def resync_command(call_sids: tuple[str, ...]) -> None:
 @click.option("--keys", default=None, help="Scripted input, e.g. '3,2,1'; '-' is no input. Omit to type.")
 @click.option("--from", "caller", default="+819012345678", show_default=True)
 @click.option("--to", "called", default="+815012345678", show_default=True)
-def call_command(keys: str | None, caller: str, called: str) -> None:
+@click.option("--at", "at", default=None, help="Call at this time, e.g. 2026-11-28T22:00 (the hotline's zone).")
+def call_command(keys: str | None, caller: str, called: str, at: str | None) -> None:
     """Dial the hotline locally: hear the prompts, press keys, see the ticket."""
-    from ivr.trycall import try_call
+    from ivr.trycall import parse_at, try_call
 
-    ticket = try_call(current_app._get_current_object(), keys, caller, called)
+    ticket = try_call(current_app._get_current_object(), keys, caller, called, parse_at(at))
     click.echo(json.dumps(ticket, ensure_ascii=False, indent=2))
 
 

@@ -100,10 +100,12 @@ class Services:
 
         schedule_seat(self.callbacks_queue, callback, when)
 
-    def notify_callback_failed(self, callback: Callback) -> None:
+    def notify_callback_failed(self, callback: Callback, pipeline: Pipeline) -> None:
+        """Queue the failure text in `pipeline` (the transaction that marks the callback failed)."""
         from callbacks.dialer import SMS_RETRY, send_failure_sms
 
-        self.callbacks_queue.enqueue(send_failure_sms, callback.id, retry=SMS_RETRY, result_ttl=0)
+        job = Queue.prepare_data(send_failure_sms, (callback.id,), retry=SMS_RETRY, result_ttl=0)
+        self.callbacks_queue.enqueue_many([job], pipeline=pipeline)
 
     def callback_desk(self, plan: Plan | None = None, now: datetime | None = None) -> CallbackDesk:
         return CallbackDesk(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 from flask import Flask
 from rq import SimpleWorker
@@ -16,9 +18,35 @@ def _parse_keys(keys: str) -> list[str | None]:
     return [None if k.strip() in ("", "-") else k.strip() for k in keys.split(",")]
 
 
-def try_call(app: Flask, keys: str | None, caller: str, called: str) -> dict | None:
+def parse_at(text: str | None) -> datetime | None:
+    """`--at`: an ISO 8601 time; without a zone, the hotline's own (config `hours.timezone`)."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-28T22:00") from exc
+    return moment
+
+
+def _queue_answer(text: str) -> str:
+    text = text.strip()
+    if text in ("hangup", "bridged", "queue-full") or (text.startswith("press:") and len(text) > 6):
+        return text
+    raise click.BadParameter("one of hangup, bridged, queue-full, press:<key>")
+
+
+def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetime | None = None) -> dict | None:
+    """One simulated call; with `at`, the hotline's clock stands still at that time (try peak
+    hours, a holiday, after hours) for this call."""
     from callbacks.tickets import seed_reference_floor
 
+    if at is not None:
+        hotline = app.extensions["hotline"]
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=hotline.config.current().hours.zone)
+        hotline.clock = lambda: at.astimezone(UTC)
+        click.echo(f"Clock fixed at {at.isoformat()}")
     upgrade(app.config["DATABASE_URL"])
     with app.app_context():
         seed_reference_floor()
@@ -34,8 +62,8 @@ def try_call(app: Flask, keys: str | None, caller: str, called: str) -> dict | N
 
     def on_input(kind: str) -> str | None:
         if kind == "queue":
-            choices = click.Choice(["hangup", "bridged", "queue-full"])
-            return "queue:" + click.prompt("  (in queue) what happens", default="hangup", type=choices)
+            question = "  (in queue) what happens: hangup, bridged, queue-full, or press:<key> at the first offer"
+            return "queue:" + click.prompt(question, default="hangup", value_proc=_queue_answer)
         if kind == "record":
             seconds = click.prompt("  (recording) seconds to speak, or 'hangup'", default="8")
             return "hangup" if seconds == "hangup" else f"rec:{seconds}"

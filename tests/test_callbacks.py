@@ -14,8 +14,9 @@ import yaml
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from callbacks.dialer import place_callback, take_dial_slot
+from callbacks.dialer import place_callback, send_failure_sms, take_dial_slot
 from callbacks.dispatcher import dispatch_once
+from ivr.calllog import events_key
 from ivr.menus.loader import load_config
 from ivr.queues.callbacks import member
 from ivr.queues.state import waiting_key
@@ -62,12 +63,13 @@ def step(client, path: str, n: int, **form):
     return parse(signed_post(client, path, call_form(sid(n), **form)))
 
 
-def book_with_caller_id(client, n: int, frm: str = "+819012345678"):
-    """Caller n asks for the agent, takes the callback offer, keeps their caller ID."""
+def book_with_caller_id(client, n: int, frm: str = "+819012345678", branch: str = "payment"):
+    """Caller n asks for the agent (in the branch's menu), takes the callback offer, keeps their
+    caller ID."""
     step(client, "/voice/incoming", n, From=frm)
-    root = step(client, TRANSFER, n, Digits="0", From=frm)
+    root = step(client, f"/voice/en/node/{branch}/choice?attempt=1", n, Digits="0", From=frm)
     assert PROMPTS.callback_offer["en"].format(key="2") in texts(root)
-    root = step(client, OFFER_CHOICE, n, Digits="2", From=frm)
+    root = step(client, f"/voice/en/node/agent_{branch}/choice?attempt=1", n, Digits="2", From=frm)
     assert texts(root) == [PROMPTS.callback_use_caller_id["en"].format(last4=" ".join(frm[-4:]))]
     return step(client, "/voice/en/callback/number/answer?attempt=1", n, Digits="1", From=frm)
 
@@ -239,6 +241,29 @@ def test_a_waiting_caller_takes_the_offer_and_keeps_their_place(app, client, clo
     assert hotline.routing.position(sid(3), "payment", "en") == 3
 
 
+def test_wrong_keys_at_the_offer_before_queuing_count_and_finally_queue_the_caller(client, hotline):
+    root = step(client, TRANSFER, 4, Digits="0")
+    assert root.find("Gather").get("action") == OFFER_CHOICE
+    for attempt in (1, 2):
+        root = step(client, f"/voice/en/node/agent_payment/choice?attempt={attempt}", 4, Digits="7")
+        assert texts(root)[0] == PROMPTS.invalid_option["en"]
+        assert PROMPTS.callback_offer["en"].format(key="2") in texts(root)  # offered again
+        assert root.find("Gather").get("action") == f"/voice/en/node/agent_payment/choice?attempt={attempt + 1}"
+        assert root.find("Redirect").text == "/voice/en/node/agent_payment/join?queue=payment"
+    # The third wrong key: no more offers, into the queue they asked for.
+    root = step(client, "/voice/en/node/agent_payment/choice?attempt=3", 4, Digits="7")
+    assert verbs(root) == ["Enqueue"] and root.find("Enqueue").text == "payment"
+    assert hotline.routing.position(sid(4), "payment", "en") == 1
+
+
+def test_an_empty_answer_at_the_offer_before_queuing_queues_the_caller(client, hotline):
+    """The actionOnEmptyResult reading of a silent Gather: as the Redirect after it would."""
+    step(client, TRANSFER, 4, Digits="0")
+    root = step(client, OFFER_CHOICE, 4)
+    assert verbs(root) == ["Enqueue"] and root.find("Enqueue").text == "payment"
+    assert hotline.routing.position(sid(4), "payment", "en") == 1
+
+
 def test_a_second_request_for_the_same_number_updates_the_pending_one(client, hotline):
     book_with_caller_id(client, 1)
     first = the_callback(hotline)
@@ -247,6 +272,36 @@ def test_a_second_request_for_the_same_number_updates_the_pending_one(client, ho
     assert second.id == first.id and second.arrived_ms == first.arrived_ms
     assert len(hotline.callbacks.listing()) == 1
     assert hotline.redis.zcard(waiting_key("payment", "en")) == 1
+
+
+def test_asking_again_about_something_else_moves_the_callback_to_that_line_at_its_arrival(client, clock, hotline):
+    book_with_caller_id(client, 1)
+    first = the_callback(hotline)
+    clock.advance(120)
+    book_with_caller_id(client, 2, branch="refund")  # the same caller, now about a refund
+    moved = the_callback(hotline)
+    assert (moved.id, moved.arrived_ms) == (first.id, first.arrived_ms)
+    assert (moved.queue, moved.branch, moved.node) == ("refund", "refund", "agent_refund")
+    assert hotline.redis.zcard(waiting_key("payment", "en")) == 0
+    assert hotline.routing.position(member(moved.id), "refund", "en") == 1
+    assert hotline.routing.seat(member(moved.id)).queue == "refund"
+
+
+def test_someone_else_asking_for_the_same_number_is_told_of_it_when_they_phone(client, hotline):
+    book_with_caller_id(client, 1)
+    # A second phone books a callback to the first one's number.
+    frm = "+819055550000"
+    step(client, "/voice/incoming", 2, From=frm)
+    step(client, TRANSFER, 2, Digits="0", From=frm)
+    step(client, OFFER_CHOICE, 2, Digits="2", From=frm)
+    step(client, "/voice/en/callback/number/answer?attempt=1", 2, Digits="2", From=frm)
+    step(client, "/voice/en/callback/entry/answer?attempt=1", 2, Digits="09012345678", From=frm)
+    step(client, "/voice/en/callback/readback/answer?attempt=1", 2, Digits="1", From=frm)
+    callback = the_callback(hotline)
+    assert sid(2) in callback.calls and len(hotline.callbacks.listing()) == 1
+    # When that second phone calls again, it hears about the callback it asked for.
+    root = step(client, "/voice/incoming", 3, From=frm)
+    assert root.find("Gather").get("action") == f"/voice/en/callback/pending/{callback.id}"
 
 
 def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hotline):
@@ -390,6 +445,34 @@ def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
     assert block["status"] == "failed" and block["sms_sent"] is True
     assert [a["result"] for a in block["attempts"]] == ["no-answer"] * 3
     assert hotline.callbacks.open_for("+819012345678") is None
+    # A second text job for the same callback (queued by hand, say) sends nothing more.
+    with app.app_context():
+        hotline.callbacks_queue.enqueue(send_failure_sms, callback.id)
+        SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
+    assert len([c for c in no_unexpected_http.calls if c.request.url == MESSAGES_URL]) == 1
+
+
+def test_a_retry_survives_the_loss_of_its_seat_job_between_the_result_and_the_schedule(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """The work stops (here: Redis refuses the ticket note, WRONGTYPE) after the attempt's result
+    is written and before the retry's seat job is queued: the retry time went with the result,
+    so the dispatcher's sweep seats it when it is due."""
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+    hotline.redis.delete(events_key(sid(1)))
+    hotline.redis.set(events_key(sid(1)), "not a list")
+    signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="no-answer"))
+    hotline.redis.delete(events_key(sid(1)))
+    current = hotline.callbacks.get(callback.id)
+    retry_at = clock.now + timedelta(minutes=10)
+    assert current.status == "scheduled" and current.scheduled_ms == int(retry_at.timestamp() * 1000)
+    assert scheduled_times(app) == []  # the seat job is lost
+
+    clock.now = retry_at + timedelta(minutes=3)  # past the sweep's grace
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "pending"
+    assert hotline.routing.position(member(callback.id), "payment", "en") == 1
 
 
 def test_an_answering_machine_is_a_failed_attempt(app, client, clock, hotline, no_unexpected_http):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr.calllog import make_event
+from ivr.calllog import make_event, utc_iso
 from ivr.hours import describe_opening
 from ivr.menus import render
 from ivr.menus.model import TransferNode
@@ -224,7 +224,7 @@ class CallbackFlow:
                 number=number,
                 queue=callback.queue,
                 arrived_at=datetime.fromtimestamp(callback.arrived_ms / 1000, self.now.tzinfo).isoformat(),
-                scheduled_for=opening.isoformat() if opening else None,
+                scheduled_for=utc_iso(opening) if opening else None,
                 position=position,
                 updated=not created,
             )

@@ -17,7 +17,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr.calllog import CallLog, make_event
+from ivr.calllog import CallLog, make_event, utc_iso
 from ivr.hours import describe_opening
 from ivr.menus import render
 from ivr.menus.model import (
@@ -235,17 +235,26 @@ class Flow:
             return self._queue_caller(call, lang_id, node_id, node.queue, [*preamble, node.prompt[lang_id]], events)
         opening = self.plan.hours.next_opening(self.now)
         events.append(
-            make_event("after_hours", self.now, node=node_id, queue=node.queue, opening=opening and opening.isoformat())
+            make_event("after_hours", self.now, node=node_id, queue=node.queue, opening=opening and utc_iso(opening))
         )
         texts = [*preamble, self._closed_text(lang_id)]
         offer = self.config.after_hours.message_node is not None
         return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer, self.callback_key)
 
     def _queue_caller(
-        self, call: Call, lang_id: str, node_id: str, queue: str, texts: list[str], events: list[dict], hops: int = 0
+        self,
+        call: Call,
+        lang_id: str,
+        node_id: str,
+        queue: str,
+        texts: list[str],
+        events: list[dict],
+        hops: int = 0,
+        attempt: int = 1,
     ) -> VoiceResponse | str:
         """Before queuing: overflow when the line is full or too long, and the estimate first at
-        peak, above the threshold, or when the wait may run past closing."""
+        peak, above the threshold, or when the wait may run past closing. `attempt` counts the
+        caller's tries at the offers made here (a wrong key hears them again, attempt + 1)."""
         queue_config = self.config.queues[queue]
         try:
             ahead = estimate_for(self.routing, self.config, None, queue, lang_id, self.now.timestamp())
@@ -258,7 +267,7 @@ class Flow:
         if ahead.position > queue_config.max_size or too_long:
             events.append(make_event("overflow", self.now, queue=queue, reason="long" if too_long else "full"))
             if overflow.action == "queue" and overflow.queue and hops < len(self.config.queues):
-                return self._queue_caller(call, lang_id, node_id, overflow.queue, texts, events, hops + 1)
+                return self._queue_caller(call, lang_id, node_id, overflow.queue, texts, events, hops + 1, attempt)
             offer = self.config.after_hours.message_node is not None
             full = [*texts, self.config.prompts.queue_full[lang_id]]
             return render.closed(self.config, self.urls, lang_id, node_id, full, 1, offer, self.callback_key)
@@ -283,7 +292,15 @@ class Flow:
         join_url = self.urls.join(lang_id, node_id, queue)
         callback_key = self.callback_key if offer_callback else None
         return render.announce_then_queue(
-            self.config, self.urls, lang_id, node_id, [*texts, *announcement], message_key, join_url, callback_key
+            self.config,
+            self.urls,
+            lang_id,
+            node_id,
+            [*texts, *announcement],
+            message_key,
+            join_url,
+            callback_key,
+            attempt,
         )
 
     def join(self, call: Call, lang_id: str, node_id: str, queue: str | None) -> VoiceResponse | str:
@@ -335,6 +352,10 @@ class Flow:
             return self._recover(call, lang_id, f"input for unknown node {node_id!r}")
         if not call.digits and not call.speech:
             # Gather's actionOnEmptyResult reading: the action came with nothing in it.
+            if isinstance(node, TransferNode) and self.plan.hours.is_open(self.now):
+                # Silence at the offers before queuing: on into the queue, as the Redirect after
+                # them would have taken the caller.
+                return self.join(call, lang_id, node_id, node.queue)
             return self._retry(call, lang_id, node_id, node, attempt, "no_input")
         if isinstance(node, MenuNode):
             option = self._match(node, lang_id, call)
@@ -397,6 +418,13 @@ class Flow:
         shown = "-" if reason == "no_input" else (call.digits or "speech")
         event = self._input_event(node_id, node, shown, reason)
         if attempt >= self.config.input.max_attempts:
+            if isinstance(node, TransferNode) and self.plan.hours.is_open(self.now):
+                # Wrong keys at the offers before queuing: the caller asked for an agent, so
+                # stop offering and queue them (the agent fallback would be this node again).
+                events = [event, make_event("gave_up", self.now, node=node_id)]
+                twiml = self._join(call, lang_id, node_id, node.queue, [], events)
+                self._log(call, events)
+                return twiml
             return self._give_up(call, lang_id, node_id, [event])
         reason_text = getattr(self.config.prompts, reason)[lang_id]
         events = [event]
@@ -432,6 +460,9 @@ class Flow:
             texts = [*preamble, self._closed_text(lang_id)] if full else preamble
             offer = config.after_hours.message_node is not None
             return render.closed(config, urls, lang_id, node_id, texts, attempt, offer, self.callback_key)
+        if isinstance(node, TransferNode):
+            texts = [*preamble, node.prompt[lang_id]] if full else preamble
+            return self._queue_caller(call, lang_id, node_id, node.queue, texts, events, attempt=attempt)
         return self._render_entry(call, lang_id, node_id, node, preamble, events)
 
     def _give_up(self, call: Call, lang_id: str, node_id: str, events: list[dict]) -> VoiceResponse:

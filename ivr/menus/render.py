@@ -192,6 +192,7 @@ def announce_then_queue(
     message_key: str | None,
     join_url: str,
     callback_key: str | None = None,
+    attempt: int = 1,
 ) -> VoiceResponse:
     """Before queuing: the estimate (and any closing warning), the offers of a callback or a
     message instead, and, for a caller who stays on the line, on into the queue."""
@@ -199,7 +200,7 @@ def announce_then_queue(
     vr = VoiceResponse()
     target: VoiceResponse | Gather = vr
     if message_key is not None or callback_key is not None:
-        target = _gather(vr, config, lang, urls.choice(lang_id, node_id, 1))
+        target = _gather(vr, config, lang, urls.choice(lang_id, node_id, attempt))
     if callback_key is not None:
         texts = [*texts, config.prompts.callback_offer[lang_id].format(key=callback_key)]
     if message_key is not None:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from redis.client import Pipeline
 
-from ivr.calllog import CallLog, make_event
+from ivr.calllog import CallLog, make_event, utc_iso
 from ivr.menus.runtime import Plan
 from ivr.privacy import mask_number
 from ivr.queues.callbacks import OPEN, Callback, CallbackBook, member
@@ -33,7 +33,7 @@ class CallbackDesk:
         now: datetime,
         mark_due: Callable[[str, Pipeline], None],
         schedule: Callable[[Callback, datetime], None],
-        notify_failed: Callable[[Callback], None],
+        notify_failed: Callable[[Callback, Pipeline], None],
     ):
         self.plan, self.book, self.routing, self.calls, self.now = plan, book, routing, calls, now
         self.policy = plan.config.callbacks
@@ -97,7 +97,7 @@ class CallbackDesk:
         updated = self.book.update(callback.id, later)
         if updated is not None and updated.status == "scheduled":
             self.schedule(updated, when)
-            self.note(updated, "callback_scheduled", scheduled_for=when.isoformat(), reason=why)
+            self.note(updated, "callback_scheduled", scheduled_for=utc_iso(when), reason=why)
 
     # ----- attempts ---------------------------------------------------------------------
 
@@ -133,8 +133,13 @@ class CallbackDesk:
         """Attempt n ended without a conversation. The reserved agent is freed; the callback is
         retried after the configured spacing within business hours, or fails after the last
         attempt (or at once when `final`: the number cannot be called). Results in NOT_COUNTED
-        (our side failed) put it back in its place at once."""
+        (our side failed) put it back in its place at once.
+
+        What comes next is written with the result, in one compare-and-set: a retry's time (so
+        the dispatcher's sweep seats it even if this process dies before its job is queued) and
+        the failure text's job (so it is queued exactly when the callback fails)."""
         outcome: dict[str, str] = {}
+        retry_at = self._retry_time()
 
         def finish(cb: Callback) -> Callback | None:
             if not cb.dialling(n):
@@ -149,17 +154,22 @@ class CallbackDesk:
             cb.agent, cb.updated_ms = None, self.now_ms
             if result in NOT_COUNTED:
                 cb.status = "pending" if self.policy.agent_gate else "scheduled"
+                cb.scheduled_ms = None if self.policy.agent_gate else self.now_ms
                 outcome["next"] = "requeued"
             elif final or len(counted) >= self.policy.attempts:
-                cb.status, cb.reason = "failed", result
+                cb.status, cb.reason, cb.scheduled_ms = "failed", result, None
                 outcome["next"] = "failed"
             else:
-                cb.status = "scheduled"
+                cb.status, cb.scheduled_ms = "scheduled", int(retry_at.timestamp() * 1000)
                 outcome["next"] = "retry"
             outcome["agent"] = attempt.get("agent") or ""
             return cb
 
-        updated = self.book.update(callback_id, finish)
+        def text_on_failure(pipe: Pipeline, cb: Callback) -> None:
+            if cb.status == "failed" and self.policy.sms_on_failure:
+                self.notify_failed(cb, pipe)
+
+        updated = self.book.update(callback_id, finish, also=text_on_failure)
         if not outcome:
             return "stale"
         assert updated is not None
@@ -182,13 +192,12 @@ class CallbackDesk:
             outcome["next"],
         )
         if outcome["next"] == "retry":
-            self._reschedule(updated, self._retry_time(), "retry")
+            self.schedule(updated, retry_at)
+            self.note(updated, "callback_scheduled", scheduled_for=utc_iso(retry_at), reason="retry")
         elif outcome["next"] == "requeued" and not self.policy.agent_gate:
             self.schedule(updated, self.now)
         elif outcome["next"] == "failed":
             self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="failed", reason=result)
-            if self.policy.sms_on_failure:
-                self.notify_failed(updated)
         return outcome["next"]
 
     def connected(self, callback_id: str, n: int, agent_id: str | None) -> Callback | None:

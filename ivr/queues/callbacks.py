@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from redis import Redis, WatchError
+from redis.client import Pipeline
 
 from ivr.queues.state import TAG, Seat, caller_key, seat_in, waiting_key, wake_in
 
@@ -185,16 +186,30 @@ class CallbackBook:
             pipe.execute()
             return fresh, True
 
+        moved: dict[str, str] = {}
+
         def refresh(current: Callback) -> Callback:
-            # The caller asked again: the same seat (the earlier arrival), the newest reason, and
-            # this call's ticket follows the callback too.
-            current.branch = fresh.branch or current.branch
+            # Asked again: the same seat (the earlier arrival) and this call's ticket follows the
+            # callback too. Unless it is being dialled right now, it takes the newest reason, and
+            # with it the newest line (in that line by its original arrival): the agent who calls
+            # back is one for what the customer wants now.
+            if current.status != "dialling" and fresh.queue:
+                moved.update(queue=current.queue, lang=current.lang)
+                current.queue, current.lang = fresh.queue, fresh.lang or current.lang
+                current.node, current.branch = fresh.node or current.node, fresh.branch or current.branch
             current.updated_ms = fresh.requested_ms
             if fresh.call_sid not in current.calls:
                 current.also_calls.append(fresh.call_sid)
             return current
 
-        updated = self.update(callback_id, refresh)
+        def follow(pipe: Pipeline, current: Callback) -> None:
+            if moved and (moved["queue"], moved["lang"]) != (current.queue, current.lang):
+                pipe.zrem(waiting_key(moved["queue"], moved["lang"]), member(current.id))
+            if fresh.caller and fresh.caller != current.number:
+                # This caller hears about it when they phone again, like the first asker.
+                pipe.hset(BY_CALLER, fresh.caller, current.id)
+
+        updated = self.update(callback_id, refresh, also=follow)
         if updated is None:  # the index pointed at a record that expired: start again
             self.redis.hdel(BY_NUMBER, fresh.number)
             return self.request(fresh)
@@ -255,9 +270,15 @@ class CallbackBook:
 
     # ----- changes ----------------------------------------------------------------------
 
-    def update(self, callback_id: str, change: Callable[[Callback], Callback | None]) -> Callback | None:
+    def update(
+        self,
+        callback_id: str,
+        change: Callable[[Callback], Callback | None],
+        also: Callable[[Pipeline, Callback], None] | None = None,
+    ) -> Callback | None:
         """Read, change, write under WATCH: a compare-and-set, so a status webhook and a job
-        racing on one callback never overwrite each other. `change` returns None to leave it."""
+        racing on one callback never overwrite each other. `change` returns None to leave it;
+        `also` adds commands (a job to queue, say) to the same transaction as the write."""
         key = record_key(callback_id)
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -275,6 +296,8 @@ class CallbackBook:
                     pipe.multi()
                     pipe.hset(key, mapping=changed.as_mapping())
                     self._follow_status(pipe, changed)
+                    if also is not None:
+                        also(pipe, changed)
                     pipe.execute()
                     return changed
                 except WatchError:
@@ -300,6 +323,14 @@ class CallbackBook:
             pipe.expire(record_key(callback.id), CLOSED_TTL_S)
         elif callback.status == "scheduled":
             pipe.delete(caller_key(seat.call_sid))
+
+    def claim_failure_text(self, callback_id: str, token: str) -> bool:
+        """Whether this run may send the failure text: the first to ask, or the same job run
+        again (its work-horse died); a second job for the same callback never texts twice."""
+        key = f"{TAG}:cb-sms:{callback_id}"
+        if self.redis.set(key, token, nx=True, ex=CLOSED_TTL_S):
+            return True
+        return self.redis.get(key) == token.encode()
 
     def dial_lock(self, callback_id: str, attempt: int, token: str, ttl_s: int) -> bool:
         """One job at a time may dial an attempt (a second run waits for the first's outcome). A
