@@ -1,4 +1,4 @@
-"""python -m ivr run | check [PATH] | call [--keys 3,2,1] [--at 2026-11-28T22:00]"""
+"""python -m ivr run | check [PATH] | call [--keys 3,2,1] [--at 2026-11-28T22:00] | agent-token ID"""
 
 from __future__ import annotations
 
@@ -20,7 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--from", dest="caller", default="+819012345678")
     call.add_argument("--to", dest="called", default="+815012345678")
     call.add_argument("--at", default=None, help="call at this time, e.g. 2026-11-28T22:00 (the hotline's zone)")
+    token = sub.add_parser("agent-token", help="print an agent's console sign-in token")
+    token.add_argument("agent_id")
     args = parser.parse_args(argv)
+
+    if args.command == "agent-token":
+        from ivr.handlers.agent import agent_token
+
+        secret = os.environ.get("AGENT_TOKEN_SECRET") or os.environ.get("OPS_API_TOKEN")
+        if not secret:
+            parser.error("agent-token: export AGENT_TOKEN_SECRET (or OPS_API_TOKEN), as the app has it")
+        print(agent_token(secret, args.agent_id))
+        return 0
 
     if args.command == "check":
         from ivr.cli import check_file
@@ -30,18 +41,29 @@ def main(argv: list[str] | None = None) -> int:
         from ivr.devserver import main as serve
 
         return serve(args.port)
-    from ivr import create_app
-    from ivr.devserver import local_environment
     import click
 
+    from ivr import create_app
+    from ivr.devserver import local_environment
     from ivr.trycall import parse_at, try_call
 
     try:
         at = parse_at(args.at)
     except click.BadParameter as exc:
         parser.error(f"--at: {exc.message}")
-    with local_environment():
-        app = create_app()
+    from ivr.menus.loader import ConfigError
+    from ivr.settings import SettingsError
+
+    with local_environment(private_database=True):
+        try:
+            app = create_app()
+        except ConfigError as exc:
+            print("\n".join(exc.problems), file=sys.stderr)
+            print(f"the config has {len(exc.problems)} problem(s); no call made", file=sys.stderr)
+            return 2
+        except SettingsError as exc:
+            print(f"{exc}; no call made", file=sys.stderr)
+            return 2
         ticket = try_call(app, args.keys, args.caller, args.called, at)
     print(json.dumps(ticket, ensure_ascii=False, indent=2))
     return 0

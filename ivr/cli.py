@@ -57,11 +57,9 @@ def db_upgrade_command() -> None:
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) for the hotline's queues."""
-    from rq import Worker
-
     from callbacks.dispatcher import dispatch_once, run_dispatcher
     from callbacks.tickets import seed_reference_floor
-    from ivr.services import CALLBACKS_QUEUE, ROUTING_QUEUE, TICKETS_QUEUE, services
+    from ivr.services import services
 
     seed_reference_floor()
     hotline_services = services()
@@ -82,11 +80,25 @@ def worker_command(burst: bool) -> None:
     if burst:  # a burst run should find what is already due
         dispatch_once()
     try:
-        # Routing first: a caller is waiting on it; then callbacks; a ticket can wait a second.
-        worker = Worker([ROUTING_QUEUE, CALLBACKS_QUEUE, TICKETS_QUEUE], connection=hotline_services.redis)
+        worker = build_worker(current_app.config["REDIS_URL"])
         worker.work(burst=burst, with_scheduler=True)
     finally:
         stop.set()
+
+
+def build_worker(redis_url: str):  # noqa: ANN201 - an rq Worker
+    """The RQ worker, on a Redis client of its own. RQ waits for jobs with a blocking BLMOVE of
+    up to ~7 minutes and raises its pool's socket timeout to cover it — but only for connections
+    opened after that; one the app's client (2 s timeout) had already opened would end the wait
+    after 2 s, and RQ quits on that timeout. Its own client has no open connection to reuse."""
+    from redis import Redis
+    from rq import Worker
+
+    from ivr.services import CALLBACKS_QUEUE, ROUTING_QUEUE, TICKETS_QUEUE
+
+    redis = Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=30)
+    # Routing first: a caller is waiting on it; then callbacks; a ticket can wait a second.
+    return Worker([ROUTING_QUEUE, CALLBACKS_QUEUE, TICKETS_QUEUE], connection=redis)
 
 
 @hotline.command("resync")

@@ -9,47 +9,100 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 
 from ivr.localredis import start_local_redis
 
 
 @contextmanager
-def local_environment():
-    """REDIS_URL (starting a Redis if needed) and a development auth token when unset."""
+def local_environment(private_database: bool = False):
+    """REDIS_URL (starting a Redis if needed) and development tokens when unset. With
+    `private_database` (the call simulator) a private Redis comes with a private SQLite file
+    too: ticket references come from Redis, so two Redis servers writing one ticket database
+    (the simulator beside `make run`) would hand out the same reference twice."""
     started = None
+    scratch = None
     if not os.environ.get("REDIS_URL"):
         started = start_local_redis()
         os.environ["REDIS_URL"] = started.url
         print(f"* started a local Redis at {started.url} (set REDIS_URL to use your own)")
+        if private_database and not os.environ.get("DATABASE_URL"):
+            scratch = tempfile.TemporaryDirectory(prefix="hotline-call-")
+            os.environ["DATABASE_URL"] = f"sqlite:///{os.path.join(scratch.name, 'tickets.db')}"
     if not os.environ.get("TWILIO_AUTH_TOKEN"):
         os.environ["TWILIO_AUTH_TOKEN"] = "dev-" + secrets.token_hex(8)
         print(
-            "* TWILIO_AUTH_TOKEN is unset: using a development token. Real Twilio requests will get "
-            "403 until you export your account's auth token."
+            f"* TWILIO_AUTH_TOKEN is unset: using the development token {os.environ['TWILIO_AUTH_TOKEN']}\n"
+            "  (sign test requests with it; real Twilio requests get 403 until you export your account's token)"
         )
+    if not os.environ.get("OPS_API_TOKEN"):
+        os.environ["OPS_API_TOKEN"] = "dev-ops-" + secrets.token_hex(8)
+        print(f"* OPS_API_TOKEN is unset: the ops API takes the development token {os.environ['OPS_API_TOKEN']}")
     try:
         yield
     finally:
         if started:
             started.stop()
+        if scratch:
+            scratch.cleanup()
 
 
 def _interrupt(*_args: object) -> None:
     raise KeyboardInterrupt
 
 
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def _wait_healthy(url: str, web: subprocess.Popen, timeout_s: float = 30.0) -> bool:
+    """Until the web app answers /healthz (or its process exits, or time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and web.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
 def main(port: int) -> int:
     from ivr import create_app
+    from ivr.menus.loader import ConfigError
+    from ivr.settings import SettingsError
     from ivr.tickets.migrate import upgrade
 
     # Stop the same way on SIGTERM as on Ctrl-C: children first, then the private Redis.
     signal.signal(signal.SIGTERM, _interrupt)
+    if _port_taken(port):
+        print(f"port {port} is in use: stop what runs there, or choose another (PORT=5001 make run)", file=sys.stderr)
+        return 1
     with local_environment():
-        app = create_app()  # refuses an invalid config before anything starts
+        try:
+            app = create_app()  # refuses an invalid config before anything starts
+        except ConfigError as exc:
+            print("\n".join(exc.problems), file=sys.stderr)
+            print(f"the config has {len(exc.problems)} problem(s); the hotline did not start", file=sys.stderr)
+            return 2
+        except SettingsError as exc:
+            print(f"{exc}; the hotline did not start", file=sys.stderr)
+            return 2
         upgrade(app.config["DATABASE_URL"])
         with app.app_context():
             from callbacks.tickets import seed_reference_floor
@@ -57,37 +110,45 @@ def main(port: int) -> int:
             seed_reference_floor()
         base = os.environ.get("PUBLIC_BASE_URL") or f"http://localhost:{port}"
         env = dict(os.environ)
-        children = [
-            subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "hotline", "worker"], env=env),
-            subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"0.0.0.0:{port}", "wsgi:app"],
-                env=env,
-            ),
-        ]
-        print(
-            f"\nHotline is running. Ticket database: {app.config['DATABASE_URL']}\n"
-            f"Give Twilio these URLs (Phone Numbers > your number > Voice configuration):\n"
-            f"  A call comes in:        POST {base}/voice/incoming\n"
-            f"  Primary handler fails:  POST {base}/voice/fallback\n"
-            f"  Call status changes:    POST {base}/voice/status\n"
-            f"Twilio must reach this machine over https: run a tunnel (e.g. ngrok http {port}) and set\n"
-            f"PUBLIC_BASE_URL to its https origin, or signatures will not match.\n"
-            f"Try a call without a phone:  make call KEYS=3,2,1\n"
-            f"Health: {base}/healthz    Press Ctrl-C to stop.\n",
-            flush=True,
+        worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "hotline", "worker"], env=env)
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"0.0.0.0:{port}", "wsgi:app"],
+            env=env,
         )
+        children = {"worker": worker, "web app (gunicorn)": web}
+        code = 0
         try:
-            while all(child.poll() is None for child in children):
+            if not _wait_healthy(f"http://127.0.0.1:{port}/healthz", web):
+                print("the web app did not come up (its log is above); stopping", file=sys.stderr)
+                return 1
+            print(
+                f"\nHotline is running. Ticket database: {app.config['DATABASE_URL']}\n"
+                f"Give Twilio these URLs (Phone Numbers > your number > Voice configuration):\n"
+                f"  A call comes in:        POST {base}/voice/incoming\n"
+                f"  Primary handler fails:  POST {base}/voice/fallback\n"
+                f"  Call status changes:    POST {base}/voice/status\n"
+                f"Twilio must reach this machine over https: run a tunnel (e.g. ngrok http {port}) and set\n"
+                f"PUBLIC_BASE_URL to its https origin, or signatures will not match.\n"
+                f"Try a call without a phone:  make call KEYS=3,2,1\n"
+                f"Health: {base}/healthz    Press Ctrl-C to stop.\n",
+                flush=True,
+            )
+            while all(child.poll() is None for child in children.values()):
                 time.sleep(0.5)
+            # One of them stopped by itself: say which and why, and stop the other.
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"the {name} exited (code {child.returncode}; its log is above): stopping", file=sys.stderr)
+            code = 1
         except KeyboardInterrupt:
             pass
         finally:
-            for child in children:
+            for child in children.values():
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
-            for child in children:
+            for child in children.values():
                 try:
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     child.kill()
-    return 0
+    return code

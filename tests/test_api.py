@@ -58,6 +58,16 @@ def test_unknown_ticket_is_404(client):
     assert response.status_code == 404 and "999999" in response.get_json()["error"]
 
 
+def test_an_unknown_api_url_is_a_json_404_and_other_urls_keep_their_own(client):
+    for url in ("/api/tickets/abc", "/api/nothing-here"):
+        response = client.get(url, headers=API)
+        assert response.status_code == 404 and response.is_json
+        assert response.get_json()["error"] == f"no such endpoint: GET {url}"
+    response = client.delete("/api/tickets", headers=API)
+    assert response.status_code == 405 and response.is_json
+    assert client.get("/nowhere").status_code == 404 and not client.get("/nowhere").is_json
+
+
 def test_database_down_is_503_not_500(make_app):
     app = make_app(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
     response = app.test_client().get("/api/tickets", headers=API)

@@ -225,6 +225,9 @@ def test_a_waiting_caller_takes_the_offer_and_keeps_their_place(app, client, clo
     # Caller 2's hold turn offers the callback; they press the key during the music.
     root = parse(signed_post(client, "/voice/en/hold/payment", call_form(sid(2), From="+819012345672")))
     assert root.find("Gather").get("action") == "/voice/en/hold/payment/key"
+    root = parse(signed_post(client, "/voice/en/hold/payment/key", call_form(sid(2), Digits="99999")))
+    assert verbs(root) == ["Say"] and texts(root) == [PROMPTS.invalid_option["en"]]  # then the hold loop
+    assert hotline.routing.position(sid(2), "payment", "en") == 2
     root = parse(signed_post(client, "/voice/en/hold/payment/key", call_form(sid(2), Digits="2")))
     assert verbs(root) == ["Leave"]
     leave = call_form(sid(2), QueueResult="leave", QueueTime="310", From="+819012345672")

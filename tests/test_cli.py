@@ -1,4 +1,4 @@
-"""The simulator CLI a newcomer uses to try a menu change, run as a real process."""
+"""The CLIs: the simulator a newcomer uses to try a menu change (run as a real process), the worker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from ivr.cli import build_worker
 from tests.conftest import ROOT
 
 
@@ -43,3 +44,67 @@ def test_migrations_upgrade_an_empty_database_and_are_repeatable(any_database_ur
     engine = create_engine(any_database_url)
     assert {"tickets", "ticket_events", "alembic_version"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_the_worker_waits_for_jobs_on_a_client_of_its_own(make_app):
+    """RQ's blocking wait (minutes) must not run on a connection the app opened with its 2 s
+    socket timeout: RQ quits when that wait times out."""
+    app = make_app()
+    hotline = app.extensions["hotline"]
+    hotline.redis.ping()  # the app's client has an open 2 s connection now
+    worker = build_worker(app.config["REDIS_URL"])
+    pool = worker.connection.connection_pool
+    assert pool is not hotline.redis.connection_pool
+    assert pool.connection_kwargs["socket_timeout"] > worker.dequeue_timeout
+    conn = pool.get_connection()
+    try:
+        assert conn.socket_timeout > worker.dequeue_timeout  # what the blocking BLMOVE gets
+    finally:
+        pool.release(conn)
+    assert [q.name for q in worker.queues] == ["routing", "callbacks", "tickets"]
+
+
+def _run(args: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ivr", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+    )
+
+
+def test_make_run_refuses_a_port_in_use_and_an_invalid_config_with_the_checkers_words(redis_url, tmp_path):
+    import socket
+
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}"}
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _run(["run", "--port", str(port)], env)
+    assert done.returncode == 1 and f"port {port} is in use" in done.stderr
+    assert "Hotline is running" not in done.stdout
+
+    broken = tmp_path / "hotline.yaml"
+    broken.write_text((ROOT / "config" / "hotline.yaml").read_text().replace("Asia/Tokyo", "Asia/Nowhere"))
+    done = _run(["run", "--port", "0"], {**env, "HOTLINE_CONFIG": str(broken)})
+    assert done.returncode == 2
+    assert f"{broken}:62: hours.timezone: unknown time zone 'Asia/Nowhere'" in done.stderr
+    assert "Traceback" not in done.stderr and "Hotline is running" not in done.stdout
+
+
+def test_the_simulator_takes_a_time_and_a_private_database_comes_with_its_private_redis(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "PUBLIC_BASE_URL")}
+    done = _run(["call", "--keys", "3,2,0", "--at", "2026-11-28T22:00"], env)  # Saturday night in Tokyo
+    assert done.returncode == 0, done.stderr
+    assert "The line opens on Monday, November 30, at 9:00" in done.stdout
+    assert "instance/hotline.db" not in done.stdout  # not the ticket store `make run` uses
+    ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
+    assert ticket["outcome"] == "after_hours"
+    assert "--at" in _run(["call", "--at", "tomorrow"], env).stderr
+
+
+def test_agent_tokens_need_only_the_secret():
+    from ivr.handlers.agent import agent_token
+
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_TOKEN_SECRET", "OPS_API_TOKEN")}
+    done = _run(["agent-token", "a101"], {**env, "AGENT_TOKEN_SECRET": "s3cret"})
+    assert done.returncode == 0 and done.stdout.strip() == agent_token("s3cret", "a101")
+    assert _run(["agent-token", "a101"], env).returncode == 2

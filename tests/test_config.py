@@ -74,7 +74,19 @@ def test_duplicate_yaml_keys_are_not_silently_overwritten():
     text = SHIPPED.replace("  timeout_s: 6\n", "  timeout_s: 6\n  timeout_s: 8\n")
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "hotline.yaml")
-    assert "duplicate key 'timeout_s'" in only(caught.value.problems)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row == "  timeout_s: 8")
+    assert (
+        only(caught.value.problems)
+        == f"hotline.yaml:{line}: input.timeout_s: duplicate key 'timeout_s' (first at line {line - 1})"
+    )
+
+
+def test_a_duplicate_yaml_key_deep_in_the_menu_is_named_by_its_path():
+    old = "        en: Connecting you to a refund specialist.\n"
+    text = SHIPPED.replace(old, old + "        en: Again.\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "hotline.yaml")
+    assert ": menu.nodes.agent_refund.prompt.en: duplicate key 'en'" in only(caught.value.problems)
 
 
 def test_unreachable_node():

@@ -38,6 +38,15 @@ def json_error(error):
     return jsonify(error=error.description), error.code
 
 
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+def json_outside_routes(error):
+    """A URL under /api/ that matches no route still answers in JSON (ops scripts parse it)."""
+    if request.path == "/api" or request.path.startswith("/api/"):
+        return jsonify(error=f"no such endpoint: {request.method} {request.path}"), error.code
+    return error
+
+
 @bp.get("/tickets")
 def list_tickets():
     """Tickets filtered by call_sid, caller (E.164 or national) and since (ISO 8601)."""

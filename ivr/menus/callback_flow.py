@@ -70,7 +70,8 @@ class CallbackFlow:
         in a draft and leaves Twilio's queue; the Enqueue action then asks for the number."""
         seat = self.flow.routing.seat(call.sid) if call.digits == self.policy.key else None
         if seat is None or not self.policy.enabled:
-            return VoiceResponse()  # any other key: back to the hold loop
+            # Any other key: say so, then back to the hold loop (the waitUrl runs again).
+            return render.speak(self.flow.config, lang_id, [self.flow.config.prompts.invalid_option[lang_id]])
         draft = {
             "queue": seat.queue,
             "node": seat.node,

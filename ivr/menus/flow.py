@@ -600,7 +600,7 @@ class Flow:
         """A key pressed during a hold turn (the callback offer's Gather)."""
         lang_id, _ = self.plan.language(lang_id)
         if not self.callbacks_on:
-            return render.empty()
+            return render.speak(self.config, lang_id, [self.config.prompts.invalid_option[lang_id]])
         return self.callbacks.hold_key(call, lang_id, queue)
 
     def _estimate_event(self, current: CallerEstimate, said_time: bool, before_queue: bool) -> dict:

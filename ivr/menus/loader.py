@@ -84,7 +84,8 @@ def parse_config(text: str, filename: str = "<config>") -> HotlineConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
         reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}: {reason}"]) from exc
+        place = _path_at(text, mark.line) if mark else ()
+        raise ConfigError([f"{where}: {dotted(place) + ': ' if place else ''}{reason}"]) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{filename}: the config must be a mapping at the top level"])
     try:
@@ -96,6 +97,33 @@ def parse_config(text: str, filename: str = "<config>") -> HotlineConfig:
     if found:
         raise ConfigError(_format(found, filename, tree))
     return config
+
+
+def _path_at(text: str, line: int) -> Loc:
+    """The YAML path of what is on (0-based) `line`, for errors PyYAML reports by line only (a
+    duplicate key). Empty when the text does not even parse as YAML nodes."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only: duplicates are no error here
+    except yaml.YAMLError:
+        return ()
+    path: list[str | int] = []
+    while isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        if isinstance(node, yaml.MappingNode):
+            before = [(k, v) for k, v in node.value if k.start_mark.line <= line]
+            if not before:
+                break
+            key, value = before[-1]
+            path.append(key.value)
+            if key.start_mark.line == line:
+                break
+            node = value
+        else:
+            before = [(i, v) for i, v in enumerate(node.value) if v.start_mark.line <= line]
+            if not before:
+                break
+            index, node = before[-1]
+            path.append(index)
+    return tuple(path)
 
 
 def _reason(error: dict) -> str:

@@ -158,6 +158,15 @@ def speak_and_hang_up(config: HotlineConfig, lang_id: str, texts: list[str]) -> 
     return vr
 
 
+def speak(config: HotlineConfig, lang_id: str, texts: list[str]) -> VoiceResponse:
+    """Words and nothing after them: in a waitUrl's context the call goes back to the hold loop."""
+    lang = config.languages[lang_id]
+    vr = VoiceResponse()
+    for text in texts:
+        say(vr, text, lang)
+    return vr
+
+
 def speak_and_redirect(config: HotlineConfig, lang_id: str, texts: list[str], url: str) -> VoiceResponse:
     lang = config.languages[lang_id]
     vr = VoiceResponse()

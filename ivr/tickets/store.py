@@ -94,7 +94,12 @@ class TicketStore:
             ticket = session.scalar(select(Ticket).where(Ticket.call_sid == call_sid))
             if ticket is None:
                 ticket_id = reference
-                if ticket_id is None or session.get(Ticket, ticket_id) is not None:
+                if ticket_id is None:
+                    # Its start never reached Redis (an outage; a call only the fallback saw): nobody
+                    # was told a reference, so any fresh one will do.
+                    log.warning("call %s: no reference was handed out; allocating one", call_sid)
+                    ticket_id = new_reference()
+                elif session.get(Ticket, ticket_id) is not None:
                     # Redis lost its sequence before the floor was seeded again: the caller may have
                     # heard a number another ticket holds. Give this ticket a fresh one, loudly.
                     log.error("call %s: reference %s already taken, allocating another", call_sid, ticket_id)
