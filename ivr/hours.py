@@ -75,14 +75,15 @@ def _holiday_dates(country: str, subdivision: str | None, year: int) -> frozense
 
 
 def describe_opening(opening: datetime, now: datetime, language: Language) -> str:
-    """'tomorrow at 9:00' or 'on Monday, November 30, at 9:00' in the caller's language, in the
-    hotline's zone."""
+    """'tomorrow, Tuesday, at 9:00' or 'on Monday, November 30, at 9:00' in the caller's language,
+    in the hotline's zone."""
     local_now = now.astimezone(opening.tzinfo)
     days_ahead = (opening.date() - local_now.date()).days
     clock = f"{opening.hour}:{opening.minute:02d}"
     if days_ahead in (0, 1):
         day = language.today if days_ahead == 0 else language.tomorrow
-        return language.opening_soon_format.format(day=day, time=clock)
+        weekday = language.weekdays[opening.weekday()]
+        return language.opening_soon_format.format(day=day, weekday=weekday, time=clock)
     month_name = language.months[opening.month - 1] if language.months else ""
     when = language.date_format.format(month=opening.month, day=opening.day, month_name=month_name)
     return language.opening_format.format(day=language.weekdays[opening.weekday()], date=when, time=clock)

@@ -59,12 +59,12 @@ def test_opening_is_said_in_the_callers_language_naming_the_day(lang, expected):
     assert describe_opening(opening, CLOSED_TIME, CONFIG.languages[lang]) == expected
 
 
-def test_today_and_tomorrow_are_said_without_a_date():
-    early = tokyo(2026, 11, 24, 7, 0)
-    assert describe_opening(HOURS.next_opening(early), early, CONFIG.languages["en"]) == "today at 9:00"
+def test_today_and_tomorrow_are_said_with_the_weekday_and_without_a_date():
+    early = tokyo(2026, 11, 24, 7, 0)  # a Tuesday
+    assert describe_opening(HOURS.next_opening(early), early, CONFIG.languages["en"]) == "today, Tuesday, at 9:00"
     late = tokyo(2026, 11, 24, 21, 0)
-    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]) == "明日の9:00"
-    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["zh"]) == "明天9:00"
+    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]) == "明日、水曜日の9:00"
+    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["zh"]) == "明天（星期三）9:00"
 
 
 def test_after_hours_transfer_says_when_the_line_opens_and_offers_a_message(client, clock):

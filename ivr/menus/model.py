@@ -46,7 +46,8 @@ class Language(Strict):
         description="the next opening two or more days ahead; fields {day}, {date}, {time}",
     )
     opening_soon_format: str = Field(
-        default="{day} {time}", description="the next opening today or tomorrow; fields {day}, {time}"
+        default="{day} {time}",
+        description="the next opening today or tomorrow; fields {day} (today/tomorrow), {weekday}, {time}",
     )
     date_format: str = Field(default="{month}/{day}", description="fields {month}, {day}, {month_name}")
     branch_names: dict[Branch, str] = Field(
@@ -84,7 +85,7 @@ class Language(Strict):
     @field_validator("opening_soon_format")
     @classmethod
     def _opening_soon_fields(cls, text: str) -> str:
-        _check_placeholders(text, {"day", "time"})
+        _check_placeholders(text, {"day", "weekday", "time"})
         return text
 
     @model_validator(mode="after")
