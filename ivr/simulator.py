@@ -226,10 +226,11 @@ class CallWalker:
         action = urljoin(url, verb.get("action") or url)
         peek = self._next_input(script, "record")
         if peek == "hangup":
+            recording_sid = "RE" + uuid.uuid4().hex
             form = self.params(
-                RecordingUrl=f"https://api.twilio.com/rec/RE{uuid.uuid4().hex}",
+                RecordingUrl=f"https://api.twilio.com/rec/{recording_sid}",
                 RecordingDuration="9",
-                RecordingSid="RE" + uuid.uuid4().hex,
+                RecordingSid=recording_sid,
                 Digits="hangup",
                 CallStatus="completed",
             )
@@ -246,10 +247,11 @@ class CallWalker:
         seconds = int(peek[4:]) if peek and peek.startswith("rec:") else 8
         if seconds == 0 and self.silent_record == "fallthrough":
             return self._continue_after(verb, url, result)
+        recording_sid = "RE" + uuid.uuid4().hex  # one recording: the same sid in its URL
         form = self.params(
-            RecordingUrl=f"https://api.twilio.com/rec/RE{uuid.uuid4().hex}",
+            RecordingUrl=f"https://api.twilio.com/rec/{recording_sid}",
             RecordingDuration=str(seconds),
-            RecordingSid="RE" + uuid.uuid4().hex,
+            RecordingSid=recording_sid,
             Digits="#",
         )
         return action, form

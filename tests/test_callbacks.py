@@ -307,7 +307,7 @@ def test_someone_else_asking_for_the_same_number_is_told_of_it_when_they_phone(c
     assert root.find("Gather").get("action") == f"/voice/en/callback/pending/{callback.id}"
 
 
-def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hotline):
+def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hotline, ticket_for):
     book_with_caller_id(client, 1)
     callback = the_callback(hotline)
     root = step(client, "/voice/incoming", 5)
@@ -317,6 +317,8 @@ def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hot
     root = step(client, f"/voice/en/callback/pending/{callback.id}", 5, Digits="1")
     assert texts(root)[0] == PROMPTS.callback_kept["en"] and verbs(root)[-1] == "Hangup"
     assert the_callback(hotline).status == "pending"
+    signed_post(client, "/voice/status", call_form(sid(5), CallStatus="completed"))
+    assert ticket_for(sid(5))["outcome"] == "callback"  # the call was about its callback
 
     step(client, "/voice/incoming", 6)
     root = step(client, f"/voice/en/callback/pending/{callback.id}", 6, Digits="2")

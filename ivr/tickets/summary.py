@@ -148,8 +148,12 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
     results = [e["result"] for e in by_kind.get("queue_result", [])]
     if "bridged" in results or by_kind.get("agent_accepted") or by_kind.get("agent_call"):
         return "transferred"
-    if by_kind.get("callback_requested"):
-        return "callback"
+    kept = any(
+        e.get("node") == "callback_pending" and e.get("result") in ("kept", "already_dialling")
+        for e in by_kind.get("input", [])
+    )
+    if by_kind.get("callback_requested") or kept:
+        return "callback"  # booked one, or phoned about the pending one and kept it
     if by_kind.get("enqueued") and not set(results) - {"hangup", "redirected"}:
         return "abandoned"  # queued, never answered (the Enqueue action may still come: resynced)
     if by_kind.get("after_hours"):
