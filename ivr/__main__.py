@@ -43,26 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.port)
     import click
 
-    from ivr import create_app
-    from ivr.devserver import local_environment
+    from ivr.devserver import app_or_reasons, local_environment
     from ivr.trycall import parse_at, try_call
 
     try:
         at = parse_at(args.at)
     except click.BadParameter as exc:
         parser.error(f"--at: {exc.message}")
-    from ivr.menus.loader import ConfigError
-    from ivr.settings import SettingsError
-
     with local_environment(private_database=True):
-        try:
-            app = create_app()
-        except ConfigError as exc:
-            print("\n".join(exc.problems), file=sys.stderr)
-            print(f"the config has {len(exc.problems)} problem(s); no call made", file=sys.stderr)
-            return 2
-        except SettingsError as exc:
-            print(f"{exc}; no call made", file=sys.stderr)
+        app = app_or_reasons("no call made")
+        if app is None:
             return 2
         ticket = try_call(app, args.keys, args.caller, args.called, at)
     print(json.dumps(ticket, ensure_ascii=False, indent=2))

@@ -54,6 +54,23 @@ def local_environment(private_database: bool = False):
             scratch.cleanup()
 
 
+def app_or_reasons(consequence: str):  # noqa: ANN201 - a Flask app or None
+    """create_app(), or None after printing why it refused (the config checker's lines, or the
+    missing settings) and `consequence`, without a traceback: for the local commands."""
+    from ivr import create_app
+    from ivr.menus.loader import ConfigError
+    from ivr.settings import SettingsError
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        print(f"the config has {len(exc.problems)} problem(s); {consequence}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"{exc}; {consequence}", file=sys.stderr)
+    return None
+
+
 def _interrupt(*_args: object) -> None:
     raise KeyboardInterrupt
 
@@ -83,9 +100,6 @@ def _wait_healthy(url: str, web: subprocess.Popen, timeout_s: float = 30.0) -> b
 
 
 def main(port: int) -> int:
-    from ivr import create_app
-    from ivr.menus.loader import ConfigError
-    from ivr.settings import SettingsError
     from ivr.tickets.migrate import upgrade
 
     # Stop the same way on SIGTERM as on Ctrl-C: children first, then the private Redis.
@@ -94,14 +108,8 @@ def main(port: int) -> int:
         print(f"port {port} is in use: stop what runs there, or choose another (PORT=5001 make run)", file=sys.stderr)
         return 1
     with local_environment():
-        try:
-            app = create_app()  # refuses an invalid config before anything starts
-        except ConfigError as exc:
-            print("\n".join(exc.problems), file=sys.stderr)
-            print(f"the config has {len(exc.problems)} problem(s); the hotline did not start", file=sys.stderr)
-            return 2
-        except SettingsError as exc:
-            print(f"{exc}; the hotline did not start", file=sys.stderr)
+        app = app_or_reasons("the hotline did not start")  # before anything starts
+        if app is None:
             return 2
         upgrade(app.config["DATABASE_URL"])
         with app.app_context():
