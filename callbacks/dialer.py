@@ -17,6 +17,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app, url_for
+from redis.client import Pipeline
 from rq import Queue, Retry, get_current_job
 from twilio.base.exceptions import TwilioRestException
 
@@ -67,11 +68,20 @@ def seat_job_id(callback: Callback, when_s: float) -> str:
 
 
 def enqueue_dial(
-    queue: Queue, callback_id: str, attempt: int, at: datetime | None = None, slot_us: int | None = None
+    queue: Queue,
+    callback_id: str,
+    attempt: int,
+    at: datetime | None = None,
+    slot_us: int | None = None,
+    pipeline: Pipeline | None = None,
 ) -> None:
-    """Queue the dial job of an attempt (at a pacing slot's time, when given)."""
+    """Queue the dial job of an attempt (at a pacing slot's time, when given; in `pipeline`, a
+    transaction of the caller's, when given)."""
     args = (callback_id, attempt) if slot_us is None else (callback_id, attempt, slot_us)
-    if at is not None:
+    if pipeline is not None:
+        job = Queue.prepare_data(place_callback, args, retry=DIAL_RETRY, timeout=60, result_ttl=0)
+        queue.enqueue_many([job], pipeline=pipeline)
+    elif at is not None:
         queue.enqueue_at(at, place_callback, *args, retry=DIAL_RETRY, job_timeout=60, result_ttl=0)
     else:
         queue.enqueue(place_callback, *args, retry=DIAL_RETRY, job_timeout=60, result_ttl=0)
@@ -80,12 +90,11 @@ def enqueue_dial(
 def seat_callback(callback_id: str) -> str:
     hotline = services()
     desk = hotline.callback_desk()
-    result = desk.seat(callback_id)
-    if result == "dialling":  # no agent gate: dial now
-        callback = desk.book.get(callback_id)
-        if callback is not None and callback.attempt:
-            enqueue_dial(hotline.callbacks_queue, callback_id, callback.attempt["n"])
-    return result
+
+    def dial_now(pipe: Pipeline, callback: Callback) -> None:  # no agent gate: dial now
+        enqueue_dial(hotline.callbacks_queue, callback.id, callback.attempt["n"], pipeline=pipe)
+
+    return desk.seat(callback_id, on_dialling=dial_now)
 
 
 def take_dial_slot(calls_per_second: float) -> tuple[float, int | None]:
@@ -159,6 +168,11 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
         wait_s = seconds_until(slot_us)
     if wait_s > 0:
         hotline.sleep(min(wait_s, MAX_PACING_SLEEP_S))
+    if not desk.plan.hours.is_open(hotline.clock()):
+        # A retried or paced dial that comes due after closing: not now. Back to its seat (the
+        # matching leaves callbacks alone until opening), no attempt counted against the customer.
+        desk.attempt_over(callback.id, n, "closed")
+        return "closed"
     desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
     answer_url, status_url = _urls(callback.id, n, agent_first)
     params: dict[str, object] = {
@@ -178,10 +192,16 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     except TwilioRestException as exc:
         # Twilio answered, so it placed nothing: the outbox may say so.
         desk.record_dial(callback.id, n, "dial_started_at", None)
-        if exc.code in PERMANENT_ERRORS:
+        if exc.code in PERMANENT_ERRORS or exc.status in (400, 422):
             log.warning("callback %s to %s: Twilio refused (%s)", callback.id, mask_number(callback.number), exc.code)
             desk.attempt_over(callback.id, n, f"rejected:{exc.code}", final=True)
             return "rejected"
+        if exc.status and 400 <= exc.status < 500 and exc.status != 429:
+            # Refused for a reason no quick retry fixes (our credentials, the account): a failed
+            # attempt, retried after the spacing like no answer, so it cannot loop on an agent.
+            log.error("callback %s attempt %d: Twilio answered %s (%s)", callback.id, n, exc.status, exc.code)
+            desk.attempt_over(callback.id, n, f"error:{exc.code or exc.status}")
+            return "error"
         if _last_try():
             desk.attempt_over(callback.id, n, "released")  # the agent is freed; the seat kept
         raise
@@ -190,7 +210,13 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
         if _last_try():
             desk.attempt_over(callback.id, n, "released")
         raise
-    desk.record_dial(callback.id, n, "call_sid", call.sid)
+    recorded = desk.record_dial(callback.id, n, "call_sid", call.sid)
+    if recorded is None or not recorded.dialling(n):
+        # The attempt was given up on while Twilio took the request (its reservation timed
+        # out, say): nobody waits for this call, so it must not ring.
+        log.warning("callback %s attempt %d: given up while dialling; cancelling %s", callback.id, n, call.sid)
+        cancel_call(call.sid)
+        return "cancelled"
     log.info("callback %s attempt %d: dialled %s", callback.id, n, mask_number(callback.number))
     return "dialled"
 

@@ -5,10 +5,12 @@ exceptions propagate; a reservation that cannot be completed is released, never 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from flask import current_app, url_for
 from rq import Queue, Retry, get_current_job
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from twilio.base.exceptions import TwilioRestException
 
 from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id
@@ -23,6 +25,16 @@ CONNECT_RETRY = Retry(max=2, interval=[1, 3])
 OVERDUE_GRACE_MS = 120_000
 # Twilio's answer when the call is no longer there to redirect (the caller hung up meanwhile).
 _CALL_GONE = {20404, 21220}
+
+
+def _seat_job_will_run(job_id: str) -> bool:
+    """Whether the seat job is still to run: queued, scheduled, running or waiting to be retried;
+    not when it is gone or failed for good (RQ keeps a failed job, which must not look alive)."""
+    try:
+        job = Job.fetch(job_id, connection=services().redis)
+    except NoSuchJobError:
+        return False
+    return job.get_status(refresh=False) not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
 def route(queue: Queue) -> int:
@@ -42,6 +54,9 @@ def route(queue: Queue) -> int:
         if callback_id is not None:
             callback = hotline.callbacks.get(callback_id)
             since = hotline.routing.agents().get(agent_id, ("", now_ms, None))[1]
+            started = callback.attempt.get("dial_started_at") if callback and callback.attempt else None
+            if started:  # the ringing window starts when the dial does (pacing may delay it)
+                since = max(since, int(datetime.fromisoformat(started).timestamp() * 1000))
             if since + callback_limit_ms > now_ms:
                 continue
             log.warning("agent %s: reservation for callback %s timed out; released", agent_id, callback_id)
@@ -64,10 +79,13 @@ def route(queue: Queue) -> int:
             callback = hotline.callbacks.get(callback_id)
             if callback is None or callback.scheduled_ms is None:
                 continue
-            if Job.exists(seat_job_id(callback, callback.scheduled_ms / 1000), connection=hotline.redis):
+            if _seat_job_will_run(seat_job_id(callback, callback.scheduled_ms / 1000)):
                 continue  # only late (a backlog), not lost: it will run
-            log.warning("callback %s: its scheduled seat job is lost; seating it now", callback_id)
-            seat_callback(callback_id)
+            log.warning("callback %s: its scheduled seat job is lost or failed; seating it now", callback_id)
+            try:
+                seat_callback(callback_id)
+            except Exception:  # one bad callback must not stop live callers being routed
+                log.exception("callback %s: seating it failed; the next pass tries again", callback_id)
     matches = hotline.routing.match(agent_lines(plan.config), now_ms, callbacks_ok=callbacks_ok)
     jobs, dials = [], []
     for m in matches:

@@ -22,6 +22,7 @@ from ivr.hours import describe_opening
 from ivr.menus import render
 from ivr.menus.model import TransferNode
 from ivr.phone import callback_number, last_digits, spoken_number
+from ivr.queues.callback_desk import note_callback
 from ivr.queues.callbacks import Callback, CallbackBook
 
 if TYPE_CHECKING:
@@ -204,7 +205,9 @@ class CallbackFlow:
             branch=draft.get("branch", "other"),
             arrived_ms=int(draft.get("arrived_ms") or self.now_ms),
             requested_ms=self.now_ms,
-            scheduled_ms=int(opening.timestamp() * 1000) if opening else None,
+            # Not seated: scheduled for the opening, or (no agent gate) for now; either way in
+            # the schedule's index, so the dispatcher's sweep seats it should its job be lost.
+            scheduled_ms=None if seated else int((opening or self.now).timestamp() * 1000),
             reference=reference,
             updated_ms=self.now_ms,
         )
@@ -246,13 +249,21 @@ class CallbackFlow:
         return render.speak_and_hang_up(self.config, lang_id, [text])
 
     def desk_seat(self, callback: Callback) -> Callback:
+        moved: list[bool] = []
+
         def now_in_line(cb: Callback) -> Callback | None:
             if cb.status != "scheduled":
                 return None
             cb.status, cb.scheduled_ms, cb.updated_ms = "pending", None, self.now_ms
+            moved.append(True)
             return cb
 
-        return self.book.update(callback.id, now_in_line) or callback
+        seated = self.book.update(callback.id, now_in_line) or callback
+        if moved:
+            flow = self.flow
+            event_id = f"cb-{seated.id}-seated-{len(seated.attempts)}-asked"
+            note_callback(flow.calls, flow.mark_due, self.now, seated, "callback_seated", event_id)
+        return seated
 
     # ----- a caller whose callback is pending -------------------------------------------
 

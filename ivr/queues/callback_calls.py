@@ -69,7 +69,15 @@ class CallbackCalls:
             vr = VoiceResponse()
             vr.hangup()
             return vr
-        desk.connected(callback_id, n, callback.agent)
+        if desk.connected(callback_id, n, callback.agent) is None:
+            # The attempt was given up on between our read and now (its reservation timed out):
+            # the customer is on the line all the same, so they wait in the callback's place.
+            late = desk.answered_late(callback_id, n, call.sid)
+            if late is None:
+                vr = VoiceResponse()
+                vr.hangup()
+                return vr
+            return self._live(call, late, form, answered_by, agent_id="")
         return self._live(call, callback, form, answered_by, agent_id=callback.agent or "")
 
     def _live(self, call: Call, callback: Callback, form, answered_by: str, agent_id: str) -> VoiceResponse:  # noqa: ANN001

@@ -20,7 +20,22 @@ from ivr.queues.state import RoutingState
 log = logging.getLogger(__name__)
 
 # Attempt results that say nothing about the customer (our side failed): not counted.
-NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "released"})
+NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "released", "closed"})
+
+
+def note_callback(
+    calls: CallLog,
+    mark_due: Callable[[str, Pipeline], None],
+    now: datetime,
+    callback: Callback,
+    kind: str,
+    event_id: str | None = None,
+    **data: object,
+) -> None:
+    """An event on the ticket of every call that asked for this callback (each ticket synced)."""
+    event = make_event(kind, now, event_id=event_id, callback_id=callback.id, **data)
+    for call_sid in callback.calls:
+        calls.append(call_sid, [event], also=lambda pipe, sid=call_sid: mark_due(sid, pipe))
 
 
 class CallbackDesk:
@@ -47,15 +62,15 @@ class CallbackDesk:
 
     def note(self, callback: Callback, kind: str, event_id: str | None = None, **data: object) -> None:
         """An event on the ticket of every call that asked for this callback."""
-        event = make_event(kind, self.now, event_id=event_id, callback_id=callback.id, **data)
-        for call_sid in callback.calls:
-            self.calls.append(call_sid, [event], also=lambda pipe, sid=call_sid: self.mark_due(sid, pipe))
+        note_callback(self.calls, self.mark_due, self.now, callback, kind, event_id, **data)
 
     # ----- into line ------------------------------------------------------------------------
 
-    def seat(self, callback_id: str) -> str:
+    def seat(self, callback_id: str, on_dialling: Callable[[Pipeline, Callback], None] | None = None) -> str:
         """Its time has come (the line opened, a retry is due): back into line with its original
-        arrival, or straight to dialling without the agent gate. Out of hours: the next opening."""
+        arrival, or straight to dialling without the agent gate — `on_dialling` then queues the
+        dial job in the same transaction, so a callback is never left dialling with no job.
+        Out of hours: the next opening."""
         hours = self.plan.hours
         if not hours.is_open(self.now):
             opening = hours.next_opening(self.now)
@@ -76,7 +91,11 @@ class CallbackDesk:
             moved.append(True)
             return cb
 
-        seated = self.book.update(callback_id, into_line)
+        def dial_job(pipe: Pipeline, cb: Callback) -> None:
+            if cb.status == "dialling" and on_dialling is not None:
+                on_dialling(pipe, cb)
+
+        seated = self.book.update(callback_id, into_line, also=dial_job)
         if seated is None or not moved:  # already seated (a second job, or the sweep came first)
             return "not scheduled"
         self.note(seated, "callback_seated", event_id=f"cb-{seated.id}-seated-{len(seated.attempts)}")
@@ -241,6 +260,9 @@ class CallbackDesk:
         updated = self.book.update(callback_id, late)
         if updated is None or updated.status != "done":
             return None
+        self.note(
+            updated, "callback_attempt", event_id=f"cb-{updated.id}-attempt-{n}-late", n=n, result="answered_late"
+        )
         self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="done", reason="answered_late")
         return updated
 

@@ -188,7 +188,9 @@ class CallbackBook:
 
         moved: dict[str, str] = {}
 
-        def refresh(current: Callback) -> Callback:
+        def refresh(current: Callback) -> Callback | None:
+            if current.status not in OPEN:
+                return None  # it closed since the claim (cancelled, say): book a new one below
             # Asked again: the same seat (the earlier arrival) and this call's ticket follows the
             # callback too. Unless it is being dialled right now, it takes the newest reason, and
             # with it the newest line (in that line by its original arrival): the agent who calls
@@ -210,8 +212,10 @@ class CallbackBook:
                 pipe.hset(BY_CALLER, fresh.caller, current.id)
 
         updated = self.update(callback_id, refresh, also=follow)
-        if updated is None:  # the index pointed at a record that expired: start again
-            self.redis.hdel(BY_NUMBER, fresh.number)
+        if updated is None or updated.status not in OPEN:
+            # The index pointed at a record that expired or closed meanwhile: start again (only
+            # if the index still points there: a newer request may already own the number).
+            self.redis.eval(_DROP_IF_OURS, 1, BY_NUMBER, fresh.number, callback_id)
             return self.request(fresh)
         return updated, False
 
