@@ -8,11 +8,17 @@ import os
 import sys
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535); check PORT")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ivr", description="Hotline, locally.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the hotline locally (Redis, worker, web) and print the URLs")
-    run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    run.add_argument("--port", type=_port, default=os.environ.get("PORT", "5000"), help="default: $PORT or 5000")
     check = sub.add_parser("check", help="validate a config file")
     check.add_argument("path", nargs="?", default=os.environ.get("HOTLINE_CONFIG", "config/hotline.yaml"))
     call = sub.add_parser("call", help="dial the hotline in-process and show the ticket")

@@ -104,6 +104,8 @@ def main(port: int) -> int:
 
     # Stop the same way on SIGTERM as on Ctrl-C: children first, then the private Redis.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Closing the terminal (SIGHUP) too: gunicorn alone would take it as "reload" and live on.
+    signal.signal(signal.SIGHUP, _interrupt)
     if _port_taken(port):
         print(f"port {port} is in use: stop what runs there, or choose another (PORT=5001 make run)", file=sys.stderr)
         return 1

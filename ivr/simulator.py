@@ -30,6 +30,8 @@ from twilio.request_validator import RequestValidator
 # (url, form, headers) -> (status code, content type, body)
 Transport = Callable[[str, dict, dict], tuple[int, str, str]]
 GATHER_NESTABLE = {"Say", "Play", "Pause"}
+# What a scripted caller may report at an <Enqueue> (Twilio's QueueResult values).
+QUEUE_RESULTS = ("bridged", "hangup", "queue-full", "redirected", "system-error", "error", "leave")
 WAIT_URL_VERBS = {"Say", "Play", "Pause", "Gather", "Redirect", "Hangup", "Leave"}
 
 
@@ -195,6 +197,11 @@ class CallWalker:
                 if given.startswith("say:"):
                     extra.update(SpeechResult=given[4:], Confidence="0.91")
                 else:
+                    # As Twilio: the finishing key (default '#') ends the input and is not part of it.
+                    finish = verb.get("finishOnKey", "#")
+                    if finish and finish in given:
+                        given = given[: given.index(finish)]
+                        extra["FinishedOnKey"] = finish
                     extra["Digits"] = given
                 return urljoin(url, verb.get("action") or url), self.params(**extra)
             elif tag == "Record":
@@ -244,7 +251,10 @@ class CallWalker:
             if result.ended != "status_sent":
                 result.ended = "caller_hung_up"
             return None
-        seconds = int(peek[4:]) if peek and peek.startswith("rec:") else 8
+        try:
+            seconds = int(peek[4:]) if peek and peek.startswith("rec:") else 8
+        except ValueError as exc:
+            raise WalkError(f"{peek!r} at a <Record>: give rec:<seconds>, e.g. rec:12") from exc
         if seconds == 0 and self.silent_record == "fallthrough":
             return self._continue_after(verb, url, result)
         recording_sid = "RE" + uuid.uuid4().hex  # one recording: the same sid in its URL
@@ -268,6 +278,10 @@ class CallWalker:
         peek = self._next_input(script, "queue")
         # "queue:press:2": press 2 at the first hold turn that gathers (the callback offer).
         press = peek.removeprefix("queue:press:") if peek and peek.startswith("queue:press:") else None
+        if peek and peek.startswith("queue:") and press is None and peek[6:] not in QUEUE_RESULTS:
+            raise WalkError(
+                f"{peek!r} at an <Enqueue>: give one of queue:{', queue:'.join(QUEUE_RESULTS)}, queue:press:<key>"
+            )
         left = False
         wait_url = verb.get("waitUrl")
         if wait_url:

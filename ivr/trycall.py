@@ -9,7 +9,7 @@ from flask import Flask
 from rq import SimpleWorker
 
 from ivr.services import TICKETS_QUEUE
-from ivr.simulator import CallWalker, Utterance
+from ivr.simulator import CallWalker, Utterance, WalkError
 from ivr.tickets.migrate import upgrade
 from ivr.tickets.store import ticket_json
 
@@ -27,6 +27,13 @@ def parse_at(text: str | None) -> datetime | None:
     except ValueError as exc:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-28T22:00") from exc
     return moment
+
+
+def _seconds_answer(text: str) -> str:
+    text = text.strip().removeprefix("rec:")
+    if text == "hangup" or text.isdigit():
+        return text
+    raise click.BadParameter("a number of seconds (e.g. 12), or hangup")
 
 
 def _queue_answer(text: str) -> str:
@@ -65,7 +72,9 @@ def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetim
             question = "  (in queue) what happens: hangup, bridged, queue-full, or press:<key> at the first offer"
             return "queue:" + click.prompt(question, default="hangup", value_proc=_queue_answer)
         if kind == "record":
-            seconds = click.prompt("  (recording) seconds to speak, or 'hangup'", default="8")
+            seconds = click.prompt(
+                "  (recording) seconds to speak, or 'hangup'", default="8", value_proc=_seconds_answer
+            )
             return "hangup" if seconds == "hangup" else f"rec:{seconds}"
         answer = click.prompt("  keys (Enter = no input, 'say:words', 'hangup')", default="", show_default=False)
         return answer or None
@@ -80,7 +89,11 @@ def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetim
         on_input=None if keys is not None else on_input,
     )
     click.echo(f"Calling the hotline as {caller} ...")
-    result = walker.dial(_parse_keys(keys) if keys is not None else [])
+    try:
+        result = walker.dial(_parse_keys(keys) if keys is not None else [])
+    except WalkError as exc:  # the script asked for something Twilio would not do, or the TwiML was wrong
+        click.echo(f"  PROBLEM: {exc}", err=True)
+        raise SystemExit(1) from exc
     for problem in result.problems:
         click.echo(f"  PROBLEM: {problem}", err=True)
     click.echo(f"Call ended ({result.ended}). Ticket:")

@@ -800,6 +800,15 @@ def test_a_walked_call_takes_the_offer_while_holding_and_books_with_its_caller_i
     assert ticket["queue"]["result"] == "callback"
 
 
+def test_a_walked_caller_types_another_number_ending_with_hash_as_the_prompt_asks(walker, hotline):
+    """Twilio leaves the finishing key out of Digits; so does the walker."""
+    result = walker(caller="+819012345678").dial(["3", "2", "0", "2", "2", "08033334444#", "1"])
+    assert not result.problems, result.problems
+    said = [u.text for u in result.said]
+    assert PROMPTS.callback_readback["en"].format(digits="0 8 0, 3 3 3 3, 4 4 4 4") in said
+    assert the_callback(hotline, "+818033334444").status == "pending"
+
+
 def test_a_late_seat_job_is_not_taken_for_lost(app, client, clock, hotline, no_unexpected_http):
     callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="busy"))

@@ -275,3 +275,11 @@ def test_callback_settings_are_checked():
         d["callbacks"]["country"] = "ZZ"
 
     assert "callbacks.country: phonenumbers knows no region 'ZZ'" in only(broken(region))
+
+
+def test_a_file_not_in_utf8_is_refused_with_its_place(tmp_path):
+    path = tmp_path / "sjis.yaml"
+    path.write_bytes("# 設定\nname: テスト\n".encode("shift_jis"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert only(caught.value.problems) == f"{path}:1: not UTF-8 text (byte 2): save the file as UTF-8"

@@ -73,6 +73,9 @@ def load_config(path: str | Path) -> HotlineConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte {exc.start}): save the file as UTF-8"]) from exc
     return parse_config(text, str(path))
 
 
