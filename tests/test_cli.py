@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from ivr.cli import build_worker
+from ivr.localredis import free_port
 from tests.conftest import ROOT
 
 
@@ -84,7 +85,7 @@ def test_make_run_refuses_a_port_in_use_and_an_invalid_config_with_the_checkers_
 
     broken = tmp_path / "hotline.yaml"
     broken.write_text((ROOT / "config" / "hotline.yaml").read_text().replace("Asia/Tokyo", "Asia/Nowhere"))
-    done = _run(["run", "--port", "0"], {**env, "HOTLINE_CONFIG": str(broken)})
+    done = _run(["run", "--port", str(free_port())], {**env, "HOTLINE_CONFIG": str(broken)})
     assert done.returncode == 2
     assert f"{broken}:62: hours.timezone: unknown time zone 'Asia/Nowhere'" in done.stderr
     assert "Traceback" not in done.stderr and "Hotline is running" not in done.stdout
