@@ -158,6 +158,8 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
             desk.record_dial(callback.id, n, "call_sid", placed)
             log.warning("callback %s attempt %d: adopted call %s placed by an earlier run", callback.id, n, placed)
             return "adopted"
+    if slot_us is not None and seconds_until(slot_us) < -1.0:
+        slot_us = None  # an RQ retry long after its slot: that slot is spent, take a fresh one
     if slot_us is None:
         wait_s, slot_us = take_dial_slot(desk.policy.calls_per_second)
         if slot_us is not None and wait_s > MAX_PACING_SLEEP_S:

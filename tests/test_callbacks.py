@@ -772,6 +772,23 @@ def test_a_dial_whose_slot_is_far_off_comes_back_at_its_slot_instead_of_sleeping
     assert all(s <= 2.0 for s in sleeps) and slot > 0
 
 
+def test_a_dial_retried_long_after_its_slot_takes_a_fresh_one(make_app, tmp_path, clock, sleeps, no_unexpected_http):
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    data["callbacks"]["calls_per_second"] = 0.1
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    app = make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+    hotline = app.extensions["hotline"]
+    with app.app_context():
+        _, slot_us = take_dial_slot(0.1)  # this dial's slot, a minute ago by the time RQ retries it
+        take_dial_slot(0.1)  # others have dialled since: the next free slot is seconds away
+    callback = book_and_dial(app, app.test_client(), clock, hotline, no_unexpected_http)  # paced too
+    with app.app_context():
+        assert place_callback(callback.id, 1, slot_us - 60_000_000) == "paced"
+    assert dials(no_unexpected_http) == []  # not dialled at once on a spent slot
+    no_unexpected_http.remove(responses.POST, CALLS_URL)  # the dial comes at its new slot
+
+
 def test_the_queues_api_counts_open_callbacks(app, client, clock, hotline):
     book_with_caller_id(client, 1)
     clock.now = CLOSED_TIME
