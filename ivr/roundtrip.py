@@ -17,6 +17,7 @@ import threading
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError, ResponseError
+from rq import get_current_job
 
 
 class RoundTrip:
@@ -41,6 +42,17 @@ class RoundTrip:
             return []
         if pipe.transaction or pipe.watching or pipe.scripts:
             return pipe.execute()
+        if get_current_job() is not None:
+            # In an RQ work-horse (a fresh process per job) a kept connection would be a second
+            # connect per job beside the pool's: borrow the pool's instead, and give it back.
+            conn = self.redis.connection_pool.get_connection()
+            try:
+                return conn.retry.call_with_retry(
+                    lambda: self._exchange(pipe, conn, stack), lambda _error: conn.disconnect()
+                )
+            finally:
+                pipe.command_stack = []
+                self.redis.connection_pool.release(conn)
         conn = self._connection()
         kept = getattr(conn, "_sock", None) is not None
         try:

@@ -89,3 +89,26 @@ def test_transactional_pipelines_take_redis_pys_own_path(redis_url):
     pipe.incr("n")
     pipe.incr("n")
     assert trip.execute(pipe) == [1, 2]
+
+
+def exchange_in_a_job(redis_url: str) -> tuple[int, int]:
+    """Run by an RQ worker: one exchange, then how the pool's connections stand."""
+    redis = redis_lib.Redis.from_url(redis_url)
+    trip = RoundTrip(redis)
+    pipe = trip.pipeline()
+    pipe.incr("jobs")
+    assert trip.execute(pipe) == [1]
+    pool = redis.connection_pool
+    return len(pool._in_use_connections), len(pool._available_connections)
+
+
+def test_in_an_rq_job_the_exchange_borrows_the_pools_connection(redis_url):
+    """A work-horse is a fresh process per job: a connection of its own beside the pool's would
+    be a second connect for every job."""
+    from rq import Queue, SimpleWorker
+
+    redis = redis_lib.Redis.from_url(redis_url)
+    queue = Queue("roundtrip-test", connection=redis)
+    job = queue.enqueue(exchange_in_a_job, redis_url)
+    SimpleWorker([queue], connection=redis).work(burst=True)
+    assert job.return_value() == (0, 1)  # given back: the job's other commands reuse it
