@@ -42,19 +42,12 @@ class RoundTrip:
             return []
         if pipe.transaction or pipe.watching or pipe.scripts:
             return pipe.execute()
-        if get_current_job() is not None:
-            # In an RQ work-horse (a fresh process per job) a kept connection would be a second
-            # connect per job beside the pool's: borrow the pool's instead, and give it back.
-            conn = self.redis.connection_pool.get_connection()
-            try:
-                return conn.retry.call_with_retry(
-                    lambda: self._exchange(pipe, conn, stack), lambda _error: conn.disconnect()
-                )
-            finally:
-                pipe.command_stack = []
-                self.redis.connection_pool.release(conn)
-        conn = self._connection()
-        kept = getattr(conn, "_sock", None) is not None
+        # In an RQ work-horse (a fresh process per job) a kept connection would be a second
+        # connect per job beside the pool's: borrow the pool's there, and give it back.
+        pool = self.redis.connection_pool
+        borrowed = get_current_job() is not None
+        conn = pool.get_connection() if borrowed else self._connection()
+        kept = not borrowed and getattr(conn, "_sock", None) is not None
         try:
             return conn.retry.call_with_retry(
                 lambda: self._exchange(pipe, conn, stack), lambda _error: conn.disconnect()
@@ -68,6 +61,8 @@ class RoundTrip:
             return self._exchange(pipe, conn, stack)
         finally:
             pipe.command_stack = []
+            if borrowed:
+                pool.release(conn)
 
     @staticmethod
     def _exchange(pipe: Pipeline, conn, stack: list) -> list:  # noqa: ANN001 - a redis Connection

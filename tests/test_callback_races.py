@@ -11,16 +11,15 @@ from urllib.parse import parse_qs
 
 import pytest
 import responses
-import yaml
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from callbacks.dispatcher import dispatch_once
 from ivr.queues.callbacks import BY_NUMBER, member, record_key
-from tests.conftest import SHIPPED_CONFIG
 from tests.test_callbacks import (  # noqa: F401 - the shared fixtures
     CALLS_URL,
     HOTLINE_NUMBER,
+    app_with_callbacks,
     book_and_dial,
     book_with_caller_id,
     dials,
@@ -51,11 +50,7 @@ def created_call(n: int) -> tuple[int, dict, str]:
 
 
 def no_gate_app(make_app, tmp_path, sleeps):
-    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
-    data["callbacks"]["agent_gate"] = False
-    path = tmp_path / "hotline.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+    return app_with_callbacks(make_app, tmp_path, sleeps, agent_gate=False)
 
 
 def drop_scheduled_jobs(app) -> None:

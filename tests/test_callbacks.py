@@ -46,6 +46,15 @@ def app(make_app, sleeps):
     return make_app(TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
 
 
+def app_with_callbacks(make_app, tmp_path, sleeps, **settings):
+    """An app on a copy of the shipped config with these `callbacks:` settings changed."""
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    data["callbacks"].update(settings)
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+
+
 @pytest.fixture
 def hotline(app):
     return app.extensions["hotline"]
@@ -747,11 +756,7 @@ def test_cancelling_a_callback_that_is_being_dialled_says_so(app, client, clock,
 def test_a_dial_whose_slot_is_far_off_comes_back_at_its_slot_instead_of_sleeping(
     make_app, tmp_path, clock, sleeps, no_unexpected_http
 ):
-    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
-    data["callbacks"]["calls_per_second"] = 0.1  # one dial every 10 s
-    path = tmp_path / "hotline.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    app = make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+    app = app_with_callbacks(make_app, tmp_path, sleeps, calls_per_second=0.1)  # one dial every 10 s
     hotline = app.extensions["hotline"]
     with app.app_context():
         take_dial_slot(0.1)  # another worker's dial took the current slot
@@ -773,11 +778,7 @@ def test_a_dial_whose_slot_is_far_off_comes_back_at_its_slot_instead_of_sleeping
 
 
 def test_a_dial_retried_long_after_its_slot_takes_a_fresh_one(make_app, tmp_path, clock, sleeps, no_unexpected_http):
-    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
-    data["callbacks"]["calls_per_second"] = 0.1
-    path = tmp_path / "hotline.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    app = make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+    app = app_with_callbacks(make_app, tmp_path, sleeps, calls_per_second=0.1)
     hotline = app.extensions["hotline"]
     with app.app_context():
         _, slot_us = take_dial_slot(0.1)  # this dial's slot, a minute ago by the time RQ retries it

@@ -6,12 +6,12 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 import pytest
-import yaml
 
-from tests.conftest import BASE_URL, SHIPPED_CONFIG
+from tests.conftest import BASE_URL
 from tests.test_callbacks import (
     HOTLINE_NUMBER,
     PROMPTS,
+    app_with_callbacks,
     book_with_caller_id,
     dials,
     expect_dial,
@@ -27,11 +27,7 @@ from tests.twiml import call_form, parse, signed_post, verbs
 
 @pytest.fixture
 def app(make_app, tmp_path, sleeps):
-    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
-    data["callbacks"]["dial_mode"] = "agent_first"
-    path = tmp_path / "hotline.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+    return app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
 
 
 @pytest.fixture
