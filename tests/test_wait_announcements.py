@@ -51,15 +51,28 @@ def texts(root) -> list[str]:
 
 @pytest.fixture
 def busy_line(app, client, clock):
-    """Five English callers in the payment line; both agents who serve it are on calls."""
+    """Five English callers in the payment line, each told their place and wait before joining;
+    both agents who serve it are on calls."""
     routing = app.extensions["hotline"].routing
-    for n in range(1, 6):
-        clock.advance(5)
-        queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(n), Digits="0"))
     now_ms = int(clock.now.timestamp() * 1000)
     routing.set_agent_status("a101", "busy", now_ms, call_sid=sid(90))
     routing.set_agent_status("a103", "busy", now_ms, call_sid=sid(91))
+    for n in range(1, 6):
+        clock.advance(5)
+        queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(n), Digits="0"))
     return routing
+
+
+def first_turns(client, clock, *callers: int) -> None:
+    """Each caller's first hold turn (the welcome), then the announcement interval passes."""
+    for n in callers:
+        hold(client, n)
+    clock.advance(CONFIG.queues["payment"].announce_every_s)
+
+
+def a_caller_leaves(client, n: int) -> None:
+    hung_up = call_form(sid(n), QueueResult="hangup", QueueTime="40", CallStatus="completed")
+    parse(signed_post(client, "/voice/en/node/agent_payment/queued", hung_up))
 
 
 def expected_range(ahead: int) -> str:
@@ -69,50 +82,67 @@ def expected_range(ahead: int) -> str:
     return CONFIG.prompts.wait_range["en"].format(lo=spoken.lo_min, hi=spoken.hi_min)
 
 
-def test_first_turn_says_hold_place_and_estimate(client, busy_line):
+def test_the_first_turn_of_a_caller_told_the_wait_before_joining_only_welcomes(client, busy_line):
     root = hold(client, 5)
-    # A wait this long comes with the callback offer: the key works through the pause.
+    # The place and wait were just said before the queue; the callback key stays live.
     assert verbs(root) == ["Gather"]
     gather = root.find("Gather")
-    assert verbs(gather) == ["Say", "Say", "Say", "Say", "Pause"]
+    assert verbs(gather) == ["Say", "Say", "Pause"]
     assert gather.get("action") == "/voice/en/hold/payment/key" and gather.get("numDigits") == "1"
-    assert [s.text for s in gather.iter("Say")] == [
+    assert [s.text for s in gather.iter("Say")] == [CONFIG.prompts.hold["en"], OFFER]
+
+
+def test_first_turn_says_hold_place_and_estimate_when_nothing_was_said_before(app, client):
+    # Off-peak with a free agent the wait is short: the caller joins without an announcement.
+    app.extensions["hotline"].routing.set_agent_status("a101", "available", 0)
+    root = queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(1), Digits="0"))
+    assert verbs(root) == ["Say", "Enqueue"]
+    root = hold(client, 1)
+    assert verbs(root) == ["Say", "Say", "Say", "Pause"]
+    assert texts(root) == [
         CONFIG.prompts.hold["en"],
-        CONFIG.prompts.queue_position["en"].format(position=5),
-        expected_range(4),
-        OFFER,
+        CONFIG.prompts.queue_position["en"].format(position=1),
+        CONFIG.prompts.wait_less_than_minute["en"],
     ]
     assert all(s.get("language") == "en-US" for s in root.iter("Say"))
 
 
+def test_a_changed_place_is_announced_with_the_offer(client, clock, busy_line):
+    first_turns(client, clock, 5)
+    a_caller_leaves(client, 1)
+    root = hold(client, 5)
+    assert verbs(root) == ["Gather"]
+    assert [s.text for s in root.iter("Say")] == [
+        CONFIG.prompts.queue_position["en"].format(position=4),
+        expected_range(3),
+        OFFER,
+    ]
+
+
 def test_in_mandarin_too(app, client, clock):
-    queue_caller(client, "/voice/zh/node/payment/choice?attempt=1", call_form(sid(7), Digits="0"))
     app.extensions["hotline"].routing.set_agent_status("a102", "busy", 0, call_sid=sid(92))
-    root = hold(client, 7, "zh")
-    spoken = texts(root)
-    assert spoken[1] == CONFIG.prompts.queue_position["zh"].format(position=1)
-    assert "分钟" in spoken[2] and all(s.get("language") == "cmn-CN" for s in root.iter("Say"))
+    root = parse(signed_post(client, "/voice/zh/node/payment/choice?attempt=1", call_form(sid(7), Digits="0")))
+    spoken = [s.text for s in root.iter("Say")]
+    assert CONFIG.prompts.queue_position["zh"].format(position=1) in spoken
+    assert any("分钟" in text for text in spoken) and all(s.get("language") == "cmn-CN" for s in root.iter("Say"))
+    redirect = root.find("Redirect").text
+    queue_caller(client, redirect, call_form(sid(7)))
+    assert [s.text for s in hold(client, 7, "zh").iter("Say")][0] == CONFIG.prompts.hold["zh"]
 
 
 def test_nothing_new_means_nothing_said(client, clock, busy_line):
-    hold(client, 5)
+    hold(client, 5)  # the welcome
     clock.advance(30)
     assert verbs(hold(client, 5)) == ["Pause"]  # not due yet
     clock.advance(60)
-    assert verbs(hold(client, 5)) == ["Pause"]  # due, but nothing changed
-
-
-def test_a_changed_place_is_announced_at_the_next_turn(client, clock, busy_line):
-    hold(client, 5)
-    hung_up = call_form(sid(1), QueueResult="hangup", QueueTime="40", CallStatus="completed")
-    parse(signed_post(client, "/voice/en/node/agent_payment/queued", hung_up))
-    clock.advance(60)
-    assert texts(hold(client, 5)) == [CONFIG.prompts.queue_position["en"].format(position=4), expected_range(3)]
+    assert verbs(hold(client, 5)) == ["Pause"]  # due, but nothing changed since before the queue
 
 
 def test_no_agent_on_duty_promises_no_figure(client):
-    queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(8), Digits="0"))
-    assert texts(hold(client, 8))[-1] == CONFIG.prompts.wait_unknown["en"]
+    root = parse(signed_post(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(8), Digits="0")))
+    spoken = [s.text for s in root.iter("Say")]
+    position = CONFIG.prompts.queue_position["en"].format(position=1)
+    assert spoken[spoken.index(position) + 1] == CONFIG.prompts.wait_unknown["en"]
 
 
 def test_a_time_the_caller_has_outwaited_is_not_repeated(app, client, clock, busy_line):
@@ -125,18 +155,19 @@ def test_a_time_the_caller_has_outwaited_is_not_repeated(app, client, clock, bus
 
 
 def test_estimates_are_on_the_ticket_with_the_actual_wait(client, clock, busy_line, ticket_for):
-    hold(client, 5)
-    clock.advance(200)
+    first_turns(client, clock, 5)  # told place 5 before joining; 60 s later ...
+    a_caller_leaves(client, 1)
+    hold(client, 5)  # ... place 4
+    clock.advance(140)
     busy_line.leave(sid(5))  # taken by an agent (as routing would) ...
     hotline = client.application.extensions["hotline"]
     hotline.calls.append(sid(5), [make_event("agent_accepted", clock.now, agent="a101")])
     signed_post(client, "/voice/status", call_form(sid(5), CallStatus="completed", CallDuration="400"))
     block = ticket_for(sid(5))["queue"]
-    waiting = [e for e in block["estimates"] if not e["before_queue"]]
-    assert block["result"] == "answered" and len(waiting) == 1
-    estimate = waiting[0]
-    assert estimate["position"] == 5 and estimate["actual_remaining_s"] == 200
-    assert estimate["spoken"][0] == "range" and estimate["lo_s"] < estimate["hi_s"]
+    assert block["result"] == "answered"
+    told = [(e["before_queue"], e["position"], e["actual_remaining_s"]) for e in block["estimates"]]
+    assert told == [(True, 5, 200), (False, 4, 140)]
+    assert all(e["spoken"][0] == "range" and e["lo_s"] < e["hi_s"] for e in block["estimates"])
 
 
 def test_hang_ups_and_handle_times_feed_the_statistics(app, client, clock, busy_line):
@@ -223,5 +254,5 @@ def test_an_abandoned_wait_is_on_the_ticket_with_what_was_announced(client, cloc
     block = ticket["queue"]
     assert ticket["outcome"] == "abandoned" and block["result"] == "abandoned"
     assert block["wait_s"] == 5 + 95  # joined 5 s before the last caller, then 95 s of waiting
-    heard = [e for e in block["estimates"] if not e["before_queue"]]
-    assert [(e["position"], e["spoken"][0], e["actual_remaining_s"]) for e in heard] == [(4, "range", None)]
+    heard = [(e["before_queue"], e["position"], e["spoken"][0], e["actual_remaining_s"]) for e in block["estimates"]]
+    assert heard == [(True, 4, "range", None)]

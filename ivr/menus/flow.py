@@ -288,6 +288,17 @@ class Flow:
                 self.config.prompts.closing_soon[lang_id].format(time=f"{local.hour}:{local.minute:02d}")
             )
         events.append(self._estimate_event(ahead, said_time=True, before_queue=True))
+        # What was just said, so the first hold turn does not say the same place and wait again.
+        spoken = ahead.spoken
+        note = {
+            "at": self.now.timestamp(),
+            "position": ahead.position,
+            "spoken": [spoken.kind, spoken.lo_min, spoken.hi_min],
+            "promised_at": self.now.timestamp(),
+            "upper_s": spoken.upper_s,
+            "before_queue": True,
+        }
+        self._ops.append(lambda pipe: self.routing.announce_before_queue_in(pipe, call.sid, note))
         message_key = self.config.after_hours.message_key if self.config.after_hours.message_node else None
         join_url = self.urls.join(lang_id, node_id, queue)
         callback_key = self.callback_key if offer_callback else None
@@ -576,11 +587,22 @@ class Flow:
                 ("hold-plain", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, hold)
             )
         texts, said_time = self._announcement(lang_id, queue_config, current, last, now_s)
-        if not texts:
-            return self._memo(("hold", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, []))
         # Each announcement of a long wait offers the callback that keeps the caller's place.
         offer = self.callbacks_on and self.callbacks.offered_at(current.estimate.hi_s)
         offer_url = self.urls.hold_key(lang_id, queue) if offer else None
+        if not texts and last is not None and last.get("before_queue"):
+            # Place and wait were said just before the queue: the first turn does not say them
+            # again, only welcomes (and keeps the callback key live).
+            note = {**last, "before_queue": False}
+            self._ops.append(lambda pipe: self.routing.announce_in(pipe, call.sid, note))
+            self._log(call, [])
+            welcome = [self.config.prompts.hold[lang_id]]
+            return self._memo(
+                ("hold-welcome", lang_id, queue, offer_url),
+                lambda: render.hold(self.config, lang_id, queue_config, welcome, offer_url),
+            )
+        if not texts:
+            return self._memo(("hold", lang_id, queue), lambda: render.hold(self.config, lang_id, queue_config, []))
         if last is None:
             texts.insert(0, self.config.prompts.hold[lang_id])
         spoken = current.spoken

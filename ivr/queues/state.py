@@ -130,7 +130,7 @@ return out
 # for the abandonment rate (a caller already talking to an agent is not abandoning).
 _LEAVE = """
 local seat = redis.call('HMGET', KEYS[1], 'queue', 'lang', 'agent')
-if not seat[1] then return 0 end
+if not seat[1] then redis.call('DEL', KEYS[1]) return 0 end
 redis.call('ZREM', ARGV[1] .. 'waiting:' .. seat[1] .. ':' .. seat[2], ARGV[2])
 local agent_status = seat[3] and redis.call('HGET', KEYS[2], seat[3])
 local theirs = seat[3] and redis.call('HGET', KEYS[3], seat[3]) == ARGV[2]
@@ -187,6 +187,7 @@ _JOIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[3], unpack(ARGV, 3))
+redis.call('PERSIST', KEYS[3])
 redis.call('LPUSH', KEYS[4], 1)
 redis.call('LTRIM', KEYS[4], 0, 0)
 return 1
@@ -209,6 +210,7 @@ def seat_in(pipe: Pipeline, seat: Seat) -> None:
     a pipeline."""
     pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
     pipe.hset(caller_key(seat.call_sid), mapping=_seat_fields(seat))
+    pipe.persist(caller_key(seat.call_sid))
     pipe.hdel(caller_key(seat.call_sid), "agent")
 
 
@@ -246,6 +248,12 @@ class RoutingState:
 
     def announce_in(self, pipe: Pipeline, call_sid: str, note: dict) -> None:
         pipe.hset(caller_key(call_sid), "announced", json.dumps(note))
+
+    def announce_before_queue_in(self, pipe: Pipeline, call_sid: str, note: dict) -> None:
+        """What a caller heard before joining. They may hang up instead of joining, so the note
+        expires (joining makes the seat persistent again)."""
+        pipe.hset(caller_key(call_sid), "announced", json.dumps(note))
+        pipe.expire(caller_key(call_sid), 24 * 3600)
 
     def wake_in(self, pipe: Pipeline) -> None:
         wake_in(pipe)
