@@ -22,7 +22,7 @@ from rq import Queue, Retry, get_current_job
 from twilio.base.exceptions import TwilioRestException
 
 from ivr.privacy import mask_number
-from ivr.queues.callbacks import Callback
+from ivr.queues.callbacks import Callback, member
 from ivr.services import services
 
 log = logging.getLogger(__name__)
@@ -192,9 +192,21 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     try:
         call = hotline.twilio().calls.create(**params)
     except TwilioRestException as exc:
-        # Twilio answered, so it placed nothing: the outbox may say so.
-        desk.record_dial(callback.id, n, "dial_started_at", None)
-        if exc.code in PERMANENT_ERRORS or exc.status in (400, 422):
+        if exc.status and exc.status < 500:
+            # Twilio refused, so it placed nothing: the outbox may say so. A 5xx is no such
+            # answer (Twilio's edge may fail after its back end created the call): the outbox
+            # keeps the dial's start, and the retry looks in Twilio's call list first.
+            desk.record_dial(callback.id, n, "dial_started_at", None)
+        refused = exc.code in PERMANENT_ERRORS or exc.status in (400, 422)
+        if refused and agent_first:
+            # The number refused is the agent's (their phone or client name in config), not
+            # the customer's: the agent is set away and the callback keeps its place.
+            agent_id = attempt.get("agent") or ""
+            log.error("callback %s: Twilio refused agent %s's number (%s); set away", callback.id, agent_id, exc.code)
+            desk.routing.transition(agent_id, member(callback.id), ["reserved"], "away", desk.now_ms)
+            desk.attempt_over(callback.id, n, "agent_unreachable")
+            return "agent unreachable"
+        if refused:
             log.warning("callback %s to %s: Twilio refused (%s)", callback.id, mask_number(callback.number), exc.code)
             desk.attempt_over(callback.id, n, f"rejected:{exc.code}", final=True)
             return "rejected"
@@ -228,22 +240,12 @@ def _find_placed_call(to: str, attempt: dict, caller_id: str) -> str | None:
     # A little slack for the clocks of our hosts and Twilio's; calls that belong to other
     # attempts are not ours (agent first, the agent gets a call for every callback).
     since = datetime.fromisoformat(attempt["dial_started_at"]) - timedelta(seconds=30)
-    taken = _known_call_sids()
+    taken = services().callbacks.placed_since(int((since - timedelta(hours=1)).timestamp() * 1000))
     for call in services().twilio().calls.list(to=to, from_=caller_id, limit=20):
         created = call.date_created
         if call.sid not in taken and (created is None or created >= since):
             return call.sid
     return None
-
-
-def _known_call_sids() -> set[str]:
-    """Call sids already recorded on the attempts of open callbacks."""
-    return {
-        a["call_sid"]
-        for callback in services().callbacks.listing(status="dialling", limit=5000)
-        for a in callback.attempts
-        if a.get("call_sid")
-    }
 
 
 def _urls(callback_id: str, n: int, agent_first: bool) -> tuple[str, str]:

@@ -59,13 +59,19 @@ def route(queue: Queue) -> int:
             if since + callback_limit_ms > now_ms:
                 continue
             log.warning("agent %s: reservation for callback %s timed out; released", agent_id, callback_id)
-            if callback is not None and callback.attempt:
-                desk.attempt_over(callback_id, callback.attempt["n"], "released")
-                if callback.attempt.get("call_sid"):
-                    hotline.callbacks_queue.enqueue(
-                        cancel_call, callback.attempt["call_sid"], retry=CONNECT_RETRY, result_ttl=0
-                    )
+            if callback is not None and callback.dialling(callback.attempt["n"] if callback.attempt else 0):
+                placed = callback.attempt.get("call_sid")
+                # A customer-first call was placed and rang the customer, but its webhooks never
+                # came (our web tier down, say): that counts as an attempt, or a customer could
+                # be rung without end. Our other failures put the callback back in its place.
+                rang = placed and plan.config.callbacks.dial_mode == "customer_first"
+                desk.attempt_over(callback_id, callback.attempt["n"], "no_result" if rang else "released")
+                if placed:
+                    hotline.callbacks_queue.enqueue(cancel_call, placed, retry=CONNECT_RETRY, result_ttl=0)
             hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
+            # A dispatcher that died between the match and the reservation's record left the
+            # callback pending with its seat out of line: put it back at its arrival.
+            hotline.callbacks.reseat(callback_id)
             continue
         log.warning("agent %s: reservation for call %s timed out; released", agent_id, call_sid)
         hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)

@@ -96,7 +96,7 @@ DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") 
 def any_database_url(request, tmp_path) -> Iterator[str]:
     """Runs the test once per configured database (SQLite always; PostgreSQL with TEST_DATABASE_URL)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'tickets.db'}"
+        url = f"sqlite:///{tmp_path / 'tickets-any.db'}"
         upgrade(url)
         yield url
     else:
@@ -105,11 +105,23 @@ def any_database_url(request, tmp_path) -> Iterator[str]:
             yield url
 
 
+def pytest_generate_tests(metafunc) -> None:
+    """Tests marked `any_database` run once per configured database (their app's ticket store)."""
+    if metafunc.definition.get_closest_marker("any_database") and "database_url" in metafunc.fixturenames:
+        metafunc.parametrize("database_url", DATABASES, indirect=True)
+
+
 @pytest.fixture
-def database_url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'tickets.db'}"
-    upgrade(url)
-    return url
+def database_url(request, tmp_path) -> Iterator[str]:
+    """SQLite by default; for a test marked `any_database`, each configured database in turn."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tickets.db'}"
+        upgrade(url)
+        yield url
+    else:
+        for url in _postgres_schema_url(os.environ["TEST_DATABASE_URL"]):
+            upgrade(url)
+            yield url
 
 
 @pytest.fixture

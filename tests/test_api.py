@@ -9,6 +9,9 @@ from tests.twiml import call_form, queue_caller, signed_post
 
 API = {"Authorization": f"Bearer {OPS_TOKEN}"}
 
+# The queries are SQL: every test here runs on SQLite and on PostgreSQL (TEST_DATABASE_URL).
+pytestmark = pytest.mark.any_database
+
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": OPS_TOKEN}])
 def test_no_or_wrong_token_is_401(client, headers):

@@ -151,6 +151,7 @@ def the_callback(hotline, number: str = "+819012345678"):
 # ----- taking the offer ------------------------------------------------------------------
 
 
+@pytest.mark.any_database  # the callback block on the ticket, in both stores
 def test_a_peak_caller_books_a_callback_with_their_caller_id(app, client, clock, hotline, ticket_for):
     root = book_with_caller_id(client, 1)
     assert verbs(root) == ["Say", "Say", "Hangup"]
@@ -342,6 +343,7 @@ def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hot
 # ----- the dial ------------------------------------------------------------------------------
 
 
+@pytest.mark.any_database  # the callback block on the ticket, in both stores
 def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
     app, client, clock, hotline, no_unexpected_http, ticket_for
 ):
@@ -423,6 +425,7 @@ def test_callbacks_and_live_callers_are_served_in_arrival_order(app, client, clo
     assert hotline.routing.position(sid(3), "payment", "en") == 1
 
 
+@pytest.mark.any_database  # the callback block on the ticket, in both stores
 def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
     app, client, clock, hotline, no_unexpected_http, ticket_for
 ):
@@ -668,7 +671,7 @@ def test_a_customer_who_answers_after_we_gave_up_on_the_attempt_waits_in_their_p
     assert hotline.redis.zscore(waiting_key("payment", "en"), out_sid(1)) == callback.arrived_ms
 
 
-def test_a_callback_reservation_whose_webhooks_never_come_is_released_and_retried(
+def test_a_callback_call_whose_webhooks_never_come_counts_as_an_attempt_and_is_retried_later(
     app, client, clock, hotline, no_unexpected_http
 ):
     callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
@@ -676,13 +679,14 @@ def test_a_callback_reservation_whose_webhooks_never_come_is_released_and_retrie
     run_routing(app)
     assert hotline.callbacks.get(callback.id).status == "dialling"
     clock.advance(300)
-    expect_dial(no_unexpected_http, 2)
     cancel_url = f"{CALLS_URL[:-5]}/{out_sid(1)}.json"
     no_unexpected_http.add(responses.POST, cancel_url, json={"sid": out_sid(1), "status": "canceled"})
-    run_routing(app)  # released, back in its place, and at once matched again
-    attempts = hotline.callbacks.get(callback.id).attempts
-    assert [(a["n"], a.get("result")) for a in attempts] == [(1, "released"), (2, None)]
-    assert len(dials(no_unexpected_http)) == 2
+    run_routing(app)  # released: the customer's phone rang, so it counts (no endless ringing)
+    current = hotline.callbacks.get(callback.id)
+    assert [(a["n"], a.get("result")) for a in current.attempts] == [(1, "no_result")]
+    assert current.status == "scheduled" and scheduled_times(app) == [clock.now + timedelta(minutes=10)]
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert len(dials(no_unexpected_http)) == 1
     # The given-up attempt is stopped at Twilio, in case it still rings.
     [cancel] = [parse_qs(c.request.body) for c in no_unexpected_http.calls if c.request.url == cancel_url]
     assert cancel == {"Status": ["canceled"]}
@@ -690,6 +694,7 @@ def test_a_callback_reservation_whose_webhooks_never_come_is_released_and_retrie
         assert not FailedJobRegistry(queue=hotline.callbacks_queue).get_job_ids()
 
 
+@pytest.mark.any_database  # the callback block on the ticket, in both stores
 def test_a_retry_due_after_closing_waits_for_opening_and_a_lost_seat_job_is_swept_up(
     app, client, clock, hotline, no_unexpected_http, ticket_for
 ):

@@ -31,6 +31,7 @@ def test_complaint_recording_is_read_back_and_on_the_ticket(walker, ticket_for, 
         {
             "url": ticket["recordings"][0]["url"],
             "duration_s": 31,
+            "duration": 31,
             "sid": ticket["recordings"][0]["sid"],
             "node": "complaint_merchant",
             "at": ticket["recordings"][0]["at"],

@@ -53,7 +53,10 @@ class CallbackCalls:
         callback = desk.book.get(callback_id)
         answered_by = form.get("AnsweredBy") or ""
         if callback is None or not callback.dialling(n):
-            late = None if answered_by in MACHINE else desk.answered_late(callback_id, n, call.sid)
+            # A customer answering an attempt we gave up on is on the line: they keep the
+            # callback's place. Not if the call has ended already (its status came first).
+            gone = answered_by in MACHINE or desk.routing.gone(call.sid)
+            late = None if gone else desk.answered_late(callback_id, n, call.sid)
             if late is None:
                 if callback is not None and callback.status == "dialling" and answered_by not in MACHINE:
                     # A newer attempt is already on its way: say so rather than hang up mutely.
@@ -130,6 +133,9 @@ class CallbackCalls:
             desk.record_dial(callback_id, n, "call_sid", call.sid)
         if call.status not in TERMINAL_STATUSES:
             return
+        # Whatever comes later for this call (an answer webhook it overtook) finds it gone: it
+        # takes no seat in line and closes no callback.
+        desk.routing.mark_gone(call.sid)
         if ours and callback.status == "dialling" and not attempt.get("result"):
             # It ended before `answer` ran: never answered, busy, failed, or hung up at once.
             result = call.status if call.status != "completed" else "hung_up"

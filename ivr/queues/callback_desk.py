@@ -20,7 +20,12 @@ from ivr.queues.state import RoutingState
 log = logging.getLogger(__name__)
 
 # Attempt results that say nothing about the customer (our side failed): not counted.
-NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "released", "closed"})
+NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "agent_unreachable", "released", "closed"})
+# Attempts we gave up on ourselves, whose call may still be answered (`answered_late`).
+GIVEN_UP = frozenset({"released", "closed"})
+# However often our side fails, a callback is not tried forever: after this many attempts of
+# any kind beyond the configured ones it fails (and the caller is texted, where configured).
+MAX_UNCOUNTED_ATTEMPTS = 10
 
 
 def note_callback(
@@ -144,7 +149,11 @@ class CallbackDesk:
             cb.updated_ms = self.now_ms
             return cb
 
-        return self.book.update(callback_id, put)
+        def placed(pipe: Pipeline, cb: Callback) -> None:
+            if field == "call_sid" and value:
+                self.book.note_placed_in(pipe, str(value), self.now_ms)
+
+        return self.book.update(callback_id, put, also=placed)
 
     def attempt_over(
         self, callback_id: str, n: int, result: str, call_sid: str | None = None, final: bool = False
@@ -171,7 +180,10 @@ class CallbackDesk:
                 attempt.setdefault("call_sid", call_sid)
             counted = [a for a in cb.attempts if a.get("result") not in NOT_COUNTED]
             cb.agent, cb.updated_ms = None, self.now_ms
-            if result in NOT_COUNTED:
+            if len(cb.attempts) >= self.policy.attempts + MAX_UNCOUNTED_ATTEMPTS:
+                cb.status, cb.reason, cb.scheduled_ms = "failed", "too_many_tries", None
+                outcome["next"] = "failed"
+            elif result in NOT_COUNTED:
                 cb.status = "pending" if self.policy.agent_gate else "scheduled"
                 cb.scheduled_ms = None if self.policy.agent_gate else self.now_ms
                 outcome["next"] = "requeued"
@@ -187,6 +199,8 @@ class CallbackDesk:
         def text_on_failure(pipe: Pipeline, cb: Callback) -> None:
             if cb.status == "failed" and self.policy.sms_on_failure:
                 self.notify_failed(cb, pipe)
+            if call_sid:
+                self.book.note_placed_in(pipe, call_sid, self.now_ms)
 
         updated = self.book.update(callback_id, finish, also=text_on_failure)
         if not outcome:
@@ -216,7 +230,9 @@ class CallbackDesk:
         elif outcome["next"] == "requeued" and not self.policy.agent_gate:
             self.schedule(updated, self.now)
         elif outcome["next"] == "failed":
-            self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="failed", reason=result)
+            self.note(
+                updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="failed", reason=updated.reason
+            )
         return outcome["next"]
 
     def connected(self, callback_id: str, n: int, agent_id: str | None) -> Callback | None:
@@ -246,10 +262,14 @@ class CallbackDesk:
 
     def answered_late(self, callback_id: str, n: int, call_sid: str) -> Callback | None:
         """The customer answered attempt n after we had given up on it (its reservation timed
-        out, say): they are on the line now, so the callback is done and they wait as a caller."""
+        out, say): they are on the line now, so the callback is done and they wait as a caller.
+        Not an attempt the call's own end already settled (its completed status overtook this
+        answer): that customer is gone, and the retry stands."""
 
         def late(cb: Callback) -> Callback | None:
-            if cb.status not in ("pending", "scheduled") or not any(a["n"] == n for a in cb.attempts):
+            if cb.status not in ("pending", "scheduled"):
+                return None
+            if not any(a["n"] == n and a.get("result") in GIVEN_UP for a in cb.attempts):
                 return None
             for a in cb.attempts:
                 if a["n"] == n:

@@ -30,6 +30,11 @@ INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops; trimme
 OPEN_INDEX = f"{TAG}:cb-open"  # id -> requested ms, open callbacks only
 SCHEDULED = f"{TAG}:cb-scheduled"  # id -> ms it is due back in line (the sweep's safety net)
 SEQUENCE = f"{TAG}:cb-seq"
+# Every call sid a callback attempt placed -> ms recorded: a redial's look-up in Twilio's call
+# list must never adopt a call that belongs to another attempt (agent first, the agent gets a
+# call per callback). Kept for a day; a look-up only asks about the last minutes.
+PLACED = f"{TAG}:cb-placed"
+PLACED_KEEP_MS = 24 * 3600 * 1000
 # Closed callbacks stay visible to ops this long; the ticket keeps them for good.
 CLOSED_TTL_S = 14 * 24 * 3600
 DRAFT_TTL_S = 1800
@@ -267,6 +272,20 @@ class CallbackBook:
         if gone:
             self.redis.zrem(index, *gone)
         return found[:limit]
+
+    def note_placed_in(self, pipe: Pipeline, call_sid: str, now_ms: int) -> None:
+        """Add 'this call belongs to a callback attempt' to a transaction."""
+        pipe.zadd(PLACED, {call_sid: now_ms})
+        pipe.zremrangebyscore(PLACED, "-inf", now_ms - PLACED_KEEP_MS)
+
+    def placed_since(self, since_ms: int) -> set[str]:
+        """Call sids recorded on callback attempts since `since_ms`, any callback, any status."""
+        return {sid.decode() for sid in self.redis.zrangebyscore(PLACED, since_ms, "+inf")}
+
+    def reseat(self, callback_id: str) -> Callback | None:
+        """A pending callback whose seat left the line without an attempt (its dispatcher died
+        between the match and the reservation's record): back in line at its original arrival."""
+        return self.update(callback_id, lambda cb: cb if cb.status == "pending" else None)
 
     def overdue(self, before_ms: int, limit: int = 100) -> list[str]:
         """Scheduled callbacks due back in line before `before_ms` (their job was lost)."""

@@ -238,6 +238,13 @@ class RoutingState:
     def mark_gone_in(self, pipe: Pipeline, call_sid: str) -> None:
         pipe.set(gone_key(call_sid), 1, ex=24 * 3600)
 
+    def mark_gone(self, call_sid: str) -> None:
+        self.redis.set(gone_key(call_sid), 1, ex=24 * 3600)
+
+    def gone(self, call_sid: str) -> bool:
+        """Whether the call's final status has been seen (a webhook overtaken by it is late)."""
+        return bool(self.redis.exists(gone_key(call_sid)))
+
     def leave_in(self, pipe: Pipeline, call_sid: str, hung_up: bool, now_ms: int = 0) -> None:
         """Add 'take this caller out of line, if in one' to a webhook's pipeline; with hung_up,
         also free an agent reserved for or talking to them."""

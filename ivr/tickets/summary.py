@@ -53,7 +53,9 @@ def summarize(events: list[dict]) -> dict:
         "outcome": _outcome(by_kind, final),
         "path": _path(events),
         "recordings": [
-            {k: e.get(k) for k in ("url", "duration_s", "sid", "node", "at")} for e in by_kind.get("recording", [])
+            # `duration` is PRODUCT.md's name for it; `duration_s` says the unit.
+            {**{k: e.get(k) for k in ("url", "duration_s", "sid", "node", "at")}, "duration": e.get("duration_s")}
+            for e in by_kind.get("recording", [])
         ],
         "queue": _queue_block(by_kind, final),
         "callback": _callback_block(by_kind),
@@ -135,6 +137,7 @@ def _callback_block(by_kind: dict[str, list[dict]]) -> dict | None:
         "attempts": attempts,
         "agent": next((a["agent"] for a in reversed(attempts) if a.get("result") == "connected"), None),
         "status": status,
+        "result": status,  # PRODUCT.md's name for where the callback ended (or stands)
         "reason": closed.get("reason") if closed else None,
         "sms_sent": bool(by_kind.get("callback_sms")),
     }

@@ -1,0 +1,336 @@
+"""Callbacks through the failures an adversarial review found: webhooks overtaken or lost, a
+Twilio 5xx, a refused agent number, a dispatcher killed mid-pass, a redial after a crash (real
+Redis, real RQ SimpleWorker, Twilio's REST API faked with `responses`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC
+from email.utils import format_datetime
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+import responses
+
+from callbacks.dialer import PACE_KEY
+from callbacks.dispatcher import dispatch_once
+from ivr.queues.callback_desk import MAX_UNCOUNTED_ATTEMPTS
+from ivr.queues.callbacks import member
+from ivr.queues.lines import agent_lines
+from ivr.queues.state import waiting_key
+from tests.test_callbacks import (
+    CALLS_URL,
+    HOTLINE_NUMBER,
+    MESSAGES_URL,
+    app_with_callbacks,
+    book_and_dial,
+    book_with_caller_id,
+    expect_dial,
+    now_ms,
+    out_sid,
+    run_routing,
+    the_callback,
+)
+from tests.twiml import call_form, parse, signed_post
+
+
+@pytest.fixture
+def app(make_app, sleeps):
+    return make_app(TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
+
+
+@pytest.fixture
+def hotline(app):
+    return app.extensions["hotline"]
+
+
+def scripted_calls(mock, outcomes: list) -> list:
+    """Calls.json POSTs answered in order: an int n is a 201 with out_sid(n); an exception is
+    raised (the answer never reached us); a (status, body) pair is a Twilio error."""
+    seen: list = []
+
+    def answer(request):
+        outcome = outcomes[len(seen)]
+        seen.append(parse_qs(request.body))
+        if isinstance(outcome, Exception):
+            return outcome
+        if isinstance(outcome, tuple):
+            status, body = outcome
+            return status, {}, json.dumps(body)
+        return 201, {}, json.dumps({"sid": out_sid(outcome), "status": "queued"})
+
+    mock.add_callback(responses.POST, CALLS_URL, callback=answer)
+    return seen
+
+
+def run_dial_retries(app) -> None:
+    """The dial jobs RQ scheduled for a retry (not seat jobs), run now, as the scheduler would."""
+    from rq import SimpleWorker
+    from rq.registry import ScheduledJobRegistry
+
+    with app.app_context():
+        hl = app.extensions["hotline"]
+        queue = hl.callbacks_queue
+        registry = ScheduledJobRegistry(queue=queue)
+        for job_id in registry.get_job_ids():
+            job = queue.fetch_job(job_id)
+            if job.func_name == "callbacks.dialer.place_callback":
+                registry.remove(job_id)
+                queue.enqueue_job(job)
+        SimpleWorker([queue], connection=hl.redis).work(burst=True)
+
+
+def listing(*calls: tuple[str, str, object]) -> dict:
+    return {
+        "calls": [
+            {"sid": s, "to": to, "from": HOTLINE_NUMBER, "date_created": format_datetime(when, usegmt=True)}
+            for s, to, when in calls
+        ],
+        "next_page_uri": None,
+        "page": 0,
+        "page_size": 20,
+    }
+
+
+# ----- the completed status callback overtakes the answer webhook ------------------------------
+
+
+def test_completed_before_answer_neither_closes_the_callback_nor_leaves_a_ghost_seat(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """The customer answers; our answer webhook is slow (or Twilio's status callback simply
+    arrives first) and the customer hangs up in the silence. The status callback is processed
+    first: attempt 1 'hung_up', a retry scheduled. Then the (earlier sent) answer webhook runs."""
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    cb = f"/voice/callback/{callback.id}/1"
+    signed_post(client, f"{cb}/status", call_form(out_sid(1), CallStatus="completed", SequenceNumber="3"))
+    assert hotline.callbacks.get(callback.id).status == "scheduled"  # a retry in 10 minutes
+    hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+
+    form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER, To="+819012345678")
+    signed_post(client, f"{cb}/answer", form)
+
+    current = hotline.callbacks.get(callback.id)
+    # The customer never talked to anyone: the retry must stand.
+    assert current.status == "scheduled", (current.status, current.attempts)
+    # And the finished call must not hold a place in line ahead of live callers.
+    assert hotline.redis.zscore(waiting_key("payment", "en"), out_sid(1)) is None
+
+
+# ----- agent first: a redial after a crash never adopts another callback's call ---------------
+
+
+def test_agent_first_retry_after_a_crash_does_not_adopt_the_previous_callbacks_call(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    app = app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
+    hl = app.extensions["hotline"]
+    client = app.test_client()
+    book_with_caller_id(client, 1, frm="+819011110001")
+    clock.advance(5)
+    book_with_caller_id(client, 2, frm="+819011110002")
+    a = the_callback(hl, "+819011110001")
+    b = the_callback(hl, "+819011110002")
+    # Call 2 is B's dial whose answer never reaches us (the work-horse dies / the connection
+    # resets before Twilio's reply); call 3 is the redial the retry must make.
+    no_unexpected_http.assert_all_requests_are_fired = False
+    posts = scripted_calls(no_unexpected_http, [1, requests.ConnectionError("reset"), 3])
+    first_call_at = clock.now
+    hl.routing.set_agent_status("a103", "available", now_ms(clock))
+    run_routing(app)  # Emma is called for A
+    agent_leg = call_form(out_sid(1), From=HOTLINE_NUMBER, To="client:emma", Direction="outbound-api")
+    cb_a = f"/voice/callback/{a.id}/1"
+    signed_post(client, f"{cb_a}/agent", agent_leg)
+    signed_post(client, f"{cb_a}/agent/accept", {**agent_leg, "Digits": "1"})
+    clock.advance(8)  # A's customer is busy: Emma is free again
+    signed_post(client, f"{cb_a}/agent/done", {**agent_leg, "DialCallStatus": "busy"})
+    assert hl.callbacks.get(a.id).status == "scheduled"
+    assert hl.routing.agents()["a103"][0] == "available"
+
+    clock.advance(2)
+    run_routing(app)  # Emma is reserved for B; B's create-call answer is lost
+    assert len(posts) == 2 and hl.callbacks.get(b.id).attempt["dial_started_at"]
+    # Twilio's list of calls to Emma from our number holds only A's call (10 s old).
+    no_unexpected_http.add(
+        responses.GET, CALLS_URL, json=listing((out_sid(1), "client:emma", first_call_at.astimezone(UTC)))
+    )
+    run_dial_retries(app)
+    attempt = hl.callbacks.get(b.id).attempt
+    assert attempt.get("call_sid") != out_sid(1), "B adopted A's finished call: nobody dials B"
+    assert len(posts) == 3
+
+
+# ----- a Twilio 5xx is an unknown result: the outbox is kept and looked up ---------------------
+
+
+def test_a_5xx_from_twilio_is_an_unknown_result_looked_up_before_any_redial(
+    app, client, clock, hotline, no_unexpected_http
+):
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    # Twilio's edge times out on its back end and answers 503; the call was created all the same.
+    error = {"code": 20503, "message": "Service Unavailable", "status": 503}
+    posts = scripted_calls(no_unexpected_http, [(503, error), 2])
+    no_unexpected_http.add(
+        responses.GET, CALLS_URL, json=listing((out_sid(1), "+819012345678", clock.now.astimezone(UTC)))
+    )
+    run_routing(app)
+    run_dial_retries(app)
+    assert len(posts) == 1, "the customer was dialled twice for attempt 1"
+    assert hotline.callbacks.get(callback.id).attempt["call_sid"] == out_sid(1)
+
+
+# ----- agent first: Twilio refuses the *agent's* number ---------------------------------------
+
+
+def test_agent_first_a_refused_agent_number_does_not_fail_the_customers_callback(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    app = app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
+    hl = app.extensions["hotline"]
+    client = app.test_client()
+    book_with_caller_id(client, 1)
+    callback = the_callback(hl)
+    hl.routing.set_agent_status("a103", "available", now_ms(clock))
+    # The create-call is to client:emma; Twilio refuses that 'To' (a bad agent entry in config).
+    error = {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}
+    no_unexpected_http.add(responses.POST, CALLS_URL, status=400, json=error)
+    no_unexpected_http.assert_all_requests_are_fired = False
+    no_unexpected_http.add(responses.POST, MESSAGES_URL, status=201, json={"sid": "SM" + "1" * 32})
+    run_routing(app)
+    current = hl.callbacks.get(callback.id)
+    # Nothing is wrong with the customer's number: their callback must not be failed (and
+    # texted "we could not reach you") because of the agent's phone.
+    assert current.status != "failed", (current.status, current.reason)
+
+
+# ----- webhooks that never come: the customer is not rung without end -------------------------
+
+
+def test_a_customer_is_not_rung_more_than_the_configured_attempts_when_webhooks_are_lost(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """Our web tier is down (or the status URL unreachable) while workers run: each call rings the
+    customer, nothing settles it, the sweep 'releases' it — not counted — and dials again."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    posts = scripted_calls(no_unexpected_http, list(range(1, 10)))
+    no_unexpected_http.add(responses.POST, re.compile(CALLS_URL[:-5] + r"/CA\w+\.json"), json={"status": "canceled"})
+    run_routing(app)
+    for _ in range(5):
+        clock.advance(300)
+        hotline.redis.delete(PACE_KEY)  # five minutes pass on Redis's clock too: the pacing slot is free
+        run_routing(app)
+    attempts = hotline.callbacks.get(callback.id).attempts
+    assert len(posts) <= 3, f"{len(posts)} calls placed to the customer: {[a.get('result') for a in attempts]}"
+
+
+# ----- a worker killed between the match and the reservation's record ------------------------
+
+
+def test_a_dispatcher_killed_between_match_and_reserve_does_not_lose_the_callback(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """The dispatcher thread runs in the worker. The match script has taken the callback's seat
+    out of line and reserved Emma; the worker is SIGKILLed before `desk.reserve` records the
+    attempt (or `reserve` raised on a Redis blip). The stale-reservation sweep frees Emma — and
+    must put the callback back in its place."""
+    no_unexpected_http.assert_all_requests_are_fired = False
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    with app.app_context():
+        plan = hotline.config.current()
+        [m] = hotline.routing.match(agent_lines(plan.config), now_ms(clock))  # route()'s first step
+    assert m.call_sid == member(callback.id) and hotline.callbacks.position(callback) is None
+    # ... the process dies here. Later, a pass of a restarted worker's dispatcher:
+    clock.advance(400)
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    current = hotline.callbacks.get(callback.id)
+    # Emma is free, and the callback is back in its place (or already dialled again): not left
+    # pending in no line and no schedule, where nothing would ever match, seat or dial it.
+    assert current.status == "dialling" or hotline.callbacks.position(current) == 1, (
+        current.status,
+        hotline.callbacks.position(current),
+        hotline.routing.agents()["a103"][0],
+    )
+
+
+# ----- agent first: the agent of a finished callback wraps up in full --------------------------
+
+
+def test_agent_first_done_agent_wraps_up_for_the_full_wrap_up_time(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    app = app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
+    hl = app.extensions["hotline"]
+    client = app.test_client()
+    book_with_caller_id(client, 1)
+    callback = the_callback(hl)
+    hl.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    cb = f"/voice/callback/{callback.id}/1"
+    leg = call_form(out_sid(1), From=HOTLINE_NUMBER, To="client:emma", Direction="outbound-api")
+    signed_post(client, f"{cb}/agent", leg)
+    signed_post(client, f"{cb}/agent/accept", {**leg, "Digits": "1"})
+    signed_post(client, f"{cb}/intro", call_form("CA" + "c" * 32, ParentCallSid=out_sid(1), AnsweredBy="human"))
+    clock.advance(300)
+    signed_post(client, f"{cb}/agent/done", {**leg, "DialCallStatus": "completed", "DialBridged": "true"})
+    signed_post(client, f"{cb}/agent/status", {**leg, "CallStatus": "completed"})
+    clock.advance(29)
+    with app.app_context():
+        dispatch_once()
+    assert hl.routing.agents()["a103"][0] == "wrap_up"  # not freed before wrap_up_s (30 s)
+    clock.advance(1)
+    with app.app_context():
+        dispatch_once()
+    assert hl.routing.agents()["a103"][0] == "available"
+
+
+# ----- our side failing again and again: not tried forever ------------------------------------
+
+
+def test_a_callback_our_side_keeps_failing_is_given_up_after_a_bound_and_texted(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """Released attempts (our failures) do not count against the customer, but they cannot go on
+    without end: past the configured attempts plus MAX_UNCOUNTED_ATTEMPTS, the callback fails."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    policy = hotline.config.current().config.callbacks
+    with app.app_context():
+        for n in range(1, policy.attempts + MAX_UNCOUNTED_ATTEMPTS + 1):
+            desk = hotline.callback_desk()
+            assert desk.reserve(callback.id, "a103") is not None, n
+            desk.attempt_over(callback.id, n, "released")
+    current = hotline.callbacks.get(callback.id)
+    assert (current.status, current.reason) == ("failed", "too_many_tries")
+    assert hotline.callbacks.position(current) is None
+    with app.app_context():
+        [job] = [hotline.callbacks_queue.fetch_job(i) for i in hotline.callbacks_queue.job_ids]
+    assert job.func_name == "callbacks.dialer.send_failure_sms"
+
+
+def test_an_answer_for_a_given_up_attempt_after_the_call_ended_closes_nothing(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """We gave up on attempt 1 (its reservation timed out); the call's completed status comes,
+    then its (slow) answer webhook: the customer is gone, so the retry stands and no seat is
+    taken for the dead call."""
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    with app.app_context():
+        hotline.callback_desk().attempt_over(callback.id, 1, "released")
+    cb = f"/voice/callback/{callback.id}/1"
+    signed_post(client, f"{cb}/status", call_form(out_sid(1), CallStatus="completed"))
+    form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER, To="+819012345678")
+    root = parse(signed_post(client, f"{cb}/answer", form))
+    assert [child.tag for child in root] == ["Hangup"]
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "pending" and hotline.callbacks.position(current) == 1
+    assert hotline.redis.zscore(waiting_key("payment", "en"), out_sid(1)) is None
