@@ -297,7 +297,7 @@ def send_failure_sms(callback_id: str) -> str:
     config = hotline.config.current().config
     lang_id = callback.lang if callback.lang in config.languages else config.default_language
     body = config.prompts.callback_failed_sms[lang_id].format(
-        hotline=config.name, reference=str(callback.reference or "")
+        hotline=config.name_in(lang_id), reference=str(callback.reference or "")
     )
     try:
         hotline.twilio().messages.create(to=callback.number, from_=current_app.config["TWILIO_CALLER_ID"], body=body)

@@ -340,6 +340,38 @@ def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hot
     assert step(client, "/voice/incoming", 7).find("Gather").get("action") == "/voice/language?attempt=1"
 
 
+def test_a_wait_past_closing_offers_a_callback_at_the_callers_turn_or_after_the_next_opening(
+    app, client, clock, hotline, no_unexpected_http
+):
+    clock.now = datetime(2026, 11, 24, 10, 57, tzinfo=UTC)  # Tuesday 19:57 in Tokyo; closes at 20:00
+    for agent, n in (("a101", 90), ("a103", 91)):
+        hotline.routing.set_agent_status(agent, "busy", now_ms(clock), call_sid=sid(n))
+    frm = "+819012345678"
+    step(client, "/voice/incoming", 1, From=frm)
+    root = step(client, TRANSFER, 1, Digits="0", From=frm)
+    opening = "tomorrow, Wednesday, at 9:00"  # the opening after tonight's closing, said in English
+    said = texts(root)
+    assert PROMPTS.closing_soon["en"].format(time="20:00") in said
+    assert PROMPTS.callback_offer_past_closing["en"].format(key="2", opening=opening) in said
+    assert PROMPTS.callback_offer["en"].format(key="2") not in said
+    step(client, OFFER_CHOICE, 1, Digits="2", From=frm)
+    root = step(client, "/voice/en/callback/number/answer?attempt=1", 1, Digits="1", From=frm)
+    reference = " ".join(str(hotline.calls.reference(sid(1))))
+    assert texts(root)[0] == PROMPTS.callback_booked_past_closing["en"].format(
+        last4="5 6 7 8", position=1, opening=opening, reference=reference
+    )
+    callback = the_callback(hotline)
+    assert callback.status == "pending"  # in line: called at its turn if that comes before 20:00
+    clock.now = datetime(2026, 11, 24, 11, 1, tzinfo=UTC)  # 20:01: closed; an agent frees up
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    run_routing(app)
+    assert dials(no_unexpected_http) == [] and hotline.callbacks.position(the_callback(hotline)) == 1
+    clock.now = datetime(2026, 11, 25, 0, 0, 30, tzinfo=UTC)  # Wednesday 9:00:30: first in line
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    assert len(dials(no_unexpected_http)) == 1 and the_callback(hotline).status == "dialling"
+
+
 # ----- the dial ------------------------------------------------------------------------------
 
 
@@ -377,7 +409,8 @@ def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
         )
     )
     assert verbs(root) == ["Say", "Dial"]
-    assert texts(root)[0].startswith(f"Hello, this is {CONFIG.name} calling you back about your payment request")
+    intro = f"Hello, this is {CONFIG.name_in('en')} calling you back about your payment request"
+    assert texts(root)[0].startswith(intro)
     assert root.find("Dial").find("Client").text == "emma"
     assert hotline.callbacks.get(callback.id).status == "done"
     # From here the customer's call is an ordinary connection: whisper, accept, wrap-up.
@@ -457,7 +490,7 @@ def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
     [sms] = [parse_qs(c.request.body) for c in no_unexpected_http.calls if c.request.url == MESSAGES_URL]
     reference = hotline.calls.reference(sid(1))
     assert sms["To"] == ["+819012345678"] and sms["From"] == [HOTLINE_NUMBER]
-    assert sms["Body"] == [PROMPTS.callback_failed_sms["en"].format(hotline=CONFIG.name, reference=reference)]
+    assert sms["Body"] == [PROMPTS.callback_failed_sms["en"].format(hotline=CONFIG.name["en"], reference=reference)]
     block = ticket_for(sid(1))["callback"]
     assert block["status"] == "failed" and block["sms_sent"] is True
     assert [a["result"] for a in block["attempts"]] == ["no-answer"] * 3

@@ -84,10 +84,12 @@ def test_make_run_refuses_a_port_in_use_and_an_invalid_config_with_the_checkers_
     assert "Hotline is running" not in done.stdout
 
     broken = tmp_path / "hotline.yaml"
-    broken.write_text((ROOT / "config" / "hotline.yaml").read_text().replace("Asia/Tokyo", "Asia/Nowhere"))
+    text = (ROOT / "config" / "hotline.yaml").read_text().replace("Asia/Tokyo", "Asia/Nowhere")
+    broken.write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "Asia/Nowhere" in row)
     done = _run(["run", "--port", str(free_port())], {**env, "HOTLINE_CONFIG": str(broken)})
     assert done.returncode == 2
-    assert f"{broken}:62: hours.timezone: unknown time zone 'Asia/Nowhere'" in done.stderr
+    assert f"{broken}:{line}: hours.timezone: unknown time zone 'Asia/Nowhere'" in done.stderr
     assert "Traceback" not in done.stderr and "Hotline is running" not in done.stdout
 
 

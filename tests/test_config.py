@@ -131,6 +131,30 @@ def test_missing_translation():
     assert "menu.nodes.refund_status.message: missing translation for zh" in only(broken(edit))
 
 
+def test_a_branch_unnamed_in_a_language_is_refused():
+    def edit(d):
+        del d["languages"]["zh"]["branch_names"]["payment"]
+
+    assert "languages.zh.branch_names: missing names for payment" in only(broken(edit))
+
+    def no_names(d):
+        del d["languages"]["ja"]["branch_names"]
+
+    assert "missing names for account, payment, refund, complaint, agent, other" in only(broken(no_names))
+
+
+def test_the_hotline_name_is_one_text_or_one_per_language():
+    def edit(d):
+        del d["name"]["zh"]
+
+    assert "name: missing translation for zh" in only(broken(edit))
+    data = yaml.safe_load(SHIPPED)
+    data["name"] = "PayApp"  # a brand said the same in every language
+    config = parse_config(yaml.safe_dump(data, allow_unicode=True), "hotline.yaml")
+    assert config.name_in("ja") == config.name_in("en") == "PayApp"
+    assert load_config(SHIPPED_CONFIG).name_in("zh") == "支付应用客服中心"
+
+
 def test_zh_CN_is_refused_with_the_code_twilio_uses():
     def edit(d):
         d["languages"]["zh"]["say_language"] = "zh-CN"

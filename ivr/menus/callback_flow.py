@@ -23,7 +23,8 @@ from ivr.menus import render
 from ivr.menus.model import TransferNode
 from ivr.phone import callback_number, last_digits, spoken_number
 from ivr.queues.callback_desk import note_callback
-from ivr.queues.callbacks import Callback, CallbackBook
+from ivr.queues.callbacks import Callback, CallbackBook, member
+from ivr.queues.live import estimate_for
 
 if TYPE_CHECKING:
     from ivr.menus.flow import Call, Flow
@@ -48,8 +49,12 @@ class CallbackFlow:
         return int(self.now.timestamp() * 1000)
 
     def offered_at(self, estimate_hi_s: float) -> bool:
-        """Offer a callback when the wait may be longer than the threshold (peak)."""
+        """Offer a callback before queuing when the wait may be longer than the threshold (peak)."""
         return self.policy.enabled and estimate_hi_s > self.policy.offer_above_s
+
+    def offered_while_waiting(self, estimate_hi_s: float) -> bool:
+        """Offer a callback with a wait announcement (by default, with every one)."""
+        return self.policy.enabled and estimate_hi_s > self.policy.offer_while_waiting_above_s
 
     # ----- the offer taken ------------------------------------------------------------------
 
@@ -236,7 +241,12 @@ class CallbackFlow:
         self.flow._log(call, events)
         prompts = self.config.prompts
         ref = " ".join(str(callback.reference or reference or ""))
-        if callback.status == "pending" or (open_now and not self.policy.agent_gate):
+        past_closing = self._past_closing(callback, lang_id) if open_now else None
+        if past_closing is not None:
+            text = prompts.callback_booked_past_closing[lang_id].format(
+                last4=last_digits(number), position=position or 1, opening=past_closing, reference=ref
+            )
+        elif callback.status == "pending" or (open_now and not self.policy.agent_gate):
             text = prompts.callback_booked[lang_id].format(
                 last4=last_digits(number), position=position or 1, reference=ref
             )
@@ -247,6 +257,23 @@ class CallbackFlow:
                 last4=last_digits(number), opening=when, reference=ref
             )
         return render.speak_and_hang_up(self.config, lang_id, [text])
+
+    def _past_closing(self, callback: Callback, lang_id: str) -> str | None:
+        """When the callback's estimated wait runs past today's closing: the opening after it,
+        as said to the caller (the callback then comes at the caller's turn or then)."""
+        closing = self.plan.hours.closing(self.now)
+        if closing is None or callback.status != "pending":
+            return None
+        try:
+            ahead = estimate_for(
+                self.flow.routing, self.config, member(callback.id), callback.queue, lang_id, self.now.timestamp()
+            )
+        except RedisError:
+            return None
+        estimate = ahead.estimate
+        if not estimate.known or self.now.timestamp() + estimate.hi_s <= closing.timestamp():
+            return None  # (with nobody on duty, no estimate: as before queuing, no such warning)
+        return self.flow._after_closing_text(lang_id, closing)
 
     def desk_seat(self, callback: Callback) -> Callback:
         moved: list[bool] = []

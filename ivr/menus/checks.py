@@ -4,11 +4,13 @@ and that every text a caller may hear exists in every configured language."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import get_args
 
 import phonenumbers
 
 from ivr.menus.graph import node_edges, reachable_in_order
 from ivr.menus.model import (
+    Branch,
     HotlineConfig,
     InfoNode,
     MenuNode,
@@ -44,6 +46,8 @@ def _check_languages(config: HotlineConfig) -> Iterator[Finding]:
 
 def _texts(config: HotlineConfig) -> Iterator[tuple[tuple[str | int, ...], dict]]:
     """Every language-keyed text in the config, with its place."""
+    if isinstance(config.name, dict):
+        yield ("name",), config.name
     for name in type(config.prompts).model_fields:
         yield ("prompts", name), getattr(config.prompts, name)
     for node_id, node in config.menu.nodes.items():
@@ -65,6 +69,11 @@ def _check_translations(config: HotlineConfig) -> Iterator[Finding]:
             yield loc, f"missing translation for {', '.join(missing)}"
         if unknown:
             yield loc, f"text for unknown language {', '.join(unknown)}"
+    for lang_id, lang in config.languages.items():
+        # A branch is named to callers (the callback intro) and agents (the whisper).
+        missing = [b for b in get_args(Branch) if not lang.branch_names.get(b)]
+        if missing:
+            yield ("languages", lang_id, "branch_names"), f"missing names for {', '.join(missing)}"
     for node_id, node in config.menu.nodes.items():
         if isinstance(node, MenuNode):
             for i, option in enumerate(node.options):

@@ -302,6 +302,12 @@ class Flow:
         message_key = self.config.after_hours.message_key if self.config.after_hours.message_node else None
         join_url = self.urls.join(lang_id, node_id, queue)
         callback_key = self.callback_key if offer_callback else None
+        callback_offer = None
+        if callback_key and past_closing:
+            # Called back at their turn, or, if the line closes first, when it opens again.
+            callback_offer = self.config.prompts.callback_offer_past_closing[lang_id].format(
+                key=callback_key, opening=self._after_closing_text(lang_id, closing)
+            )
         return render.announce_then_queue(
             self.config,
             self.urls,
@@ -312,7 +318,15 @@ class Flow:
             join_url,
             callback_key,
             attempt,
+            callback_offer,
         )
+
+    def _after_closing_text(self, lang_id: str, closing: datetime) -> str:
+        """The opening after today's closing, as said to the caller ("Monday at 9:00")."""
+        opening = self.plan.hours.next_opening(closing)
+        if opening is None:
+            return "—"
+        return describe_opening(opening, self.now, self.config.languages[lang_id])
 
     def join(self, call: Call, lang_id: str, node_id: str, queue: str | None) -> VoiceResponse | str:
         """The caller heard the estimate and stayed on the line: into the queue."""
@@ -588,7 +602,7 @@ class Flow:
             )
         texts, said_time = self._announcement(lang_id, queue_config, current, last, now_s)
         # Each announcement of a long wait offers the callback that keeps the caller's place.
-        offer = self.callbacks_on and self.callbacks.offered_at(current.estimate.hi_s)
+        offer = self.callbacks_on and self.callbacks.offered_while_waiting(current.estimate.hi_s)
         offer_url = self.urls.hold_key(lang_id, queue) if offer else None
         if not texts and last is not None and last.get("before_queue"):
             # Place and wait were said just before the queue: the first turn does not say them

@@ -284,7 +284,13 @@ class CallbackPolicy(Strict):
     enabled: bool = True
     key: Digit = Field(default="2", description="the key that takes the callback offer, wherever it is made")
     offer_above_s: int = Field(
-        default=300, ge=0, le=4 * 3600, description="offer before queuing and while waiting above this estimate"
+        default=300, ge=0, le=4 * 3600, description="offered before queuing when the estimate is above this"
+    )
+    offer_while_waiting_above_s: int = Field(
+        default=0,
+        ge=0,
+        le=4 * 3600,
+        description="offered at each wait announcement whose estimate is above this (0: at every announcement)",
     )
     country: str = Field(default="JP", pattern=r"^[A-Z]{2}$", description="region of numbers entered without +")
     dial_mode: Literal["customer_first", "agent_first"] = "customer_first"
@@ -400,6 +406,8 @@ Last4Text = with_placeholders("last4")
 DigitsText = with_placeholders("digits")
 BookedText = with_placeholders("last4", "position", "reference")
 BookedClosedText = with_placeholders("last4", "opening", "reference")
+BookedPastClosingText = with_placeholders("last4", "position", "opening", "reference")
+KeyOpeningText = with_placeholders("key", "opening")
 IntroText = with_placeholders("hotline", "branch", "reference")
 SmsText = with_placeholders("hotline", "reference")
 
@@ -434,12 +442,18 @@ class Prompts(Strict):
     stay_or_message: KeyText = Field(description="before queuing: press {key} for a message, or stay")
     callback_offer: KeyText = Field(description="before queuing and while waiting: {key} for a callback")
     callback_offer_closed: KeyText = Field(description="closed line or full queue: {key} for a callback")
+    callback_offer_past_closing: KeyOpeningText = Field(
+        description="the wait may run past closing: {key} for a callback, at the caller's turn or at {opening}"
+    )
     callback_use_caller_id: Last4Text = Field(description="1: the caller ID ending {last4}; 2: another number")
     callback_enter_number: LangText = Field(description="enter the number, then hash")
     callback_invalid_number: LangText = Field(description="the entered number cannot be called back")
     callback_readback: DigitsText = Field(description="{digits} read back one by one; 1 correct, 2 again")
     callback_booked: BookedText = Field(description="booked while open; {last4} {position} {reference}")
     callback_booked_closed: BookedClosedText = Field(description="booked while closed; {last4} {opening} {reference}")
+    callback_booked_past_closing: BookedPastClosingText = Field(
+        description="booked while open, the wait running past closing; {last4} {position} {opening} {reference}"
+    )
     callback_pending: Last4Text = Field(description="a caller with a pending callback: 1 keep, 2 cancel, or stay")
     callback_kept: LangText
     callback_cancelled: LangText
@@ -459,7 +473,9 @@ class Fallback(Strict):
 
 
 class HotlineConfig(Strict):
-    name: str
+    name: str | dict[LangId, str] = Field(
+        description="the hotline's name said to callers (callback intro, failure text): one text, or one per language"
+    )
     default_language: LangId
     languages: dict[LangId, Language] = Field(min_length=1)
     input: InputPolicy = InputPolicy()
@@ -473,6 +489,12 @@ class HotlineConfig(Strict):
     prompts: Prompts
     menu: Menu
     fallback: Fallback = Fallback()
+
+    def name_in(self, lang_id: str) -> str:
+        """The hotline's name in a language (the checks make sure each language has one)."""
+        if isinstance(self.name, str):
+            return self.name
+        return self.name.get(lang_id) or next(iter(self.name.values()), "")
 
 
 def _check_placeholders(text: str, allowed: set[str]) -> None:

@@ -202,16 +202,18 @@ def announce_then_queue(
     join_url: str,
     callback_key: str | None = None,
     attempt: int = 1,
+    callback_offer: str | None = None,
 ) -> VoiceResponse:
     """Before queuing: the estimate (and any closing warning), the offers of a callback or a
-    message instead, and, for a caller who stays on the line, on into the queue."""
+    message instead, and, for a caller who stays on the line, on into the queue. The callback
+    offer is `callback_offer` when given (the wait may run past closing), else the usual one."""
     lang = config.languages[lang_id]
     vr = VoiceResponse()
     target: VoiceResponse | Gather = vr
     if message_key is not None or callback_key is not None:
         target = _gather(vr, config, lang, urls.choice(lang_id, node_id, attempt))
     if callback_key is not None:
-        texts = [*texts, config.prompts.callback_offer[lang_id].format(key=callback_key)]
+        texts = [*texts, callback_offer or config.prompts.callback_offer[lang_id].format(key=callback_key)]
     if message_key is not None:
         texts = [*texts, config.prompts.stay_or_message[lang_id].format(key=message_key)]
     for text in texts:

@@ -103,7 +103,7 @@ class CallbackCalls:
         handed = bool(agent_id) and desk.routing.hand_over(agent_id, member(callback.id), seat, desk.now_ms)
         reference = " ".join(str(callback.reference or ""))
         intro = self.config.prompts.callback_intro[lang_id].format(
-            hotline=self.config.name,
+            hotline=self.config.name_in(lang_id),
             branch=lang.branch_names.get(callback.branch, callback.branch),
             reference=reference,
         )
@@ -222,7 +222,7 @@ class AgentFirstCalls:
             return vr
         lang_id, lang = self.flow.plan.language(callback.lang)
         intro = self.config.prompts.callback_intro[lang_id].format(
-            hotline=self.config.name,
+            hotline=self.config.name_in(lang_id),
             branch=lang.branch_names.get(callback.branch, callback.branch),
             reference=" ".join(str(callback.reference or "")),
         )
