@@ -27,13 +27,16 @@ _CALL_GONE = {20404, 21220}
 
 
 def _seat_job_will_run(job_id: str) -> bool:
-    """Whether the seat job is still to run: queued, scheduled, running or waiting to be retried;
-    not when it is gone or failed for good (RQ keeps a failed job, which must not look alive)."""
+    """Whether the seat job of a callback overdue by the grace is still to run: queued (a
+    backlog) or running. Not when it is gone, failed for good (RQ keeps a failed job, which must
+    not look alive), or still scheduled: then no scheduler is moving due jobs (a worker killed
+    with the scheduler's lock, which a new worker takes only at its next maintenance, minutes
+    later). Seating is idempotent, so the job running late as well does no harm."""
     # One HGET, not Job.fetch: during a burst the sweep asks this of up to 100 callbacks a pass.
     status = services().redis.hget(Job.key_for(job_id), "status")
     if status is None:
         return False
-    return status.decode() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+    return status.decode() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.SCHEDULED)
 
 
 def route(queue: Queue) -> int:

@@ -98,7 +98,12 @@ def build_worker(redis_url: str):  # noqa: ANN201 - an rq Worker
 
     redis = Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=30)
     # Routing first: a caller is waiting on it; then callbacks; a ticket can wait a second.
-    return Worker([ROUTING_QUEUE, CALLBACKS_QUEUE, TICKETS_QUEUE], connection=redis)
+    # A worker that starts while a dead one's scheduler lock lives on (61 s) tries again for it
+    # only in its maintenance, which runs between waits for jobs: both every minute or so, not
+    # RQ's 10 minutes, so scheduled retries and seat jobs are not held up that long.
+    return Worker(
+        [ROUTING_QUEUE, CALLBACKS_QUEUE, TICKETS_QUEUE], connection=redis, worker_ttl=75, maintenance_interval=45
+    )
 
 
 @hotline.command("resync")

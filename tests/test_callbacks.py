@@ -14,7 +14,7 @@ import yaml
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from callbacks.dialer import place_callback, send_failure_sms, take_dial_slot
+from callbacks.dialer import place_callback, seat_callback, send_failure_sms, take_dial_slot
 from callbacks.dispatcher import dispatch_once
 from ivr.calllog import events_key
 from ivr.menus.loader import load_config
@@ -114,8 +114,9 @@ def run_rq_retry(hotline) -> None:
     SimpleWorker([queue], connection=hotline.redis).work(burst=True)
 
 
-def run_due_scheduled(app, clock) -> int:
-    """What RQ's scheduler does, on the test's clock: enqueue scheduled jobs now due, run them."""
+def run_due_scheduled(app, clock, run: bool = True) -> int:
+    """What RQ's scheduler does, on the test's clock: enqueue scheduled jobs now due, and (with
+    `run`) run them."""
     with app.app_context():
         hotline = app.extensions["hotline"]
         queue = hotline.callbacks_queue
@@ -124,7 +125,8 @@ def run_due_scheduled(app, clock) -> int:
         for job_id in due:
             registry.remove(job_id)
             queue.enqueue_job(queue.fetch_job(job_id))
-        SimpleWorker([queue], connection=hotline.redis).work(burst=True)
+        if run:
+            SimpleWorker([queue], connection=hotline.redis).work(burst=True)
         return len(due)
 
 
@@ -760,6 +762,28 @@ def test_a_retry_due_after_closing_waits_for_opening_and_a_lost_seat_job_is_swep
     assert block["status"] == "pending" and [a["result"] for a in block["attempts"]] == ["busy"]
 
 
+def test_a_seat_job_no_scheduler_moves_is_swept_up_after_the_grace(app, client, clock, hotline, no_unexpected_http):
+    """The job is in RQ's scheduled registry, but no scheduler runs (a killed worker's lock
+    outlives it, and a new worker takes it over only later): the dispatcher seats it."""
+    clock.now = CLOSED_TIME  # Saturday 22:00: booked for Monday 09:00
+    frm = "+819022223333"
+    step(client, TRANSFER, 2, Digits="0", From=frm)
+    step(client, OFFER_CHOICE, 2, Digits="2", From=frm)
+    step(client, "/voice/en/callback/number/answer?attempt=1", 2, Digits="1", From=frm)
+    opening = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+    assert scheduled_times(app) == [opening]
+    clock.now = opening + timedelta(minutes=1)
+    run_routing(app)
+    assert the_callback(hotline, frm).status == "scheduled"  # within the grace: the job may yet run
+    clock.now = opening + timedelta(minutes=3)
+    run_routing(app)
+    callback = the_callback(hotline, frm)
+    assert callback.status == "pending" and hotline.callbacks.position(callback) == 1
+    assert scheduled_times(app) == [opening]  # the late job, should it run, finds it seated
+    with app.app_context():
+        assert seat_callback(callback.id) == "not scheduled"
+
+
 def test_the_agent_hears_the_reference_the_customer_was_given(app, client, clock, hotline, no_unexpected_http):
     callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER)
@@ -869,9 +893,11 @@ def test_a_late_seat_job_is_not_taken_for_lost(app, client, clock, hotline, no_u
     callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="busy"))
     hotline.routing.set_agent_status("a103", "away", now_ms(clock))
-    clock.advance(30 * 60)  # twenty minutes past due, its job still waiting in a backlog
-    run_routing(app)
+    clock.advance(30 * 60)  # twenty minutes past due ...
+    assert run_due_scheduled(app, clock, run=False) == 1  # ... its job queued, in a backlog
+    with app.app_context():
+        dispatch_once()  # the sweep leaves it to its job
     assert hotline.callbacks.get(callback.id).status == "scheduled"
-    assert run_due_scheduled(app, clock) == 1
+    run_routing(app)  # the worker gets to the job
     assert hotline.callbacks.get(callback.id).status == "pending"
     assert [a["n"] for a in hotline.callbacks.get(callback.id).attempts] == [1]
