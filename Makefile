@@ -29,7 +29,7 @@ check-config: install  ## validate config/hotline.yaml (or CONFIG=path)
 	$(PY) -m ivr check $(CONFIG)
 
 call: install  ## try a call: make call KEYS=3,2,1 [AT=2026-11-28T22:00]
-	$(PY) -m ivr call $(if $(KEYS),--keys $(KEYS),) $(if $(AT),--at $(AT),)
+	$(PY) -m ivr call $(if $(KEYS),--keys=$(KEYS),) $(if $(AT),--at=$(AT),)
 
 bench: install
 	$(PY) bench/webhooks.py

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ivr.menus.loader import load_config
-from tests.conftest import CLOSED_TIME, SHIPPED_CONFIG
+from tests.conftest import CLOSED_TIME, OPEN_TIME, SHIPPED_CONFIG
 from tests.twiml import call_form, parse, says, signed_post, verbs
 
 CONFIG = load_config(SHIPPED_CONFIG)
@@ -103,12 +103,15 @@ def test_invalid_key_says_not_an_option_and_repeats_the_menu(walker):
     assert text.count(message("main", "en")) == 2
 
 
-def test_absurd_digits_are_an_invalid_option_not_an_error(client):
-    form = call_form(Digits="9" * 300 + "#*")
+def test_absurd_digits_are_an_invalid_option_not_an_error_and_not_on_the_ticket(client, app, ticket_for):
+    form = call_form(Digits="4111111111111111" * 20 + "#*")
     root = parse(signed_post(client, "/voice/en/node/main/choice?attempt=1", form))
     gather = root.find("Gather")
     assert gather.get("action") == "/voice/en/node/main/choice?attempt=2"
     assert says(gather)[0].text == prompt("invalid_option", "en")
+    signed_post(client, "/voice/status", call_form(CallStatus="completed"))
+    [step] = ticket_for(form["CallSid"])["path"]
+    assert step["inputs"][0]["input"] == "[redacted]" and step["inputs"][0]["result"] == "invalid_option"
 
 
 def test_no_input_repeats_the_menu_then_hands_to_an_agent(walker, ticket_for):
@@ -253,8 +256,73 @@ def test_random_callers_never_hit_dead_air_or_an_error(walker, clock):
     rng = random.Random(20261122)
     alphabet = ["1", "2", "3", "4", "5", "0", "9", "*", "#", None, None, "say:refund", "77", "rec:5", "rec:0"]
     for n in range(60):
-        clock.now = CLOSED_TIME if n % 3 == 0 else clock.now
+        clock.now = CLOSED_TIME if n % 3 == 0 else OPEN_TIME
         inputs = [rng.choice(alphabet) for _ in range(rng.randint(1, 12))]
         result = walker().dial(inputs)
         assert not result.problems, (inputs, result.problems)
         assert result.ended in {"hangup", "caller_hung_up", "bridged"}, (inputs, result.ended)
+
+
+def _app_with(make_app, tmp_path, edit):
+    data = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    edit(data)
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return make_app(HOTLINE_CONFIG=str(path))
+
+
+def test_with_one_language_the_language_menu_is_skipped(make_app, tmp_path):
+    def english_only(d):
+        d["languages"] = {"en": d["languages"]["en"]}
+        d["default_language"] = "en"
+        for agent in d["agents"]:
+            agent["languages"] = ["en"]
+        for texts in _language_texts(d):
+            for lang in ("ja", "zh"):
+                texts.pop(lang, None)
+
+    client = _app_with(make_app, tmp_path, english_only).test_client()
+    root = parse(signed_post(client, "/voice/incoming", call_form(CallStatus="ringing")))
+    gather = root.find("Gather")
+    assert gather.get("action") == "/voice/en/node/main/choice?attempt=1"  # straight to the main menu
+    assert all(s.get("language") == "en-US" for s in root.iter("Say"))
+
+
+def _language_texts(data):
+    """Every {lang: text} mapping in a config's data."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item and set(item) <= {"ja", "zh", "en"} and all(isinstance(v, str | list) for v in item.values()):
+                yield item
+            else:
+                stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def test_a_hangup_leaf_says_goodbye_politely_and_ends_the_call(make_app, tmp_path, walker):
+    def with_goodbye(d):
+        d["menu"]["nodes"]["goodbye"] = {
+            "type": "hangup",
+            "message": {
+                "ja": "ヘルプはアプリの「サポート」からもご覧いただけます。",
+                "zh": "您也可以在应用的“帮助”中找到答案。",
+                "en": "You can also find answers under Help in the app.",
+            },
+        }
+        d["menu"]["nodes"]["main"]["options"].append(
+            {"key": "8", "goto": "goodbye", "label": {"ja": "終了", "zh": "结束通话", "en": "end the call"}}
+        )
+
+    client = _app_with(make_app, tmp_path, with_goodbye).test_client()
+    root = parse(signed_post(client, "/voice/en/node/main/choice?attempt=1", call_form(Digits="8")))
+    redirect = root.find("Redirect")
+    if redirect is not None:  # moved on to the node
+        root = parse(signed_post(client, redirect.text, call_form()))
+    assert verbs(root) == ["Say", "Say", "Hangup"]
+    assert [s.text for s in says(root)] == [
+        "You can also find answers under Help in the app.",
+        CONFIG.prompts.goodbye["en"],
+    ]

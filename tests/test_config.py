@@ -307,3 +307,27 @@ def test_a_file_not_in_utf8_is_refused_with_its_place(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert only(caught.value.problems) == f"{path}:1: not UTF-8 text (byte 2): save the file as UTF-8"
+
+
+def test_braces_in_a_text_that_takes_no_placeholders_are_refused_at_their_language():
+    text = SHIPPED.replace("Thank you for calling", "Thank you for calling {hotlinename},", 1)
+    assert text != SHIPPED
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "hotline.yaml")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "{hotlinename}" in row)
+    problem = only(caught.value.problems)
+    assert problem.startswith(f"hotline.yaml:{line}: prompts.greeting.en: ")
+    assert "unknown placeholder {hotlinename}" in problem and "(allowed: none)" in problem
+
+    def in_a_message(d):
+        d["menu"]["nodes"]["payment_failed"]["message"]["en"] += " Ref {reference}."
+
+    assert "menu.nodes.payment_failed.message.en: unknown placeholder {reference}" in only(broken(in_a_message))
+
+
+def test_a_typo_in_a_placeholder_is_refused_where_placeholders_are_taken():
+    def edit(d):
+        d["prompts"]["closed"]["zh"] = d["prompts"]["closed"]["zh"].replace("{opening}", "{openin}")
+
+    problem = only(broken(edit))
+    assert "prompts.closed.zh: unknown placeholder {openin}" in problem and "(allowed: {opening})" in problem

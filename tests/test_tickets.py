@@ -9,7 +9,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from ivr.menus.loader import load_config
 from ivr.services import TICKETS_QUEUE
-from tests.conftest import OPS_TOKEN, SHIPPED_CONFIG
+from tests.conftest import CLOSED_TIME, OPS_TOKEN, SHIPPED_CONFIG
 from tests.twiml import call_form, parse, signed_post
 
 CONFIG = load_config(SHIPPED_CONFIG)
@@ -92,12 +92,47 @@ def test_retried_webhooks_and_repeated_jobs_make_one_ticket(app, walker, run_job
     assert [s["node"] for s in first["path"]] == ["language", "main", "payment", "payment_failed"]
 
 
-def test_a_call_in_progress_has_an_in_progress_ticket_once_synced(app, walker, ticket_for):
-    result = walker().dial(["3", "hangup"])
-    hotline = app.extensions["hotline"]
-    hotline.redis.delete(f"call:{{{result.call_sid}}}:events")  # keep only the status: no harm
+def test_a_call_in_progress_has_an_in_progress_ticket_once_synced(app, client, ticket_for):
+    sid = "CA" + "5" * 32
+    signed_post(client, "/voice/incoming", call_form(sid, CallStatus="ringing"))
+    signed_post(client, "/voice/language?attempt=1", call_form(sid, Digits="3"))
+    app.extensions["hotline"].request_ticket_sync(sid)  # a sync before the call ends (resync, say)
+    ticket = ticket_for(sid)
+    assert (ticket["outcome"], ticket["ended_at"], ticket["language"]) == ("in_progress", None, "en")
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="20"))
+    ticket = ticket_for(sid)
+    assert ticket["outcome"] == "hung_up_in_menu" and ticket["duration_s"] == 20
+
+
+def test_too_many_failed_attempts_on_a_closed_line_is_gave_up(walker, clock, ticket_for):
+    clock.now = CLOSED_TIME  # no agent to fall back to: a message and goodbye
+    result = walker().dial(["3", "8", "8", "8"])
+    assert result.ended == "hangup", result.ended
+    assert ticket_for(result.call_sid)["outcome"] == "gave_up"
+
+
+def test_a_call_that_lost_its_place_is_an_error(client, ticket_for):
+    sid = "CA" + "6" * 32
+    signed_post(client, "/voice/incoming", call_form(sid, CallStatus="ringing"))
+    root = parse(signed_post(client, "/voice/en/node/no_such_node", call_form(sid)))
+    assert [s.text for s in root.iter("Say")][0] == CONFIG.prompts.recover["en"]  # an apology, then the menu
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed"))
+    assert ticket_for(sid)["outcome"] == "error"
+
+
+def test_a_call_that_never_reached_the_menu_is_missed(client, ticket_for):
+    sid = "CA" + "7" * 32
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="failed"))
+    ticket = ticket_for(sid)
+    assert ticket["outcome"] == "missed" and ticket["status"] == "failed"
+
+
+def test_hanging_up_on_hearing_the_wait_before_joining_is_abandoned(walker, ticket_for):
+    # Account locked: what to do, then the urgent agent line; nobody is on duty, so the caller
+    # hears that before joining, and hangs up.
+    result = walker().dial(["3", "1", "3", "hangup"])
     ticket = ticket_for(result.call_sid)
-    assert ticket["outcome"] in ("hung_up_in_menu", "in_progress")
+    assert (ticket["outcome"], ticket["branch"], ticket["queue"]) == ("abandoned", "account", None)
 
 
 def test_hangup_in_the_menu(walker, ticket_for):

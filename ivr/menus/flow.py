@@ -429,7 +429,7 @@ class Flow:
     def _shown_input(self, node: Node, call: Call) -> str:
         if node.sensitive:
             return "[redacted]"
-        return call.digits if call.digits is not None else "speech"
+        return shown_keys(call.digits)
 
     def _input_event(self, node_id: str, node: Node, shown: str, result: str) -> dict:
         shown = "[redacted]" if node.sensitive else shown
@@ -440,7 +440,7 @@ class Flow:
         return self._enter(call, lang_id, target, [], [event])
 
     def _retry(self, call: Call, lang_id: str, node_id: str, node: Node, attempt: int, reason: str) -> VoiceResponse:
-        shown = "-" if reason == "no_input" else (call.digits or "speech")
+        shown = "-" if reason == "no_input" else shown_keys(call.digits)
         event = self._input_event(node_id, node, shown, reason)
         if attempt >= self.config.input.max_attempts:
             if isinstance(node, TransferNode) and self.plan.hours.is_open(self.now):
@@ -735,6 +735,14 @@ class Flow:
 
     def _sync_in(self, call_sid: str) -> Callable[[Pipeline], None]:
         return lambda pipe: self.mark_due(call_sid, pipe)
+
+
+def shown_keys(digits: str | None) -> str:
+    """What a menu input shows on the ticket: the key, or "speech" (never the transcript). Many
+    keys at a one-key menu are redacted: a caller may be typing a card or account number."""
+    if digits is None or digits == "":
+        return "speech"
+    return digits if len(digits) == 1 else "[redacted]"
 
 
 def _seconds(value: float) -> int | None:

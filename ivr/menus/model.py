@@ -18,8 +18,24 @@ from ivr.menus import voices
 Digit = Annotated[str, Field(pattern=r"^[0-9*#]$", description="one DTMF key")]
 NodeId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 LangId = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
-# Text per language id, e.g. {en: "...", ja: "...", zh: "..."}; completeness is checked later.
-LangText = dict[LangId, Annotated[str, Field(min_length=1, max_length=2000)]]
+
+
+def with_placeholders(*allowed: str) -> object:
+    """Text per language id, e.g. {en: "...", ja: "...", zh: "..."}, whose {placeholders} must be
+    among `allowed`: a typo such as {refrence} would crash the .format() on a live call, and
+    braces in a text that is never formatted would be read out to callers. Each language's text
+    is checked on its own, so an error names its place (prompts.closed.en). Completeness (every
+    language) is checked with the whole config."""
+
+    def check(text: str) -> str:
+        _check_placeholders(text, set(allowed))
+        return text
+
+    return dict[LangId, Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(check)]]
+
+
+LangText = with_placeholders()  # a text without placeholders
+ReferenceText = with_placeholders("reference")
 Branch = Literal["account", "payment", "refund", "complaint", "agent", "other"]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -342,14 +358,13 @@ class RecordNode(NodeBase):
 
     type: Literal["record"]
     prompt: LangText
-    confirmation: LangText = Field(description="said after recording; {reference} available")
+    confirmation: ReferenceText = Field(description="said after recording; {reference} available")
     max_length_s: int = Field(default=120, ge=5, le=600)
 
     @field_validator("confirmation")
     @classmethod
     def _reference(cls, texts: dict[str, str]) -> dict[str, str]:
         for text in texts.values():
-            _check_placeholders(text, {"reference"})
             if "{reference}" not in text:
                 raise ValueError(f"the caller must hear the reference: put {{reference}} in {text!r}")
         return texts
@@ -382,18 +397,6 @@ class AfterHours(Strict):
         default="leave_message",
         description="record node offered to callers who reach a closed line; unset: no message",
     )
-
-
-def with_placeholders(*allowed: str) -> object:
-    """A text in every language whose {placeholders} must be among `allowed` (a typo such as
-    {refrence} would otherwise crash the .format() on a live call)."""
-
-    def check(texts: dict[str, str]) -> dict[str, str]:
-        for text in texts.values():
-            _check_placeholders(text, set(allowed))
-        return texts
-
-    return Annotated[LangText, AfterValidator(check)]
 
 
 OpeningText = with_placeholders("opening")

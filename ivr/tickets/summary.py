@@ -159,6 +159,10 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
         return "callback"  # booked one, or phoned about the pending one and kept it
     if by_kind.get("enqueued") and not set(results) - {"hangup", "redirected"}:
         return "abandoned"  # queued, never answered (the Enqueue action may still come: resynced)
+    if any(e.get("before_queue") for e in by_kind.get("wait_estimate", [])) and not by_kind.get("enqueued"):
+        # Asked for an agent, heard the wait, hung up before joining: a caller who gave up on
+        # waiting, whatever self-service they had heard before.
+        return "abandoned"
     if by_kind.get("after_hours"):
         return "after_hours"
     if by_kind.get("gave_up"):
