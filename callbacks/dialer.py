@@ -306,5 +306,7 @@ def send_failure_sms(callback_id: str) -> str:
             log.warning("callback %s: failure text refused (%s)", callback_id, exc.code)
             return "refused"
         raise
-    hotline.callback_desk().note(callback, "callback_sms", event_id=f"cb-{callback.id}-sms")
+    desk = hotline.callback_desk()
+    desk.book.mark_sms_sent(callback_id, desk.now_ms)
+    desk.note(callback, "callback_sms", event_id=f"cb-{callback.id}-sms")
     return "sent"

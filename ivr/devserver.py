@@ -71,6 +71,14 @@ def app_or_reasons(consequence: str):  # noqa: ANN201 - a Flask app or None
     return None
 
 
+def _signal_group(child: subprocess.Popen, sig: int) -> None:
+    """Signal the child's whole process group (it leads one): what it forked stops with it."""
+    try:
+        os.killpg(child.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _interrupt(*_args: object) -> None:
     raise KeyboardInterrupt
 
@@ -109,6 +117,7 @@ def main(port: int) -> int:
     if _port_taken(port):
         print(f"port {port} is in use: stop what runs there, or choose another (PORT=5001 make run)", file=sys.stderr)
         return 1
+    started_here = not os.environ.get("REDIS_URL")
     with local_environment():
         app = app_or_reasons("the hotline did not start")  # before anything starts
         if app is None:
@@ -118,12 +127,19 @@ def main(port: int) -> int:
             from callbacks.tickets import seed_reference_floor
 
             seed_reference_floor()
-        base = os.environ.get("PUBLIC_BASE_URL") or f"http://localhost:{port}"
+        public = os.environ.get("PUBLIC_BASE_URL")
+        base = public or f"http://localhost:{port}"
+        host = os.environ.get("HOST", "127.0.0.1")  # loopback: a tunnel (ngrok) reaches it there
         env = dict(os.environ)
-        worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "hotline", "worker"], env=env)
+        # Each child leads its own process group, so stopping it stops what it forked too (RQ's
+        # scheduler process, gunicorn's workers), even after the child itself was killed.
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "hotline", "worker"], env=env, start_new_session=True
+        )
         web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"0.0.0.0:{port}", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"{host}:{port}", "wsgi:app"],
             env=env,
+            start_new_session=True,
         )
         children = {"worker": worker, "web app (gunicorn)": web}
         code = 0
@@ -131,15 +147,29 @@ def main(port: int) -> int:
             if not _wait_healthy(f"http://127.0.0.1:{port}/healthz", web):
                 print("the web app did not come up (its log is above); stopping", file=sys.stderr)
                 return 1
+            tunnel = (
+                ""
+                if public
+                else f"Twilio must reach this machine over https: run a tunnel (e.g. ngrok http {port}) and set\n"
+                "PUBLIC_BASE_URL to its https origin, or signatures will not match.\n"
+            )
+            private = (
+                "Its Redis is private and goes when this stops (callbacks and queues with it); set REDIS_URL\n"
+                "to a Redis of your own to keep them.\n"
+                if started_here
+                else ""
+            )
             print(
                 f"\nHotline is running. Ticket database: {app.config['DATABASE_URL']}\n"
                 f"Give Twilio these URLs (Phone Numbers > your number > Voice configuration):\n"
                 f"  A call comes in:        POST {base}/voice/incoming\n"
                 f"  Primary handler fails:  POST {base}/voice/fallback\n"
                 f"  Call status changes:    POST {base}/voice/status\n"
-                f"Twilio must reach this machine over https: run a tunnel (e.g. ngrok http {port}) and set\n"
-                f"PUBLIC_BASE_URL to its https origin, or signatures will not match.\n"
-                f"Try a call without a phone:  make call KEYS=3,2,1\n"
+                f"{tunnel}{private}"
+                f"Try a call without a phone (a private Redis and database):  make call KEYS=3,2,1\n"
+                f"... or into this running hotline, its tickets in its API:\n"
+                f"  REDIS_URL={os.environ['REDIS_URL']} DATABASE_URL={app.config['DATABASE_URL']} \\\n"
+                f"    make call KEYS=3,2,1\n"
                 f"Health: {base}/healthz    Press Ctrl-C to stop.\n",
                 flush=True,
             )
@@ -154,11 +184,11 @@ def main(port: int) -> int:
             pass
         finally:
             for child in children.values():
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
+                _signal_group(child, signal.SIGTERM)
             for child in children.values():
                 try:
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    child.kill()
+                    _signal_group(child, signal.SIGKILL)
+                    child.wait()
     return code

@@ -59,6 +59,22 @@ class WalkResult:
         return " ".join(u.text for u in self.said)
 
 
+PLAY_S = 30.0  # hold music and other <Play> audio: no length in TwiML; this much each time
+
+
+def speaking_time_s(text: str) -> float:
+    """About how long a <Say> takes: CJK at ~5 characters a second, other scripts ~15."""
+    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+    return 0.3 + wide * 0.2 + (len(text) - wide) / 15
+
+
+def _number(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
 class CallWalker:
     def __init__(
         self,
@@ -75,6 +91,10 @@ class CallWalker:
         on_say: Callable[[Utterance], None] | None = None,
         on_input: Callable[[str], str | None] | None = None,
     ):
+        """`elapsed_s` is the call's own timeline, advanced as Twilio would spend the time:
+        speaking each <Say>, each <Pause>, a Gather's timeout on no input, the seconds of a
+        recording, the hold loop's turns; the status callback's CallDuration comes from it (the
+        simulator reads it to move the hotline's clock)."""
         self.transport = transport
         self.validator = RequestValidator(auth_token)
         self.base_url = base_url.rstrip("/")
@@ -87,6 +107,7 @@ class CallWalker:
         self.on_say = on_say
         self.on_input = on_input
         self._seq = 0
+        self.elapsed_s = 0.0
 
     # ----- transport ------------------------------------------------------------------------
 
@@ -127,7 +148,8 @@ class CallWalker:
         result.documents.append(root)
         return full, root
 
-    def status_callback(self, result: WalkResult, status: str = "completed", duration: int = 60) -> None:
+    def status_callback(self, result: WalkResult, status: str = "completed", duration: int | None = None) -> None:
+        duration = max(1, round(self.elapsed_s)) if duration is None else duration
         form = self.params(CallStatus=status, CallDuration=str(duration), SequenceNumber=str(self._seq))
         self._seq += 1
         code, _, body = self.post("/voice/status", form)
@@ -163,9 +185,14 @@ class CallWalker:
         if element.tag == "Say":
             utterance = Utterance((element.text or "").strip(), element.get("voice"), element.get("language"))
             result.said.append(utterance)
+            self.elapsed_s += speaking_time_s(utterance.text)
             if self.on_say:
                 self.on_say(utterance)
             return bool(utterance.text)
+        if element.tag == "Pause":
+            self.elapsed_s += _number(element.get("length"), 1)
+        if element.tag == "Play":
+            self.elapsed_s += PLAY_S
         return element.tag == "Play"
 
     def _run(self, root: ET.Element, url: str, script: Iterator[str | None], result: WalkResult):
@@ -176,13 +203,15 @@ class CallWalker:
             if tag in ("Say", "Play"):
                 spoke = self._speak(verb, result) or spoke
             elif tag == "Pause":
-                continue
+                self._speak(verb, result)
             elif tag == "Gather":
                 for child in verb:
                     if child.tag not in GATHER_NESTABLE:
                         raise WalkError(f"<{child.tag}> cannot be nested in <Gather>")
                     spoke = self._speak(child, result) or spoke
                 given = self._next_input(script, "gather")
+                # No input: the Gather waits its timeout; a key or words take a moment.
+                self.elapsed_s += 1.0 if given else _number(verb.get("timeout"), 5)
                 if given == "hangup":
                     return self._caller_hangs_up(result)
                 if given and given.startswith("say:") and "speech" not in (verb.get("input") or "dtmf"):
@@ -255,6 +284,7 @@ class CallWalker:
             seconds = int(peek[4:]) if peek and peek.startswith("rec:") else 8
         except ValueError as exc:
             raise WalkError(f"{peek!r} at a <Record>: give rec:<seconds>, e.g. rec:12") from exc
+        self.elapsed_s += seconds
         if seconds == 0 and self.silent_record == "fallthrough":
             return self._continue_after(verb, url, result)
         recording_sid = "RE" + uuid.uuid4().hex  # one recording: the same sid in its URL
@@ -284,12 +314,13 @@ class CallWalker:
             )
         left = False
         wait_url = verb.get("waitUrl")
+        queued_at = self.elapsed_s
         if wait_url:
-            for position in range(self.wait_loops):
+            for _ in range(self.wait_loops):
                 form = self.params(
                     CallStatus="ringing",
                     QueuePosition="1",
-                    QueueTime=str(position * 30),
+                    QueueTime=str(round(self.elapsed_s - queued_at)),
                     QueueSid="QU" + "0" * 32,
                     AvgQueueTime="0",
                     CurrentQueueSize="1",
@@ -300,7 +331,7 @@ class CallWalker:
                     if element.tag not in WAIT_URL_VERBS:
                         raise WalkError(f"<{element.tag}> is not allowed in a waitUrl document")
                     for said in element.iter() if element.tag == "Gather" else [element]:
-                        self._speak(said, result)
+                        self._speak(said, result)  # (a Pause in a hold turn: its length passes)
                 gather = doc.find("Gather")
                 if press and gather is not None and gather.get("action"):
                     _, reply = self.fetch(urljoin(url, gather.get("action")), {**form, "Digits": press}, result)
@@ -315,7 +346,10 @@ class CallWalker:
         if not action:
             result.ended = "queued"
             return None
-        form = self.params(QueueResult=outcome, QueueSid="QU" + "0" * 32, QueueTime="75")
+        self.elapsed_s += 0 if wait_url else 30  # without a hold loop, some wait all the same
+        form = self.params(
+            QueueResult=outcome, QueueSid="QU" + "0" * 32, QueueTime=str(round(self.elapsed_s - queued_at))
+        )
         if outcome in ("hangup", "bridged"):
             form["CallStatus"] = "completed"
             if self.status_before_last_action:

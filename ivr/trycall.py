@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import click
 from flask import Flask
@@ -44,16 +45,19 @@ def _queue_answer(text: str) -> str:
 
 
 def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetime | None = None) -> dict | None:
-    """One simulated call; with `at`, the hotline's clock stands still at that time (try peak
-    hours, a holiday, after hours) for this call."""
+    """One simulated call. The hotline's clock follows the call's own timeline (the walker's
+    `elapsed_s`: prompts spoken, timeouts, recordings, hold turns) from now, or from `at` (try
+    peak hours, a holiday, after hours), so the ticket's times and duration read as a real call's."""
     from callbacks.tickets import seed_reference_floor
 
+    hotline = app.extensions["hotline"]
     if at is not None:
-        hotline = app.extensions["hotline"]
         if at.tzinfo is None:
             at = at.replace(tzinfo=hotline.config.current().hours.zone)
-        hotline.clock = lambda: at.astimezone(UTC)
-        click.echo(f"Clock fixed at {at.isoformat()}")
+        click.echo(f"Calling at {at.isoformat()}")
+    start = (at or datetime.now(UTC)).astimezone(UTC)
+    timeline: list[CallWalker] = []
+    hotline.clock = lambda: start + timedelta(seconds=timeline[0].elapsed_s if timeline else 0.0)
     upgrade(app.config["DATABASE_URL"])
     with app.app_context():
         seed_reference_floor()
@@ -88,6 +92,7 @@ def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetim
         on_say=on_say,
         on_input=None if keys is not None else on_input,
     )
+    timeline.append(walker)
     click.echo(f"Calling the hotline as {caller} ...")
     try:
         result = walker.dial(_parse_keys(keys) if keys is not None else [])
@@ -98,8 +103,11 @@ def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetim
         click.echo(f"  PROBLEM: {problem}", err=True)
     click.echo(f"Call ended ({result.ended}). Ticket:")
     with app.app_context():
-        hotline = app.extensions["hotline"]
         hotline.dispatch_due_tickets()
         SimpleWorker([TICKETS_QUEUE], connection=hotline.redis).work(burst=True)
-        tickets = hotline.store.find(call_sid=result.call_sid)
+        # Beside a running hotline (the same Redis), its worker may have taken the job: wait
+        # for it to land rather than show nothing.
+        deadline = time.monotonic() + 10
+        while not (tickets := hotline.store.find(call_sid=result.call_sid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
     return ticket_json(tickets[0]) if tickets else None

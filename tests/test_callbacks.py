@@ -18,7 +18,7 @@ from callbacks.dialer import place_callback, seat_callback, send_failure_sms, ta
 from callbacks.dispatcher import dispatch_once
 from ivr.calllog import events_key
 from ivr.menus.loader import load_config
-from ivr.queues.callbacks import member
+from ivr.queues.callbacks import Callback, member
 from ivr.queues.state import waiting_key
 from tests.conftest import ACCOUNT_SID, BASE_URL, CLOSED_TIME, OPS_TOKEN, SHIPPED_CONFIG
 from tests.twiml import call_form, parse, queue_caller, says, signed_post, verbs
@@ -430,8 +430,16 @@ def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
     block = ticket_for(sid(1))["callback"]
     assert block["status"] == "done" and block["agent"] == "a103"
     assert block["attempts"] == [
-        {"n": 1, "at": block["attempts"][0]["at"], "result": "connected", "agent": "a103", "call_sid": out_sid(1)}
+        {
+            "n": 1,
+            "started_at": block["attempts"][0]["started_at"],
+            "at": block["attempts"][0]["at"],
+            "result": "connected",
+            "agent": "a103",
+            "call_sid": out_sid(1),
+        }
     ]
+    assert None is not block["attempts"][0]["started_at"] <= block["attempts"][0]["at"]
     customer = ticket_for(out_sid(1))  # the callback call is a call, with its own ticket
     assert customer["caller"] == "+819012345678" and customer["outcome"] == "transferred"
 
@@ -497,6 +505,9 @@ def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
     assert block["status"] == "failed" and block["sms_sent"] is True
     assert [a["result"] for a in block["attempts"]] == ["no-answer"] * 3
     assert hotline.callbacks.open_for("+819012345678") is None
+    [listed] = client.get("/api/callbacks?status=failed", headers=OPS).get_json()["callbacks"]
+    assert listed["sms_sent"] is True and listed["sms_sent_at"] is not None
+    assert [a["result"] for a in listed["attempts"]] == ["no-answer"] * 3
     # A second text job for the same callback (queued by hand, say) sends nothing more.
     with app.app_context():
         hotline.callbacks_queue.enqueue(send_failure_sms, callback.id)
@@ -862,6 +873,37 @@ def test_the_queues_api_counts_open_callbacks(app, client, clock, hotline):
     queues = {q["queue"]: q for q in client.get("/api/queues", headers=OPS).get_json()["queues"]}
     assert queues["payment"]["callbacks"] == {"pending": 1, "scheduled": 1, "dialling": 0}
     assert queues["payment"]["waiting"] == 1  # the pending one holds a seat; the scheduled one not yet
+
+
+def test_listings_and_counts_cover_every_callback_however_many(app, client, clock, hotline):
+    """Past a page of the index (1,000): the oldest callbacks are still found and counted."""
+    start_ms = now_ms(clock) - 3_600_000
+
+    def book(n: int, queue: str) -> None:
+        hotline.callbacks.request(
+            Callback(
+                id="",
+                status="pending",
+                number=f"+8190{n:08d}",
+                call_sid=sid(5000 + n),
+                lang="en",
+                queue=queue,
+                node=f"agent_{queue}",
+                branch=queue,
+                arrived_ms=start_ms + n,
+                requested_ms=start_ms + n,
+            )
+        )
+
+    for n in range(3):
+        book(n, "refund")  # the oldest: beyond the first page, newest first
+    for n in range(3, 1205):
+        book(n, "payment")
+    refund = client.get("/api/callbacks?queue=refund&status=pending", headers=OPS).get_json()
+    assert refund["count"] == 3
+    assert len(client.get("/api/callbacks?limit=1000", headers=OPS).get_json()["callbacks"]) == 1000
+    queues = {q["queue"]: q for q in client.get("/api/queues", headers=OPS).get_json()["queues"]}
+    assert queues["payment"]["callbacks"]["pending"] == 1202 and queues["refund"]["callbacks"]["pending"] == 3
 
 
 def test_a_walked_call_takes_the_offer_while_holding_and_books_with_its_caller_id(walker, hotline, ticket_for):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 from ivr.cli import build_worker
 from ivr.localredis import free_port
@@ -101,6 +102,12 @@ def test_the_simulator_takes_a_time_and_a_private_database_comes_with_its_privat
     assert "instance/hotline.db" not in done.stdout  # not the ticket store `make run` uses
     ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
     assert ticket["outcome"] == "after_hours"
+    # The call's own timeline: it starts at --at, its steps and its end follow the time spent.
+    assert ticket["started_at"] == "2026-11-28T13:00:00+00:00"
+    started, ended = (datetime.fromisoformat(ticket[k]) for k in ("started_at", "ended_at"))
+    assert 10 < ticket["duration_s"] == round((ended - started).total_seconds())
+    times = [step["at"] for step in ticket["path"]]
+    assert times == sorted(times) and times[0] < times[-1]
     assert "--at" in _run(["call", "--at", "tomorrow"], env).stderr
 
 

@@ -154,11 +154,7 @@ def list_queues():
     now_ms = int(hotline.clock().timestamp() * 1000)
     live = hotline.routing.agents()
     lines = agent_lines(config)
-    open_callbacks: dict[tuple[str, str], int] = {}
-    for status in ("pending", "scheduled", "dialling"):
-        for callback in hotline.callbacks.listing(status=status, limit=5000):
-            key = (callback.queue, callback.status)
-            open_callbacks[key] = open_callbacks.get(key, 0) + 1
+    open_callbacks = hotline.callbacks.open_counts()
     out = []
     for name, queue in config.queues.items():
         langs = list(queue.languages or config.languages)
@@ -259,5 +255,7 @@ def _callback_json(book, callback) -> dict:  # noqa: ANN001
         "agent": callback.agent,
         "attempts": callback.attempts,
         "reason": callback.reason,
+        "sms_sent": callback.sms_sent_ms is not None,
+        "sms_sent_at": iso(callback.sms_sent_ms),
         "updated_at": iso(callback.updated_ms),
     }

@@ -43,6 +43,11 @@ def note_callback(
         calls.append(call_sid, [event], also=lambda pipe, sid=call_sid: mark_due(sid, pipe))
 
 
+def _utc(iso: str | None) -> str | None:
+    """An attempt's stored local ISO time as the ticket's UTC form."""
+    return utc_iso(datetime.fromisoformat(iso)) if iso else None
+
+
 class CallbackDesk:
     def __init__(
         self,
@@ -215,6 +220,7 @@ class CallbackDesk:
             result=result,
             agent=outcome["agent"] or None,
             call_sid=updated.attempts[-1].get("call_sid"),
+            started_at=_utc(updated.attempts[-1].get("at")),
         )
         log.info(
             "callback %s to %s: attempt %d %s -> %s",
@@ -256,6 +262,7 @@ class CallbackDesk:
             result="connected",
             agent=updated.agent,
             call_sid=updated.attempts[-1].get("call_sid"),
+            started_at=_utc(updated.attempts[-1].get("at")),
         )
         self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="done", agent=updated.agent)
         return updated

@@ -37,6 +37,7 @@ PLACED = f"{TAG}:cb-placed"
 PLACED_KEEP_MS = 24 * 3600 * 1000
 # Closed callbacks stay visible to ops this long; the ticket keeps them for good.
 CLOSED_TTL_S = 14 * 24 * 3600
+_PAGE = 1000  # index entries read per round trip when listing
 DRAFT_TTL_S = 1800
 
 
@@ -80,6 +81,7 @@ class Callback:
     attempts: list[dict] = field(default_factory=list)
     caller: str = ""  # the number that asked (the callback may go to another)
     also_calls: list[str] = field(default_factory=list)  # later calls that asked for it again
+    sms_sent_ms: int | None = None  # when the text after the last failed attempt went out
 
     @property
     def calls(self) -> list[str]:
@@ -129,6 +131,7 @@ class Callback:
             attempts=json.loads(data.get("attempts") or "[]"),
             caller=data.get("caller", ""),
             also_calls=json.loads(data.get("also_calls") or "[]"),
+            sms_sent_ms=opt_int("sms_sent_ms"),
         )
 
 
@@ -252,26 +255,49 @@ class CallbackBook:
     def listing(
         self, status: str | None = None, queue: str | None = None, limit: int = 100, now_ms: int | None = None
     ) -> list[Callback]:
-        """Newest first, filtered (open ones from their own index); closed callbacks whose record
-        expired drop out of the index."""
+        """Newest first, filtered (open ones from their own index), up to `limit`: the index is
+        read a page at a time until enough match, however many there are. Closed callbacks
+        whose record expired drop out of the index."""
         if now_ms is not None:
             self.redis.zremrangebyscore(INDEX, "-inf", now_ms - CLOSED_TTL_S * 1000)
         index = OPEN_INDEX if status in OPEN else INDEX
-        ids = [i.decode() for i in self.redis.zrevrange(index, 0, 4999)]
-        pipe = self.redis.pipeline(transaction=False)
-        for callback_id in ids:
-            pipe.hgetall(record_key(callback_id))
-        found, gone = [], []
-        for callback_id, raw in zip(ids, pipe.execute(), strict=True):
-            if not raw:
-                gone.append(callback_id)
-                continue
-            callback = Callback.from_mapping(raw)
-            if (status is None or callback.status == status) and (queue is None or callback.queue == queue):
-                found.append(callback)
-        if gone:
-            self.redis.zrem(index, *gone)
+        found: list[Callback] = []
+        start = 0
+        while len(found) < limit:
+            ids = [i.decode() for i in self.redis.zrevrange(index, start, start + _PAGE - 1)]
+            if not ids:
+                break
+            start += len(ids)
+            pipe = self.redis.pipeline(transaction=False)
+            for callback_id in ids:
+                pipe.hgetall(record_key(callback_id))
+            gone = []
+            for callback_id, raw in zip(ids, pipe.execute(), strict=True):
+                if not raw:
+                    gone.append(callback_id)
+                    continue
+                callback = Callback.from_mapping(raw)
+                if (status is None or callback.status == status) and (queue is None or callback.queue == queue):
+                    found.append(callback)
+            if gone:
+                self.redis.zrem(index, *gone)
+                start -= len(gone)  # the page shifted by what was removed
         return found[:limit]
+
+    def open_counts(self) -> dict[tuple[str, str], int]:
+        """(queue, status) -> how many open callbacks, over all of them (two fields each)."""
+        counts: dict[tuple[str, str], int] = {}
+        start = 0
+        while ids := self.redis.zrange(OPEN_INDEX, start, start + _PAGE - 1):
+            start += len(ids)
+            pipe = self.redis.pipeline(transaction=False)
+            for callback_id in ids:
+                pipe.hmget(record_key(callback_id.decode()), "queue", "status")
+            for queue, status in pipe.execute():
+                if queue is not None and status is not None:
+                    key = (queue.decode(), status.decode())
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def note_placed_in(self, pipe: Pipeline, call_sid: str, now_ms: int) -> None:
         """Add 'this call belongs to a callback attempt' to a transaction."""
@@ -339,13 +365,22 @@ class CallbackBook:
             pipe.zrem(SCHEDULED, callback.id)
         if callback.status not in OPEN:
             pipe.zrem(OPEN_INDEX, callback.id)
-            pipe.hdel(BY_NUMBER, callback.number)
-            if callback.caller:  # only if it still points here (a newer request may own it)
+            # Only if they still point here: a newer request for the number may own them.
+            pipe.eval(_DROP_IF_OURS, 1, BY_NUMBER, callback.number, callback.id)
+            if callback.caller:
                 pipe.eval(_DROP_IF_OURS, 1, BY_CALLER, callback.caller, callback.id)
             pipe.delete(caller_key(seat.call_sid))
             pipe.expire(record_key(callback.id), CLOSED_TTL_S)
         elif callback.status == "scheduled":
             pipe.delete(caller_key(seat.call_sid))
+
+    def mark_sms_sent(self, callback_id: str, now_ms: int) -> None:
+        """The failure text went out (one field of a closed record: no status change follows)."""
+        script = (
+            "if redis.call('EXISTS', KEYS[1]) == 1 and (redis.call('HGET', KEYS[1], 'sms_sent_ms') or '') == '' "
+            "then redis.call('HSET', KEYS[1], 'sms_sent_ms', ARGV[1]) end return 0"
+        )
+        self.redis.eval(script, 1, record_key(callback_id), now_ms)
 
     def claim_failure_text(self, callback_id: str, token: str) -> bool:
         """Whether this run may send the failure text: the first to ask, or the same job run

@@ -112,7 +112,8 @@ def _callback_block(by_kind: dict[str, list[dict]]) -> dict | None:
         return None
     first = requested[0]
     attempts_seen = by_kind.get("callback_attempt", [])
-    attempts = [{k: e.get(k) for k in ("n", "at", "result", "agent", "call_sid")} for e in attempts_seen]
+    # `at` is when the attempt ended (its result); `started_at` when it began (the agent reserved).
+    attempts = [{k: e.get(k) for k in ("n", "started_at", "at", "result", "agent", "call_sid")} for e in attempts_seen]
     closed = (by_kind.get("callback_closed") or [None])[-1]
     scheduled = [e.get("scheduled_for") for e in by_kind.get("callback_scheduled", [])]
     scheduled_for = scheduled[-1] if scheduled else requested[-1].get("scheduled_for")
