@@ -235,6 +235,33 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     return "dialled"
 
 
+def settle_lost_dial(callback_id: str, n: int) -> str:
+    """Attempt n's dial began, and no answer from Twilio nor any webhook followed (the job died
+    with its worker): find out from Twilio's call list whether the call exists, then settle the
+    attempt. A placed call is stopped and, customer first (it rang the customer), counted; one
+    never placed puts the callback back in its place. Either way the agent is freed."""
+    hotline = services()
+    desk = hotline.callback_desk()
+    callback = desk.book.get(callback_id)
+    if callback is None or not callback.dialling(n):
+        return "settled"
+    attempt = callback.attempt
+    agent_first = desk.policy.dial_mode == "agent_first"
+    placed = attempt.get("call_sid")
+    if not placed and attempt.get("dial_started_at"):
+        caller_id = current_app.config.get("TWILIO_CALLER_ID") or ""
+        agent = next((a for a in desk.plan.config.agents if a.id == attempt.get("agent")), None)
+        to = (agent.phone or f"client:{agent.client}") if agent_first and agent else callback.number
+        placed = _find_placed_call(to, attempt, caller_id)
+    if placed:
+        desk.record_dial(callback_id, n, "call_sid", placed)
+        desk.attempt_over(callback_id, n, "released" if agent_first else "no_result", placed)
+        cancel_call(placed)
+        return "placed"
+    desk.attempt_over(callback_id, n, "released")
+    return "never placed"
+
+
 def _find_placed_call(to: str, attempt: dict, caller_id: str) -> str | None:
     """A call Twilio holds to `to` from our number, created since the attempt began dialling."""
     # A little slack for the clocks of our hosts and Twilio's; calls that belong to other

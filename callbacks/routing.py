@@ -12,7 +12,7 @@ from rq import Queue, Retry, get_current_job
 from rq.job import Job, JobStatus
 from twilio.base.exceptions import TwilioRestException
 
-from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id
+from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id, settle_lost_dial
 from ivr.queues.callbacks import callback_id_of
 from ivr.queues.lines import agent_lines
 from ivr.services import services
@@ -39,6 +39,23 @@ def _seat_job_will_run(job_id: str) -> bool:
     return status.decode() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.SCHEDULED)
 
 
+def _settle_lost_dial_once(callback_id: str, n: int) -> None:
+    """Queue `settle_lost_dial` unless it is already queued, running or waiting for a retry."""
+    job_id = f"cb-lost-{callback_id}-{n}"
+    status = services().redis.hget(Job.key_for(job_id), "status")
+    if status is not None and status.decode() in (
+        JobStatus.QUEUED,
+        JobStatus.STARTED,
+        JobStatus.SCHEDULED,
+        JobStatus.DEFERRED,
+    ):
+        return
+    log.warning("callback %s attempt %d: its dial never reported back; checking with Twilio", callback_id, n)
+    services().callbacks_queue.enqueue(
+        settle_lost_dial, callback_id, n, job_id=job_id, retry=DIAL_RETRY, job_timeout=60, result_ttl=0
+    )
+
+
 def route(queue: Queue) -> int:
     """One routing pass: end due wrap-ups, reserve agents for callers, queue the connections."""
     hotline = services()
@@ -61,8 +78,15 @@ def route(queue: Queue) -> int:
                 since = max(since, int(datetime.fromisoformat(started).timestamp() * 1000))
             if since + callback_limit_ms > now_ms:
                 continue
+            current = callback is not None and callback.dialling(callback.attempt["n"] if callback.attempt else 0)
+            if current and started and not callback.attempt.get("call_sid"):
+                # The dial began and nothing came back: its job died (with its whole worker,
+                # say), and nobody knows whether Twilio placed the call. A job asks Twilio's call
+                # list before the attempt is settled, so a placed call is never placed again.
+                _settle_lost_dial_once(callback_id, callback.attempt["n"])
+                continue
             log.warning("agent %s: reservation for callback %s timed out; released", agent_id, callback_id)
-            if callback is not None and callback.dialling(callback.attempt["n"] if callback.attempt else 0):
+            if current:
                 placed = callback.attempt.get("call_sid")
                 # A customer-first call was placed and rang the customer, but its webhooks never
                 # came (our web tier down, say): that counts as an attempt, or a customer could

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis as redis_lib
@@ -58,8 +59,27 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
+# With REDIS_URL set, the suite uses that server, in a database of its own that it empties
+# before every test: the URL's database when it names one other than 0, otherwise 15 (so a
+# Redis you run the hotline on, in database 0, keeps its data). Unset: a throwaway server.
+TEST_REDIS_DB = 15
+
+
+def _test_database_url(url: str) -> str:
+    if redis_lib.connection.parse_url(url).get("db"):
+        return url
+    parts = urlsplit(url)
+    if parts.scheme == "unix":  # the path is the socket; the database is a query parameter
+        query = "&".join(q for q in [parts.query, f"db={TEST_REDIS_DB}"] if q)
+        return urlunsplit(parts._replace(query=query))
+    return urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield _test_database_url(os.environ["REDIS_URL"])
+        return
     server = start_local_redis()
     yield server.url
     server.stop()
@@ -67,7 +87,7 @@ def redis_server() -> Iterator[str]:
 
 @pytest.fixture
 def redis_url(redis_server: str) -> str:
-    redis_lib.Redis.from_url(redis_server).flushall()
+    redis_lib.Redis.from_url(redis_server).flushdb()
     return redis_server
 
 

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
+from rq.registry import ScheduledJobRegistry
 
 from callbacks.dialer import PACE_KEY
 from callbacks.dispatcher import dispatch_once
@@ -27,10 +28,12 @@ from tests.test_callbacks import (
     app_with_callbacks,
     book_and_dial,
     book_with_caller_id,
+    dials,
     expect_dial,
     now_ms,
     out_sid,
     run_routing,
+    run_rq_retry,
     the_callback,
 )
 from tests.twiml import call_form, parse, signed_post
@@ -334,3 +337,80 @@ def test_an_answer_for_a_given_up_attempt_after_the_call_ended_closes_nothing(
     current = hotline.callbacks.get(callback.id)
     assert current.status == "pending" and hotline.callbacks.position(current) == 1
     assert hotline.redis.zscore(waiting_key("payment", "en"), out_sid(1)) is None
+
+
+# ----- two runs of one attempt at the same moment -------------------------------------------
+
+
+def test_a_run_that_finds_the_attempt_being_dialled_waits_and_never_dials_twice(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """Another run holds the attempt's dial lock (it is calling Twilio right now): this run does
+    not dial; RQ retries it, and by then the first run's call is in the outbox."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    assert hotline.callbacks.dial_lock(callback.id, 1, "the-other-run", ttl_s=90)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    run_routing(app)  # the job meets the lock: no request to Twilio
+    assert dials(no_unexpected_http) == []
+    with app.app_context():
+        # ... the other run's dial lands meanwhile, and it lets go of the lock.
+        hotline.callback_desk().record_dial(callback.id, 1, "call_sid", out_sid(7))
+        hotline.callbacks.release_dial_lock(callback.id, 1, "the-other-run")
+        run_rq_retry(hotline)
+    assert dials(no_unexpected_http) == []  # "already placed": still one call for the attempt
+    assert hotline.callbacks.get(callback.id).attempt["call_sid"] == out_sid(7)
+
+
+# ----- the whole worker dies mid-dial: no job is left to retry --------------------------------
+
+
+def _a_dial_whose_worker_died(app, clock, hotline, mock, reached_twilio: bool):
+    """The dial job sends the create-call; then its whole worker dies (with the job's retry):
+    the attempt says the dial began, nothing says how it ended, and no job is left."""
+    mock.assert_all_requests_are_fired = False
+    posts = scripted_calls(mock, [requests.ConnectionError("the worker died"), 2])
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    run_routing(app)
+    with app.app_context():
+        registry = ScheduledJobRegistry(queue=hotline.callbacks_queue)
+        for job_id in registry.get_job_ids():  # the retry RQ scheduled went with the worker
+            registry.remove(job_id)
+    attempt = hotline.callbacks.get(callback.id).attempt
+    assert attempt["dial_started_at"] and not attempt.get("call_sid") and len(posts) == 1
+    created = [(out_sid(1), "+819012345678", clock.now.astimezone(UTC))] if reached_twilio else []
+    mock.add(responses.GET, CALLS_URL, json=listing(*created))
+    return callback, posts
+
+
+def test_a_dial_lost_with_its_worker_is_looked_up_and_its_call_stopped_not_placed_again(
+    app, client, clock, hotline, no_unexpected_http
+):
+    book_with_caller_id(client, 1)
+    callback, posts = _a_dial_whose_worker_died(app, clock, hotline, no_unexpected_http, reached_twilio=True)
+    cancel_url = f"{CALLS_URL[:-5]}/{out_sid(1)}.json"
+    no_unexpected_http.add(responses.POST, cancel_url, json={"sid": out_sid(1), "status": "canceled"})
+    clock.advance(60)
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "dialling"  # within the ringing window
+    clock.advance(400)
+    run_routing(app)  # the sweep asks Twilio; the call it placed is stopped and counted
+    current = hotline.callbacks.get(callback.id)
+    assert [(a["result"], a.get("call_sid")) for a in current.attempts] == [("no_result", out_sid(1))]
+    assert current.status == "scheduled" and len(posts) == 1
+    assert [c.request.url for c in no_unexpected_http.calls].count(cancel_url) == 1
+    assert hotline.routing.agents()["a103"][0] == "available"
+
+
+def test_a_dial_lost_with_its_worker_that_never_reached_twilio_keeps_its_place_and_is_dialled(
+    app, client, clock, hotline, no_unexpected_http
+):
+    book_with_caller_id(client, 1)
+    callback, posts = _a_dial_whose_worker_died(app, clock, hotline, no_unexpected_http, reached_twilio=False)
+    clock.advance(460)
+    run_routing(app)  # nothing at Twilio: released, back in its place
+    assert hotline.callbacks.get(callback.id).attempts[0]["result"] == "released"
+    run_routing(app)  # matched again: attempt 2 is dialled
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "dialling" and current.attempt["n"] == 2 and len(posts) == 2

@@ -31,7 +31,7 @@ def test_replies_are_parsed_exactly_as_redis_pys_pipeline_parses_them(redis_url)
     expected_pipe = redis.pipeline(transaction=False)
     _fill(expected_pipe)
     expected = expected_pipe.execute()
-    redis.flushall()
+    redis.flushdb()
 
     trip = RoundTrip(redis)
     pipe = trip.pipeline()
