@@ -38,6 +38,11 @@ PACE_KEY = "{routing}:cb-pace"
 # at that time through RQ's scheduler, so a long pacing queue never holds workers asleep (live
 # callers' routing jobs and ticket syncs go on being served).
 MAX_PACING_SLEEP_S = 2.0
+# ... and it is scheduled this much before its slot: RQ's scheduler moves due jobs about once a
+# second and a worker takes a moment more, so a job scheduled at its slot would dial up to a
+# second or two late (the next dial then follows within a fraction of the spacing). Arriving
+# early, it sleeps the rest and dials on its slot.
+PACED_EARLY_S = 1.5
 # Slots are taken on Redis's own clock, so every worker on every host paces as one.
 _PACE = """
 local t = redis.call('TIME')
@@ -163,13 +168,17 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     if slot_us is None:
         wait_s, slot_us = take_dial_slot(desk.policy.calls_per_second)
         if slot_us is not None and wait_s > MAX_PACING_SLEEP_S:
-            at = datetime.fromtimestamp(slot_us / 1_000_000, UTC)
+            at = datetime.fromtimestamp(slot_us / 1_000_000 - PACED_EARLY_S, UTC)
             enqueue_dial(hotline.callbacks_queue, callback.id, n, at=at, slot_us=slot_us)
             return "paced"
-    else:  # back at our slot (RQ schedules to the second): the rest of the wait
+    else:  # back just before our slot (RQ schedules to the whole second): the rest of the wait
         wait_s = seconds_until(slot_us)
+        if wait_s > MAX_PACING_SLEEP_S + PACED_EARLY_S:  # far too early (a clock jump): again later
+            at = datetime.fromtimestamp(slot_us / 1_000_000 - PACED_EARLY_S, UTC)
+            enqueue_dial(hotline.callbacks_queue, callback.id, n, at=at, slot_us=slot_us)
+            return "paced"
     if wait_s > 0:
-        hotline.sleep(min(wait_s, MAX_PACING_SLEEP_S))
+        hotline.sleep(wait_s)  # at most MAX_PACING_SLEEP_S (+ PACED_EARLY_S back at a slot)
     if not desk.plan.hours.is_open(hotline.clock()):
         # A retried or paced dial that comes due after closing: not now. Back to its seat (the
         # matching leaves callbacks alone until opening), no attempt counted against the customer.

@@ -841,13 +841,39 @@ def test_a_dial_whose_slot_is_far_off_comes_back_at_its_slot_instead_of_sleeping
         job = hotline.callbacks_queue.fetch_job(job_id)
         assert job.args[:2] == (callback.id, 1)
         slot = job.args[2] / 1_000_000
-        assert 8 < (registry.get_scheduled_time(job_id).timestamp() - datetime.now(UTC).timestamp()) < 11
-        # Back at its slot, it dials (sleeping only the rest of the second, if any).
+        ahead_s = registry.get_scheduled_time(job_id).timestamp() - datetime.now(UTC).timestamp()
+        assert 7 < ahead_s < 10 and ahead_s < slot - datetime.now(UTC).timestamp()  # a little before its slot
+        # Run far too early (here: at once), it neither dials nor sleeps: it is scheduled again.
         registry.remove(job_id)
         hotline.callbacks_queue.enqueue_job(job)
         SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
+        [again] = registry.get_job_ids()
+        assert hotline.callbacks_queue.fetch_job(again).args[2] / 1_000_000 == slot
+    assert dials(no_unexpected_http) == [] and sleeps == []
+    no_unexpected_http.remove(responses.POST, CALLS_URL)
+
+
+def test_a_paced_dial_comes_back_just_before_its_slot_and_sleeps_the_rest(
+    make_app, tmp_path, clock, sleeps, no_unexpected_http
+):
+    app = app_with_callbacks(make_app, tmp_path, sleeps, calls_per_second=0.4)  # one dial every 2.5 s
+    hotline = app.extensions["hotline"]
+    with app.app_context():
+        take_dial_slot(0.4)  # another worker's dial took the current slot
+    book_and_dial(app, app.test_client(), clock, hotline, no_unexpected_http)
+    assert dials(no_unexpected_http) == []  # 2.5 s away: more than a worker sleeps on
+    with app.app_context():
+        registry = ScheduledJobRegistry(queue=hotline.callbacks_queue)
+        [job_id] = registry.get_job_ids()
+        job = hotline.callbacks_queue.fetch_job(job_id)
+        slot = job.args[2] / 1_000_000
+        assert registry.get_scheduled_time(job_id).timestamp() <= slot - 1.5  # ahead of the scheduler's lag
+        registry.remove(job_id)
+        hotline.callbacks_queue.enqueue_job(job)  # as RQ's scheduler does, a moment early
+        SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
     assert len(dials(no_unexpected_http)) == 1
-    assert all(s <= 2.0 for s in sleeps) and slot > 0
+    [rest] = sleeps  # it slept until its slot, then dialled
+    assert 1.5 < rest <= 2.5
 
 
 def test_a_dial_retried_long_after_its_slot_takes_a_fresh_one(make_app, tmp_path, clock, sleeps, no_unexpected_http):

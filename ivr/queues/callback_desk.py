@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # Attempt results that say nothing about the customer (our side failed): not counted.
 NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "agent_unreachable", "released", "closed"})
 # Attempts we gave up on ourselves, whose call may still be answered (`answered_late`).
-GIVEN_UP = frozenset({"released", "closed"})
+GIVEN_UP = frozenset({"released", "closed", "no_result"})
 # However often our side fails, a callback is not tried forever: after this many attempts of
 # any kind beyond the configured ones it fails (and the caller is texted, where configured).
 MAX_UNCOUNTED_ATTEMPTS = 10
