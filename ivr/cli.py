@@ -94,9 +94,11 @@ def build_worker(redis_url: str):  # noqa: ANN201 - an rq Worker
     from redis import Redis
     from rq import Worker
 
+    from ivr.forksafe import protect
     from ivr.services import CALLBACKS_QUEUE, ROUTING_QUEUE, TICKETS_QUEUE
 
     redis = Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=30)
+    protect(redis.connection_pool)  # RQ's pub/sub thread uses it while the worker forks
     # Routing first: a caller is waiting on it; then callbacks; a ticket can wait a second.
     # A worker that starts while a dead one's scheduler lock lives on (61 s) tries again for it
     # only in its maintenance, which runs between waits for jobs: both every minute or so, not

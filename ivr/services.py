@@ -14,6 +14,7 @@ from rq import Queue
 from twilio.rest import Client
 
 from ivr.calllog import CallLog
+from ivr.forksafe import protect
 from ivr.menus.runtime import ConfigHolder, Plan
 from ivr.queues.callback_desk import CallbackDesk
 from ivr.queues.callbacks import Callback, CallbackBook
@@ -52,6 +53,7 @@ class Services:
         redis = Redis.from_url(
             settings["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
         )
+        protect(redis.connection_pool)  # the worker forks while its dispatcher thread uses it
         roundtrip = RoundTrip(redis)  # one kept connection per thread for the webhooks
         return cls(
             redis=redis,
