@@ -112,17 +112,22 @@ def _postgres_schema_url(base_url: str) -> Iterator[str]:
 DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
 
 
-@pytest.fixture(params=DATABASES)
-def any_database_url(request, tmp_path) -> Iterator[str]:
-    """Runs the test once per configured database (SQLite always; PostgreSQL with TEST_DATABASE_URL)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'tickets-any.db'}"
+def _fresh_database(kind: str, path: Path) -> Iterator[str]:
+    """A migrated, empty ticket database: an SQLite file at `path`, or a PostgreSQL schema."""
+    if kind == "sqlite":
+        url = f"sqlite:///{path}"
         upgrade(url)
         yield url
     else:
         for url in _postgres_schema_url(os.environ["TEST_DATABASE_URL"]):
             upgrade(url)
             yield url
+
+
+@pytest.fixture(params=DATABASES)
+def any_database_url(request, tmp_path) -> Iterator[str]:
+    """Runs the test once per configured database (SQLite always; PostgreSQL with TEST_DATABASE_URL)."""
+    yield from _fresh_database(request.param, tmp_path / "tickets-any.db")
 
 
 def pytest_generate_tests(metafunc) -> None:
@@ -134,14 +139,7 @@ def pytest_generate_tests(metafunc) -> None:
 @pytest.fixture
 def database_url(request, tmp_path) -> Iterator[str]:
     """SQLite by default; for a test marked `any_database`, each configured database in turn."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        url = f"sqlite:///{tmp_path / 'tickets.db'}"
-        upgrade(url)
-        yield url
-    else:
-        for url in _postgres_schema_url(os.environ["TEST_DATABASE_URL"]):
-            upgrade(url)
-            yield url
+    yield from _fresh_database(getattr(request, "param", "sqlite"), tmp_path / "tickets.db")
 
 
 @pytest.fixture
@@ -183,6 +181,12 @@ def make_app(redis_url, database_url, clock, config_path):
 @pytest.fixture
 def app(make_app):
     return make_app()
+
+
+@pytest.fixture
+def hotline(app):
+    """The app's services (Redis, routing, callbacks, the ticket store)."""
+    return app.extensions["hotline"]
 
 
 @pytest.fixture

@@ -40,11 +40,6 @@ def app(make_app, sleeps):
     return make_app(TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
 
 
-@pytest.fixture
-def hotline(app):
-    return app.extensions["hotline"]
-
-
 def created_call(n: int) -> tuple[int, dict, str]:
     return 201, {}, json.dumps({"sid": out_sid(n), "status": "queued"})
 

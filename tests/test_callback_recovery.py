@@ -44,11 +44,6 @@ def app(make_app, sleeps):
     return make_app(TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
 
 
-@pytest.fixture
-def hotline(app):
-    return app.extensions["hotline"]
-
-
 def scripted_calls(mock, outcomes: list) -> list:
     """Calls.json POSTs answered in order: an int n is a 201 with out_sid(n); an exception is
     raised (the answer never reached us); a (status, body) pair is a Twilio error."""

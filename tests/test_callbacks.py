@@ -55,11 +55,6 @@ def app_with_callbacks(make_app, tmp_path, sleeps, **settings):
     return make_app(HOTLINE_CONFIG=str(path), TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=sleeps)
 
 
-@pytest.fixture
-def hotline(app):
-    return app.extensions["hotline"]
-
-
 def now_ms(clock) -> int:
     return int(clock.now.timestamp() * 1000)
 

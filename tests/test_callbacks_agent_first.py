@@ -31,11 +31,6 @@ def app(make_app, tmp_path, sleeps):
 
 
 @pytest.fixture
-def hotline(app):
-    return app.extensions["hotline"]
-
-
-@pytest.fixture
 def dialling(app, client, clock, hotline, no_unexpected_http):
     """A booked callback, Emma (a103) available; the router reserves her and the job calls her."""
     book_with_caller_id(client, 1)

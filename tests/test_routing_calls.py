@@ -27,11 +27,6 @@ def agent_leg(n: int) -> str:
     return f"CA{0xA000 + n:032x}"
 
 
-@pytest.fixture
-def hotline(app):
-    return app.extensions["hotline"]
-
-
 def route_and_connect(app, mock, expected_calls: list[str]) -> list[dict]:
     """One dispatcher pass and the routing jobs, with Twilio's Calls API faked; returns the
     form of each redirect request Twilio received."""
