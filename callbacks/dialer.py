@@ -150,13 +150,10 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     if not caller_id:
         raise RuntimeError("TWILIO_CALLER_ID is unset: callbacks need the hotline's number as From")
     agent_first = desk.policy.dial_mode == "agent_first"
-    to = callback.number
-    if agent_first:
-        agent = next((a for a in desk.plan.config.agents if a.id == attempt.get("agent")), None)
-        if agent is None:  # the agent left the config while reserved: back to the seat
-            desk.attempt_over(callback.id, n, "released")
-            return "agent unknown"
-        to = agent.phone or f"client:{agent.client}"
+    to = _dial_target(desk, callback, attempt)
+    if to is None:  # the agent left the config while reserved: back to the seat
+        desk.attempt_over(callback.id, n, "released")
+        return "agent unknown"
     if attempt.get("dial_started_at"):
         placed = _find_placed_call(to, attempt, caller_id)
         if placed:
@@ -257,11 +254,9 @@ def settle_lost_dial(callback_id: str, n: int) -> str:
     attempt = callback.attempt
     agent_first = desk.policy.dial_mode == "agent_first"
     placed = attempt.get("call_sid")
-    if not placed and attempt.get("dial_started_at"):
-        caller_id = current_app.config.get("TWILIO_CALLER_ID") or ""
-        agent = next((a for a in desk.plan.config.agents if a.id == attempt.get("agent")), None)
-        to = (agent.phone or f"client:{agent.client}") if agent_first and agent else callback.number
-        placed = _find_placed_call(to, attempt, caller_id)
+    to = _dial_target(desk, callback, attempt)
+    if not placed and to and attempt.get("dial_started_at"):
+        placed = _find_placed_call(to, attempt, current_app.config.get("TWILIO_CALLER_ID") or "")
     if placed:
         desk.record_dial(callback_id, n, "call_sid", placed)
         desk.attempt_over(callback_id, n, "released" if agent_first else "no_result", placed)
@@ -269,6 +264,15 @@ def settle_lost_dial(callback_id: str, n: int) -> str:
         return "placed"
     desk.attempt_over(callback_id, n, "released")
     return "never placed"
+
+
+def _dial_target(desk, callback: Callback, attempt: dict) -> str | None:  # noqa: ANN001 - a CallbackDesk
+    """Whom the attempt's create-call rings: the customer, or (agent first) the reserved agent;
+    None when that agent is no longer in the config."""
+    if desk.policy.dial_mode != "agent_first":
+        return callback.number
+    agent = next((a for a in desk.plan.config.agents if a.id == attempt.get("agent")), None)
+    return (agent.phone or f"client:{agent.client}") if agent is not None else None
 
 
 def _find_placed_call(to: str, attempt: dict, caller_id: str) -> str | None:

@@ -32,23 +32,26 @@ def _seat_job_will_run(job_id: str) -> bool:
     not look alive), or still scheduled: then no scheduler is moving due jobs (a worker killed
     with the scheduler's lock, which a new worker takes only at its next maintenance, minutes
     later). Seating is idempotent, so the job running late as well does no harm."""
-    # One HGET, not Job.fetch: during a burst the sweep asks this of up to 100 callbacks a pass.
+    status = _job_status(job_id)
+    return status is not None and status not in (
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+        JobStatus.CANCELED,
+        JobStatus.SCHEDULED,
+    )
+
+
+def _job_status(job_id: str) -> str | None:
+    """An RQ job's status, None when there is no such job. One HGET, not Job.fetch: during a
+    burst the sweep asks this of up to 100 callbacks a pass."""
     status = services().redis.hget(Job.key_for(job_id), "status")
-    if status is None:
-        return False
-    return status.decode() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.SCHEDULED)
+    return status.decode() if status is not None else None
 
 
 def _settle_lost_dial_once(callback_id: str, n: int) -> None:
     """Queue `settle_lost_dial` unless it is already queued, running or waiting for a retry."""
     job_id = f"cb-lost-{callback_id}-{n}"
-    status = services().redis.hget(Job.key_for(job_id), "status")
-    if status is not None and status.decode() in (
-        JobStatus.QUEUED,
-        JobStatus.STARTED,
-        JobStatus.SCHEDULED,
-        JobStatus.DEFERRED,
-    ):
+    if _job_status(job_id) in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
         return
     log.warning("callback %s attempt %d: its dial never reported back; checking with Twilio", callback_id, n)
     services().callbacks_queue.enqueue(

@@ -92,6 +92,15 @@ def listing(*calls: tuple[str, str, object]) -> dict:
     }
 
 
+def _agent_first_booking(make_app, tmp_path, sleeps, clock):
+    """An agent-first hotline with one booked callback and Emma (a103) free: (app, services, callback)."""
+    app = app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
+    hl = app.extensions["hotline"]
+    book_with_caller_id(app.test_client(), 1)
+    hl.routing.set_agent_status("a103", "available", now_ms(clock))
+    return app, hl, the_callback(hl)
+
+
 # ----- the completed status callback overtakes the answer webhook ------------------------------
 
 
@@ -187,12 +196,7 @@ def test_a_5xx_from_twilio_is_an_unknown_result_looked_up_before_any_redial(
 def test_agent_first_a_refused_agent_number_does_not_fail_the_customers_callback(
     make_app, tmp_path, sleeps, clock, no_unexpected_http
 ):
-    app = app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
-    hl = app.extensions["hotline"]
-    client = app.test_client()
-    book_with_caller_id(client, 1)
-    callback = the_callback(hl)
-    hl.routing.set_agent_status("a103", "available", now_ms(clock))
+    app, hl, callback = _agent_first_booking(make_app, tmp_path, sleeps, clock)
     # The create-call is to client:emma; Twilio refuses that 'To' (a bad agent entry in config).
     error = {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}
     no_unexpected_http.add(responses.POST, CALLS_URL, status=400, json=error)
@@ -265,12 +269,8 @@ def test_a_dispatcher_killed_between_match_and_reserve_does_not_lose_the_callbac
 def test_agent_first_done_agent_wraps_up_for_the_full_wrap_up_time(
     make_app, tmp_path, sleeps, clock, no_unexpected_http
 ):
-    app = app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
-    hl = app.extensions["hotline"]
+    app, hl, callback = _agent_first_booking(make_app, tmp_path, sleeps, clock)
     client = app.test_client()
-    book_with_caller_id(client, 1)
-    callback = the_callback(hl)
-    hl.routing.set_agent_status("a103", "available", now_ms(clock))
     expect_dial(no_unexpected_http, 1)
     run_routing(app)
     cb = f"/voice/callback/{callback.id}/1"

@@ -239,7 +239,9 @@ class RoutingState:
         pipe.set(gone_key(call_sid), 1, ex=24 * 3600)
 
     def mark_gone(self, call_sid: str) -> None:
-        self.redis.set(gone_key(call_sid), 1, ex=24 * 3600)
+        with self.redis.pipeline(transaction=False) as pipe:
+            self.mark_gone_in(pipe, call_sid)
+            pipe.execute()
 
     def gone(self, call_sid: str) -> bool:
         """Whether the call's final status has been seen (a webhook overtaken by it is late)."""
