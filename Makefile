@@ -28,8 +28,8 @@ format: install
 check-config: install  ## validate config/hotline.yaml (or CONFIG=path)
 	$(PY) -m ivr check $(CONFIG)
 
-call: install  ## try a call: make call KEYS=3,2,1 [AT=2026-11-28T22:00]
-	$(PY) -m ivr call $(if $(KEYS),--keys=$(KEYS),) $(if $(AT),--at=$(AT),)
+call: install  ## try a call: make call KEYS=3,2,1 [AT=2026-11-28T22:00] [FROM=+819012345678]
+	$(PY) -m ivr call $(if $(KEYS),--keys=$(KEYS),) $(if $(AT),--at=$(AT),) $(if $(FROM),--from=$(FROM),)
 
 bench: install
 	$(PY) bench/webhooks.py

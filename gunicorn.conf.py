@@ -19,3 +19,9 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "2"))
 timeout = 15
 graceful_timeout = 20
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") else None
+# gunicorn's control socket (`gunicornc`) lives at one path per user (~/.gunicorn/gunicorn.ctl):
+# two hotlines on one host (a dev run next to another, staging beside production) would take it
+# from each other. Off unless a path is given.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import re
 from functools import lru_cache
+from urllib.parse import quote
 
 from flask import Config, Request, abort, current_app, request
 from twilio.request_validator import RequestValidator
@@ -22,14 +23,33 @@ def _validator(token: str) -> RequestValidator:
     return RequestValidator(token)
 
 
-def signed_url(req: Request, config: Config) -> str:
-    """The URL Twilio signed, exactly as it requested it (raw query string, no re-encoding)."""
+# Characters Twilio leaves as they are in a URL's path; anything else it sends percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def signed_url(req: Request, config: Config, encoded: bool = True) -> str:
+    """The URL Twilio signed, exactly as it requested it: the path percent-encoded as it went on
+    the wire (the WSGI path is decoded), the raw query string. `encoded=False`: the decoded path,
+    the other reading of a URL configured with non-ASCII characters."""
     query = req.query_string.decode("latin-1")
-    tail = req.path + (f"?{query}" if query else "")
+    path = quote(req.path, safe=_PATH_SAFE) if encoded else req.path
+    tail = path + (f"?{query}" if query else "")
     base = config.get("PUBLIC_BASE_URL")
     if base:
         return base.rstrip("/") + tail
     return req.host_url.rstrip("/") + tail
+
+
+def _signature_matches(validator: RequestValidator, req: Request, config: Config, form, signature: str) -> bool:  # noqa: ANN001
+    url = signed_url(req, config)
+    # One HMAC for the URL as requested; the validator's full check (which also tries the URL
+    # with and without the default port, as Twilio signs either way) only when that misses.
+    if hmac.compare_digest(validator.compute_signature(url, form), signature):
+        return True
+    if validator.validate(url, form, signature):
+        return True
+    decoded = signed_url(req, config, encoded=False)
+    return decoded != url and validator.validate(decoded, form, signature)
 
 
 def require_twilio_call() -> None:
@@ -42,13 +62,8 @@ def require_twilio_call() -> None:
     signature = req.headers.get("X-Twilio-Signature")
     if not signature:
         abort(403, description="missing X-Twilio-Signature: only Twilio may call this URL")
-    validator = _validator(config["TWILIO_AUTH_TOKEN"])
-    url = signed_url(req, config)
     form = req.form
-    # One HMAC for the URL as requested; the validator's full check (which also tries the URL
-    # with and without the default port, as Twilio signs either way) only when that misses.
-    expected = validator.compute_signature(url, form)
-    if not hmac.compare_digest(expected, signature) and not validator.validate(url, form, signature):
+    if not _signature_matches(_validator(config["TWILIO_AUTH_TOKEN"]), req, config, form, signature):
         abort(403, description="X-Twilio-Signature does not match this request")
     if not CALL_SID.match(form.get("CallSid", "")):
         abort(400, description="not a Twilio call: CallSid missing or malformed")

@@ -312,9 +312,12 @@ def test_a_hangup_leaf_says_goodbye_politely_and_ends_the_call(make_app, tmp_pat
                 "en": "You can also find answers under Help in the app.",
             },
         }
-        d["menu"]["nodes"]["main"]["options"].append(
+        main = d["menu"]["nodes"]["main"]
+        main["options"].append(
             {"key": "8", "goto": "goodbye", "label": {"ja": "終了", "zh": "结束通话", "en": "end the call"}}
         )
+        for lang, offer in {"ja": "終了は8を。", "zh": "结束通话请按8。", "en": "To end the call, press 8."}.items():
+            main["prompt"][lang] += offer
 
     client = _app_with(make_app, tmp_path, with_goodbye).test_client()
     root = parse(signed_post(client, "/voice/en/node/main/choice?attempt=1", call_form(Digits="8")))

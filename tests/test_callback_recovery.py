@@ -18,13 +18,14 @@ from rq.registry import ScheduledJobRegistry
 from callbacks.dialer import PACE_KEY
 from callbacks.dispatcher import dispatch_once
 from ivr.queues.callback_desk import MAX_UNCOUNTED_ATTEMPTS
-from ivr.queues.callbacks import member
+from ivr.queues.callbacks import member, record_key
 from ivr.queues.lines import agent_lines
 from ivr.queues.state import waiting_key
 from tests.test_callbacks import (
     CALLS_URL,
     HOTLINE_NUMBER,
     MESSAGES_URL,
+    PROMPTS,
     app_with_callbacks,
     book_and_dial,
     book_with_caller_id,
@@ -36,7 +37,7 @@ from tests.test_callbacks import (
     run_rq_retry,
     the_callback,
 )
-from tests.twiml import call_form, parse, signed_post
+from tests.twiml import call_form, parse, says, signed_post, verbs
 
 
 @pytest.fixture
@@ -409,3 +410,30 @@ def test_a_dial_lost_with_its_worker_that_never_reached_twilio_keeps_its_place_a
     run_routing(app)  # matched again: attempt 2 is dialled
     current = hotline.callbacks.get(callback.id)
     assert current.status == "dialling" and current.attempt["n"] == 2 and len(posts) == 2
+
+
+def test_a_customer_answering_a_callback_whose_record_is_lost_hears_an_apology(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """Redis lost the callback's record while its call rang: the person who answers is told, in
+    every language (theirs is lost too), instead of a mute hang-up."""
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    hotline.redis.delete(record_key(callback.id))
+    assert hotline.callbacks.get(callback.id) is None
+    form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER, To="+819012345678")
+    root = parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", form))
+    assert [s.text for s in says(root)] == [PROMPTS.fallback[lang] for lang in ("ja", "zh", "en")]
+    assert verbs(root)[-1] == "Hangup"
+
+
+def test_a_customer_answering_a_callback_cancelled_meanwhile_is_told_so(
+    app, client, clock, hotline, no_unexpected_http
+):
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    with app.app_context():
+        hotline.callback_desk().attempt_over(callback.id, 1, "released")
+        assert hotline.callback_desk().cancel(callback.id, "ops") == "cancelled"
+    form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER, To="+819012345678")
+    root = parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", form))
+    assert [s.text for s in says(root)] == [PROMPTS.callback_cancelled["en"], PROMPTS.goodbye["en"]]
+    assert verbs(root)[-1] == "Hangup"

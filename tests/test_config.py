@@ -152,7 +152,7 @@ def test_the_hotline_name_is_one_text_or_one_per_language():
     data["name"] = "PayApp"  # a brand said the same in every language
     config = parse_config(yaml.safe_dump(data, allow_unicode=True), "hotline.yaml")
     assert config.name_in("ja") == config.name_in("en") == "PayApp"
-    assert load_config(SHIPPED_CONFIG).name_in("zh") == "支付应用客服中心"
+    assert load_config(SHIPPED_CONFIG).name_in("zh") == "Payment App客户服务中心"
 
 
 def test_zh_CN_is_refused_with_the_code_twilio_uses():
@@ -331,3 +331,97 @@ def test_a_typo_in_a_placeholder_is_refused_where_placeholders_are_taken():
 
     problem = only(broken(edit))
     assert "prompts.closed.zh: unknown placeholder {openin}" in problem and "(allowed: {opening})" in problem
+
+
+def test_a_misindented_line_is_called_an_indentation_problem():
+    lines = SHIPPED.splitlines()
+    at = next(i for i, row in enumerate(lines) if row.strip() == "account_register:")
+    lines[at] = lines[at][2:]  # moved two spaces left
+    with pytest.raises(ConfigError) as caught:
+        parse_config("\n".join(lines), "hotline.yaml")
+    assert "indentation: this line does not line up with the block above it" in only(caught.value.problems)
+
+
+def test_a_colon_inside_an_unquoted_text_says_to_quote_it():
+    text = SHIPPED.replace("en: Sorry, something went wrong on our side.", "en: Note: sorry, it went wrong.", 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "hotline.yaml")
+    assert "put the whole text in quotes" in only(caught.value.problems)
+
+
+def test_field_rules_are_said_in_words_not_regular_expressions():
+    def bad_id(d):
+        nodes = d["menu"]["nodes"]
+        nodes["refund-status"] = nodes.pop("refund_status")
+        for option in nodes["refund"]["options"]:
+            if option["goto"] == "refund_status":
+                option["goto"] = "refund-status"
+
+    problems = broken(bad_id)
+    assert any("menu.nodes.refund-status: 'refund-status' is not valid here: must be lower-case" in p for p in problems)
+    assert not any("[key]" in p or "pattern" in p for p in problems), problems
+
+    def unquoted_key(d):
+        d["menu"]["nodes"]["refund"]["options"][0]["key"] = 1
+
+    assert 'must be text: quote it, e.g. "1"' in only(broken(unquoted_key))
+
+
+def test_a_mistyped_next_is_an_unknown_node_not_also_a_cycle():
+    def edit(d):
+        d["menu"]["nodes"]["account_locked"]["next"] = "agent_urgnet"
+
+    problems = broken(edit)
+    assert any("account_locked.next: unknown node 'agent_urgnet'" in p for p in problems)
+    assert not any("cycle" in p for p in problems), problems
+
+
+def test_a_mistyped_root_is_one_problem_not_every_node_unreachable():
+    def edit(d):
+        d["menu"]["root"] = "mian"
+
+    assert "menu.root: unknown node 'mian'" in only(broken(edit))
+
+
+def test_two_options_of_a_menu_may_not_share_a_spoken_word():
+    def edit(d):
+        options = d["menu"]["nodes"]["refund"]["options"]
+        options[1].setdefault("keywords", {}).setdefault("en", []).append(options[0]["label"]["en"])
+
+    assert "also selects options[0]: one word, one option" in only(broken(edit))
+
+
+def test_a_menu_prompt_must_tell_every_language_of_every_key():
+    """An option added with only the English prompt rewritten: Japanese and Mandarin callers
+    would never hear of key 7."""
+
+    def edit(d):
+        refund = d["menu"]["nodes"]["refund"]
+        refund["options"].append({"key": "7", "goto": "main", "label": {"ja": "戻る", "zh": "返回", "en": "back"}})
+        refund["prompt"]["en"] += " For the main menu, press 7."
+
+    problems = broken(edit)
+    assert sorted(p.split(": ", 2)[1] for p in problems) == [
+        "menu.nodes.refund.prompt.ja",
+        "menu.nodes.refund.prompt.zh",
+    ]
+    assert all("never says key 7 (options[" in p for p in problems)
+
+
+def test_the_readme_shows_what_the_checker_really_prints():
+    """The README's examples name lines of the shipped config: they must follow its edits."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = SHIPPED.splitlines()
+    at = next(i for i, row in enumerate(lines) if row.strip() == "account_register:")
+    lines[at] = lines[at][2:]
+    mistakes = [
+        SHIPPED.replace("goto: payment_charged_twice", "goto: charged_twice", 1),
+        SHIPPED.replace("  max_attempts: 3\n", "  max_attempts: 3\n  max_attempts: 4\n", 1),
+        "\n".join(lines),
+    ]
+    for text in mistakes:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, "config/hotline.yaml")
+        first = caught.value.problems[0]
+        shown = first.split(" (YAML: ")[0]  # the README elides PyYAML's own words
+        assert f"`{shown}" in readme, first

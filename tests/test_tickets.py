@@ -260,3 +260,14 @@ def test_the_worker_command_dispatches_and_writes_tickets_in_a_forked_worker(app
     with app.app_context():
         tickets = app.extensions["hotline"].store.find(call_sid=result.call_sid)
     assert tickets and tickets[0].outcome == "self_service"
+
+
+def test_the_language_menu_records_every_wrong_key_and_silence(walker, ticket_for):
+    result = walker().dial(["7", None, "3", "hangup"])
+    wrong_then_right = ticket_for(result.call_sid)["path"][0]
+    assert wrong_then_right["node"] == "language"
+    shown = [(i["input"], i["result"]) for i in wrong_then_right["inputs"]]
+    assert shown[:2] == [("7", "invalid_option"), ("-", "no_input")]
+    result = walker().dial([None, None, None, "hangup"])  # max_attempts silences: the default language
+    silent = ticket_for(result.call_sid)["path"][0]
+    assert [(i["input"], i["result"]) for i in silent["inputs"]] == [("-", "no_input")] * 3

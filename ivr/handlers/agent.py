@@ -9,9 +9,11 @@ import hmac
 from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.calllog import make_event
+from ivr.handlers.jsonapi import json_object, redis_unavailable
 from ivr.menus.model import Agent
 from ivr.queues.state import SETTABLE
 from ivr.services import services
@@ -38,7 +40,7 @@ def signed_in_agent() -> Agent:
     header = request.headers.get("Authorization", "")
     agent_id, _, token = header.removeprefix("Bearer ").partition(":")
     agent = next((a for a in services().config.current().config.agents if a.id == agent_id), None)
-    if agent is None or not token or not hmac.compare_digest(token, agent_token(_secret(), agent_id)):
+    if agent is None or not token or not hmac.compare_digest(token.encode(), agent_token(_secret(), agent_id).encode()):
         abort(401, description="sign in with your agent id and token")
     return agent
 
@@ -49,6 +51,9 @@ def signed_in_agent() -> Agent:
 @bp.errorhandler(503)
 def json_error(error):
     return jsonify(error=error.description), error.code
+
+
+bp.register_error_handler(RedisError, redis_unavailable)
 
 
 @bp.get("")
@@ -114,7 +119,7 @@ def set_status():
     """Available, away or offline (busy and wrap-up follow calls)."""
     agent = signed_in_agent()
     hotline = services()
-    status = (request.get_json(silent=True) or {}).get("status")
+    status = json_object().get("status")
     if status not in SETTABLE:
         abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
     current = hotline.routing.agents().get(agent.id)
@@ -129,7 +134,7 @@ def disposition():
     """Wrap-up notes and a disposition for a call this agent took, saved onto its ticket."""
     agent = signed_in_agent()
     hotline = services()
-    body = request.get_json(silent=True) or {}
+    body = json_object()
     call_sid, value = str(body.get("call_sid", "")), body.get("disposition")
     notes = str(body.get("notes", ""))[:4000]
     if value not in DISPOSITIONS:

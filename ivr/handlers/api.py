@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 
 import phonenumbers
 from flask import Blueprint, abort, current_app, jsonify, request
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from ivr.handlers.jsonapi import MAX_TICKET_ID, json_object, redis_unavailable
 from ivr.queues.callbacks import STATUSES as CALLBACK_STATUSES
 from ivr.services import services
 from ivr.tickets.store import ticket_json
@@ -28,6 +30,9 @@ def require_token():
 @bp.errorhandler(SQLAlchemyError)
 def database_unavailable(_error):
     return jsonify(error="the ticket database is unavailable; try again shortly"), 503
+
+
+bp.register_error_handler(RedisError, redis_unavailable)
 
 
 @bp.errorhandler(400)
@@ -60,7 +65,7 @@ def list_tickets():
     return jsonify(tickets=[ticket_json(t) for t in tickets], count=len(tickets))
 
 
-@bp.get("/tickets/<int:ticket_id>")
+@bp.get(f"/tickets/<int(max={MAX_TICKET_ID}):ticket_id>")
 def get_ticket(ticket_id: int):
     """One ticket by id (the reference callers are told)."""
     ticket = services().store.get(ticket_id)
@@ -73,7 +78,8 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isdigit alone admits "²" and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         abort(400, description=f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 
@@ -132,8 +138,7 @@ def set_agent_status(agent_id: str):
     hotline = services()
     if not any(a.id == agent_id for a in hotline.config.current().config.agents):
         abort(404, description=f"no agent {agent_id!r} in the config")
-    body = request.get_json(silent=True) or {}
-    status = body.get("status") or request.form.get("status")
+    status = json_object().get("status") or request.form.get("status")
     if status not in SETTABLE:
         abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
     current = hotline.routing.agents().get(agent_id)

@@ -13,6 +13,7 @@ from ivr.calllog import make_event
 from ivr.menus import render
 from ivr.menus.callback_flow import STEPS
 from ivr.menus.flow import Call, Flow
+from ivr.menus.model import QueueConfig
 from ivr.queues.callback_calls import AgentFirstCalls, CallbackCalls
 from ivr.queues.connect import AgentCalls
 from ivr.security import require_twilio_call
@@ -311,6 +312,10 @@ def fallback():
     return twiml(render.fallback(services().config.current().config))
 
 
+# Webhooks whose answer Twilio ignores: an error still answers 204, not TwiML.
+_STATUS_CALLBACKS = ("voice.status", "voice.callback_status", "voice.callback_agent_status")
+
+
 @bp.errorhandler(Exception)
 def _recover_on_error(error: Exception):
     """A bug or outage must not become Twilio's 'application error': apologise and go to the
@@ -325,11 +330,19 @@ def _recover_on_error(error: Exception):
         return twiml(vr)
     plan = services().config.current()
     config = plan.config
-    lang_id, _ = plan.language(request.view_args.get("lang") if request.view_args else None)
+    view_args = request.view_args or {}
+    lang_id, _ = plan.language(view_args.get("lang"))
     try:
         services().calls.append(call().sid, [make_event("error", services().clock(), reason=type(error).__name__)])
     except Exception:  # noqa: BLE001 - best effort; the caller comes first
         log.warning("could not log the error event")
+    if request.endpoint in _STATUS_CALLBACKS:
+        return Response(status=204)  # Twilio ignores the body; the sweep settles lost statuses
+    if request.endpoint in ("voice.hold", "voice.hold_key"):
+        # Inside Twilio's queue (a waitUrl document): keep holding, and the caller their place;
+        # a redirect to the menus here would play them inside the queue's loop.
+        queue = config.queues.get(view_args.get("queue", ""), QueueConfig())
+        return twiml(render.hold(config, lang_id, queue, [config.prompts.hold[lang_id]]))
     if request.endpoint == "voice.enter":
         return twiml(render.fallback(config))
     url = url_for("voice.enter", lang=lang_id, node_id=config.menu.root)

@@ -23,7 +23,7 @@ from ivr.menus import render
 from ivr.menus.model import TransferNode
 from ivr.phone import callback_number, last_digits, spoken_number
 from ivr.queues.callback_desk import note_callback
-from ivr.queues.callbacks import Callback, CallbackBook, member
+from ivr.queues.callbacks import OPEN, Callback, CallbackBook, member
 from ivr.queues.live import estimate_for
 
 if TYPE_CHECKING:
@@ -74,18 +74,24 @@ class CallbackFlow:
     def hold_key(self, call: Call, lang_id: str, queue: str) -> VoiceResponse:
         """A key pressed while waiting. The callback key keeps the caller's seat (its arrival)
         in a draft and leaves Twilio's queue; the Enqueue action then asks for the number."""
-        seat = self.flow.routing.seat(call.sid) if call.digits == self.policy.key else None
-        if seat is None or not self.policy.enabled:
-            # Any other key: say so, then back to the hold loop (the waitUrl runs again).
-            return render.speak(self.flow.config, lang_id, [self.flow.config.prompts.invalid_option[lang_id]])
-        draft = {
-            "queue": seat.queue,
-            "node": seat.node,
-            "branch": seat.branch or "other",
-            "arrived_ms": seat.arrived_ms,
-            "kind": "queue",
-        }
-        self.book.save_draft(call.sid, draft)
+        prompts = self.flow.config.prompts
+        try:
+            seat = self.flow.routing.seat(call.sid) if call.digits == self.policy.key else None
+            if seat is None or not self.policy.enabled:
+                # Any other key: say so, then back to the hold loop (the waitUrl runs again).
+                return render.speak(self.flow.config, lang_id, [prompts.invalid_option[lang_id]])
+            draft = {
+                "queue": seat.queue,
+                "node": seat.node,
+                "branch": seat.branch or "other",
+                "arrived_ms": seat.arrived_ms,
+                "kind": "queue",
+            }
+            self.book.save_draft(call.sid, draft)
+        except RedisError:
+            # No callback can be booked without Redis; the caller keeps waiting in Twilio's queue.
+            log.warning("call %s: Redis unavailable, callback key on hold not taken", call.sid)
+            return render.speak(self.flow.config, lang_id, [prompts.callback_unavailable[lang_id]])
         self.flow._log(call, [make_event("input", self.now, node="hold", input=call.digits, result="callback")])
         return render.leave_queue()
 
@@ -246,7 +252,9 @@ class CallbackFlow:
             text = prompts.callback_booked_past_closing[lang_id].format(
                 last4=last_digits(number), position=position or 1, opening=past_closing, reference=ref
             )
-        elif callback.status == "pending" or (open_now and not self.policy.agent_gate):
+        elif callback.status == "pending" or open_now:
+            # Open: in line (or, without the agent gate, due now), or already being dialled —
+            # an update while its call rings: it is this caller's turn.
             text = prompts.callback_booked[lang_id].format(
                 last4=last_digits(number), position=position or 1, reference=ref
             )
@@ -296,24 +304,40 @@ class CallbackFlow:
 
     def pending_notice(self, call: Call, callback: Callback) -> VoiceResponse:
         lang_id, _ = self.plan.language(callback.lang)
-        self.flow._log(call, [make_event("callback_pending", self.now, callback_id=callback.id)])
-        text = self.config.prompts.callback_pending[lang_id].format(last4=last_digits(callback.number))
+        noticed = make_event("callback_pending", self.now, callback_id=callback.id)
+        self.flow._log(call, [noticed, self.flow._language_event(lang_id)])
+        # Greeted first, in the language of their callback, like every caller.
+        texts = [
+            self.config.prompts.greeting[lang_id],
+            self.config.prompts.callback_pending[lang_id].format(last4=last_digits(callback.number)),
+        ]
         urls = self.flow.urls
         return render.offer_or_continue(
-            self.config, lang_id, [text], urls.pending(lang_id, callback.id), urls.pending_continue(lang_id)
+            self.config, lang_id, texts, urls.pending(lang_id, callback.id), urls.pending_continue(lang_id)
         )
 
     def pending_answer(self, call: Call, lang_id: str, callback_id: str, cancel: Callable[[str], object]):
         lang_id, _ = self.plan.language(lang_id)
+        prompts = self.config.prompts
         if call.digits == "1":
+            # Checked now, not when the question was asked: ops may have cancelled it, or its
+            # last attempt failed, while the caller listened.
+            current = self.book.get(callback_id)
+            if current is None or current.status not in OPEN:
+                self.flow._log(call, [self._input("callback_pending", "1", "already_over")])
+                return self.flow.start_menu(call, [prompts.callback_over[lang_id]], lang_id)
             self.flow._log(call, [self._input("callback_pending", "1", "kept")])
-            return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.callback_kept[lang_id]])
+            return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_kept[lang_id]])
         if call.digits == "2":
-            if cancel(callback_id) == "dialling":  # too late: we are calling them right now
+            result = cancel(callback_id)
+            if result == "dialling":  # too late: we are calling them right now
                 self.flow._log(call, [self._input("callback_pending", "2", "already_dialling")])
-                return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.callback_kept[lang_id]])
+                return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_kept[lang_id]])
+            if result != "cancelled":  # over already (failed, done, cancelled by ops) or unknown
+                self.flow._log(call, [self._input("callback_pending", "2", "already_over")])
+                return self.flow.start_menu(call, [prompts.callback_over[lang_id]], lang_id)
             self.flow._log(call, [self._input("callback_pending", "2", "cancelled")])
-            return self.flow.start_menu(call, [self.config.prompts.callback_cancelled[lang_id]], lang_id)
+            return self.flow.start_menu(call, [prompts.callback_cancelled[lang_id]], lang_id)
         return self.flow.start_menu(call, [], lang_id)
 
     # ----- helpers ----------------------------------------------------------------------

@@ -27,6 +27,8 @@ def check_config(config: HotlineConfig) -> list[Finding]:
         *_check_translations(config),
         *_check_references(config),
         *_check_keys(config),
+        *_check_keywords(config),
+        *_check_prompts_name_keys(config),
         *_check_reachability(config),
         *_check_exits(config),
         *_check_queues(config),
@@ -42,6 +44,8 @@ def _check_languages(config: HotlineConfig) -> Iterator[Finding]:
         if lang.key in owner:
             yield ("languages", lang_id, "key"), f"key {lang.key!r} is also {owner[lang.key]}'s"
         owner[lang.key] = lang_id
+        for other in sorted(set(lang.language_names) - set(config.languages)):
+            yield ("languages", lang_id, "language_names", other), f"unknown language {other!r}"
 
 
 def _texts(config: HotlineConfig) -> Iterator[tuple[tuple[str | int, ...], dict]]:
@@ -147,11 +151,46 @@ def _check_keys(config: HotlineConfig) -> Iterator[Finding]:
                 )
 
 
+def _check_keywords(config: HotlineConfig) -> Iterator[Finding]:
+    """One spoken word selects one option: a word two options share would always pick the first."""
+    for node_id, node in config.menu.nodes.items():
+        if not isinstance(node, MenuNode):
+            continue
+        for lang_id in config.languages:
+            owner: dict[str, int] = {}
+            for i, option in enumerate(node.options):
+                words = [option.label.get(lang_id, ""), *option.keywords.get(lang_id, [])]
+                for word in {w.casefold().strip() for w in words if w.strip()}:
+                    if word in owner and owner[word] != i:
+                        loc = ("menu", "nodes", node_id, "options", i, "keywords", lang_id)
+                        yield loc, f"{word!r} also selects options[{owner[word]}]: one word, one option"
+                    owner.setdefault(word, i)
+
+
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
+def _check_prompts_name_keys(config: HotlineConfig) -> Iterator[Finding]:
+    """A menu's prompt must say each of its digit keys in every language: an option added with
+    the English prompt alone would be a key Japanese and Mandarin callers are never told of."""
+    for node_id, node in config.menu.nodes.items():
+        if not isinstance(node, MenuNode):
+            continue
+        for lang_id, text in node.prompt.items():
+            said = text.translate(_FULL_WIDTH)
+            for i, option in enumerate(node.options):
+                if option.key.isdigit() and option.key not in said:
+                    loc = ("menu", "nodes", node_id, "prompt", lang_id)
+                    yield loc, f"never says key {option.key} (options[{i}], to {option.goto!r}): write it as a digit"
+
+
 def _edges(config: HotlineConfig) -> dict[str, list[str]]:
     return {node_id: node_edges(node) for node_id, node in config.menu.nodes.items()}
 
 
 def _check_reachability(config: HotlineConfig) -> Iterator[Finding]:
+    if config.menu.root not in config.menu.nodes:
+        return  # the unknown root is reported; every node "unreachable" would bury it
     seen = set(reachable_in_order(config))
     for node_id in config.menu.nodes:
         if node_id not in seen:
@@ -174,6 +213,8 @@ def _check_exits(config: HotlineConfig) -> Iterator[Finding]:
             current = nodes[current.next]
     exits = {n for n, node in nodes.items() if not isinstance(node, MenuNode) and not edges[n]}
     exits |= {n for n, node in nodes.items() if isinstance(node, InfoNode) and not node.next}
+    # A reference to an unknown node is reported as such; it must not also read as a cycle.
+    exits |= {n for n, targets in edges.items() if any(t not in nodes for t in targets)}
     changed = True
     while changed:
         changed = False

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.calllog import CallLog, make_event, utc_iso
+from ivr.formvalues import bounded_int, whole_seconds
 from ivr.hours import describe_opening
 from ivr.menus import render
 from ivr.menus.model import (
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Documents per config version: languages x nodes x attempts x preambles is a few thousand.
 _MAX_CACHED_DOCUMENTS = 20_000
+# Twilio numbers a call's status callbacks 0, 1, 2, …: a handful per call.
+_MOST_SEQUENCE = 1_000_000
 TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 # Queue results after which the call is over (or bridged): nothing more to say.
 _QUEUE_DONE = frozenset({"bridged", "bridging-in-process", "hangup", "redirected", "redirected-from-bridged"})
@@ -163,10 +166,12 @@ class Flow:
 
     def _language_retry(self, call: Call, attempt: int, reason: str) -> VoiceResponse:
         default, lang = self.plan.language(None)
+        shown = "-" if reason == "no_input" else shown_keys(call.digits)
+        event = make_event("input", self.now, node="language", input=shown, result=reason)
         if attempt >= self.config.input.max_attempts:
             # Nobody chose: carry on in the default language rather than give up on the caller.
-            return self._enter(call, default, self.config.menu.root, [], [self._language_event(default)])
-        self._log(call, [make_event("input", self.now, node="language", result=reason)])
+            return self._enter(call, default, self.config.menu.root, [], [event, self._language_event(default)])
+        self._log(call, [event])
         # No language chosen yet: apologise in each, in its own voice.
         texts = getattr(self.config.prompts, reason)
         preamble = [(texts[lang_id], lang) for lang_id, lang in self.config.languages.items()]
@@ -511,7 +516,7 @@ class Flow:
     def recorded(self, call: Call, lang_id: str, node_id: str, form) -> VoiceResponse:  # noqa: ANN001
         lang_id, _ = self.plan.language(lang_id)
         url = form.get("RecordingUrl")
-        duration = _int(form.get("RecordingDuration"))
+        duration = whole_seconds(form.get("RecordingDuration"))
         events = []
         if url and duration >= 1:
             events.append(
@@ -556,7 +561,7 @@ class Flow:
             event_id=f"queue-{node_id}-{result}",
             node=node_id,
             result=result,
-            wait_s=_int(form.get("QueueTime")),
+            wait_s=whole_seconds(form.get("QueueTime")),
         )
         if result not in ("redirected", "redirected-from-bridged"):
             # (A redirect is the router taking the caller to their agent: the seat must stay until
@@ -686,8 +691,8 @@ class Flow:
             self.now,
             event_id=f"status-{call.status}-{seq or ''}",
             status=call.status,
-            duration_s=_int(form.get("CallDuration")) if form.get("CallDuration") else None,
-            seq=_int(seq) if seq else None,
+            duration_s=whole_seconds(form.get("CallDuration")) if form.get("CallDuration") else None,
+            seq=bounded_int(seq, _MOST_SEQUENCE) if seq else None,
         )
         if call.status in TERMINAL_STATUSES:
             # A caller who hangs up while queued must not keep a place (the Enqueue action may
@@ -747,10 +752,3 @@ def shown_keys(digits: str | None) -> str:
 
 def _seconds(value: float) -> int | None:
     return round(value) if value != float("inf") else None
-
-
-def _int(value: str | None) -> int:
-    try:
-        return max(0, int(float(value or 0)))
-    except ValueError:
-        return 0

@@ -36,6 +36,8 @@ class ConfigError(Exception):
 def dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a mapping's key: the path already ends in it
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -86,7 +88,7 @@ def parse_config(text: str, filename: str = "<config>") -> HotlineConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
-        reason = getattr(exc, "problem", None) or str(exc)
+        reason = _yaml_reason(exc)
         place = _path_at(text, mark.line) if mark else ()
         raise ConfigError([f"{where}: {dotted(place) + ': ' if place else ''}{reason}"]) from exc
     if not isinstance(data, dict):
@@ -129,12 +131,50 @@ def _path_at(text: str, line: int) -> Loc:
     return tuple(path)
 
 
+# What a YAML syntax error usually means, for people who edit YAML by hand.
+_YAML_HINTS = (
+    ("expected <block end>", "indentation: this line does not line up with the block above it"),
+    ("did not find expected key", "indentation: this line does not line up with the block above it"),
+    ("mapping values are not allowed", "a ':' inside a text: put the whole text in quotes"),
+    ("found character '\\t'", "a tab: indent with spaces only"),
+    ("found undefined alias", "a '*' at the start of a text: put the text in quotes"),
+)
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or str(exc)
+    hint = next((h for marker, h in _YAML_HINTS if marker in problem), None)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    detail = problem + (f", {context} at line {context_mark.line + 1}" if context and context_mark else "")
+    return f"{hint} (YAML: {detail})" if hint else detail
+
+
+# Patterns of the model's fields, in words.
+_PATTERNS = {
+    r"^[0-9*#]$": "one phone key: 0-9, * or #",
+    r"^[a-z][a-z0-9_]{0,47}$": "lower-case letters, digits and _, starting with a letter (at most 48)",
+    r"^[a-z]{2,3}$": "a language id of 2-3 lower-case letters (ja, zh, en)",
+    r"^[A-Z]{2}$": "a two-letter country code in capitals (JP)",
+    r"^https://": "an https:// URL",
+    r"^[a-z0-9][a-z0-9_-]{0,31}$": "lower-case letters, digits, _ and -, starting with a letter or digit (at most 32)",
+    r"^\+[1-9]\d{6,14}$": "a phone number in E.164 form (+81…)",
+}
+
+
 def _reason(error: dict) -> str:
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    kind = error["type"]
+    if kind == "extra_forbidden":
         return "unknown setting (typo?)"
-    if error["type"] == "union_tag_invalid":
+    if kind == "union_tag_invalid":
         return f"unknown node type; {message.split('. ', 1)[-1]}"
+    if kind == "string_pattern_mismatch":
+        pattern = (error.get("ctx") or {}).get("pattern", "")
+        return f"{error.get('input')!r} is not valid here: must be {_PATTERNS.get(pattern, f'like {pattern}')}"
+    if kind == "string_type" and isinstance(error.get("input"), int | float) and not isinstance(error["input"], bool):
+        return f'must be text: quote it, e.g. "{error["input"]}"'
+    if kind.startswith("date_") or kind.startswith("time_"):
+        return f"{error.get('input')!r} is not a real {kind.split('_')[0]}: {message}"
     return message
 
 

@@ -69,6 +69,10 @@ class Language(Strict):
     branch_names: dict[Branch, str] = Field(
         default={}, description="how the branches are named to agents in this language (whisper)"
     )
+    language_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="how this language names the others (and itself) in the agent's whisper; default: their own names",
+    )
 
     @field_validator("say_language")
     @classmethod
@@ -459,6 +463,8 @@ class Prompts(Strict):
     )
     callback_pending: Last4Text = Field(description="a caller with a pending callback: 1 keep, 2 cancel, or stay")
     callback_kept: LangText
+    callback_over: LangText = Field(description="the pending callback asked about ended meanwhile (failed, cancelled)")
+    callback_unavailable: LangText = Field(description="the callback key on hold while callbacks cannot be booked")
     callback_cancelled: LangText
     callback_intro: IntroText = Field(description="to the customer who answers a callback")
     callback_whisper: WhisperText = Field(description="to the agent before a callback; like whisper")

@@ -326,7 +326,7 @@ def agent_whisper(
     caller_lang = config.languages.get(caller_lang_id)
     text = template[lang_id].format(
         branch=lang.branch_names.get(branch, branch),
-        language=caller_lang.name if caller_lang else caller_lang_id,
+        language=lang.language_names.get(caller_lang_id) or (caller_lang.name if caller_lang else caller_lang_id),
         wait_min=max(0, wait_min),
         reference=" ".join(str(reference or "")),
         key=config.routing.accept_key,

@@ -29,6 +29,7 @@ import logging
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.calllog import make_event
+from ivr.formvalues import whole_seconds
 from ivr.menus import render
 from ivr.menus.flow import TERMINAL_STATUSES, Call, Flow
 from ivr.menus.model import Language, TransferNode
@@ -58,13 +59,7 @@ class CallbackCalls:
             gone = answered_by in MACHINE or desk.routing.gone(call.sid)
             late = None if gone else desk.answered_late(callback_id, n, call.sid)
             if late is None:
-                if callback is not None and callback.status == "dialling" and answered_by not in MACHINE:
-                    # A newer attempt is already on its way: say so rather than hang up mutely.
-                    lang_id, _ = self.flow.plan.language(callback.lang)
-                    return render.speak_and_hang_up(self.config, lang_id, [self.config.prompts.callback_kept[lang_id]])
-                vr = VoiceResponse()  # cancelled or settled meanwhile: nobody is waiting for this call
-                vr.hangup()
-                return vr
+                return self._not_expected(callback, gone or answered_by in MACHINE)
             return self._live(call, late, form, answered_by, agent_id="")
         desk.record_dial(callback_id, n, "call_sid", call.sid)
         if answered_by in MACHINE:
@@ -83,6 +78,24 @@ class CallbackCalls:
             return self._live(call, late, form, answered_by, agent_id="")
         return self._live(call, callback, form, answered_by, agent_id=callback.agent or "")
 
+    def _not_expected(self, callback: Callback | None, nobody_listens: bool) -> VoiceResponse:
+        """A person answered an attempt nobody waits for any more: never a mute hang-up."""
+        if nobody_listens:
+            vr = VoiceResponse()
+            vr.hangup()
+            return vr
+        if callback is None:
+            # Its record is lost (Redis lost its data): apologise, and connect to the backup
+            # line when one is configured, as the number's fallback does.
+            return render.fallback(self.config)
+        lang_id, _ = self.flow.plan.language(callback.lang)
+        prompts = self.config.prompts
+        if callback.status == "dialling":  # a newer attempt is already on its way
+            return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_kept[lang_id]])
+        if callback.status == "cancelled":
+            return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_cancelled[lang_id]])
+        return render.speak_and_hang_up(self.config, lang_id, [])  # settled meanwhile: goodbye
+
     def _live(self, call: Call, callback: Callback, form, answered_by: str, agent_id: str) -> VoiceResponse:  # noqa: ANN001
         """The customer is on the line: who calls and why, then the reserved agent (or, with
         none, the callback's original place in line)."""
@@ -97,6 +110,7 @@ class CallbackCalls:
             called=form.get("From") or "",
             callback_id=callback.id,
             callback_for=callback.call_sid,
+            branch=callback.branch,
         )
         desk.calls.start(call.sid, start)
         seat = Seat(call.sid, callback.queue, lang_id, callback.arrived_ms, callback.node, callback.branch, callback.id)
@@ -217,8 +231,17 @@ class AgentFirstCalls:
         answered_by = form.get("AnsweredBy") or "unknown"
         if callback is not None:
             self.desk.record_dial(callback_id, n, "answered_by", answered_by)
-        if callback is None or answered_by in MACHINE:
+        if answered_by in MACHINE:
             vr.hangup()  # the customer's leg ends; the Dial's action settles the attempt
+            return vr
+        if callback is None:
+            # Given up on between the agent's key and this answer (or its record lost): a word
+            # before the leg ends (a Dial's Number may not Dial again, so no backup line here).
+            known = self.desk.book.get(callback_id)
+            lang_ids = [self.flow.plan.language(known.lang)[0]] if known else list(self.config.languages)
+            for lang_id in lang_ids:
+                render.say(vr, self.config.prompts.fallback[lang_id], self.config.languages[lang_id])
+            vr.hangup()
             return vr
         lang_id, lang = self.flow.plan.language(callback.lang)
         intro = self.config.prompts.callback_intro[lang_id].format(
@@ -244,7 +267,7 @@ class AgentFirstCalls:
         if bridged:
             self.desk.connected(callback_id, n, agent_id)
             self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "wrap_up", now_ms, keep_call=True)
-            duration = _int(form.get("DialCallDuration"))
+            duration = whole_seconds(form.get("DialCallDuration"))
             with self.desk.routing.redis.pipeline(transaction=False) as pipe:
                 note_handled(pipe, callback.queue, duration + self.config.routing.wrap_up_s)
                 pipe.execute()
@@ -284,10 +307,3 @@ class AgentFirstCalls:
             # The agent hung up before the customer answered (or a machine did): nobody talked.
             result = "machine" if answered_by in MACHINE else "agent_hung_up"
             self.desk.attempt_over(callback_id, n, result, call.sid)
-
-
-def _int(value: str | None) -> int:
-    try:
-        return max(0, int(float(value or 0)))
-    except ValueError:
-        return 0

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.calllog import CallLog, make_event
+from ivr.formvalues import whole_seconds
 from ivr.menus import render
 from ivr.menus.model import Agent, TransferNode
 from ivr.menus.runtime import Plan
@@ -99,14 +100,19 @@ class AgentCalls:
         if not bridged:
             reason = form.get("DialCallStatus") or "no answer"
             return self._back_in_line(call_sid, lang_id, agent_id, reason, set_away=True)
-        duration = _int(form.get("DialCallDuration"))
-        self.routing.transition(agent_id, call_sid, ["busy", "reserved"], "wrap_up", self.now_ms, keep_call=True)
-        seat = self.routing.leave(call_sid)
-        if seat is not None:  # the handle time that blocked the agent: talk plus wrap-up
-            handle_s = duration + self.config.routing.wrap_up_s
-            with self.routing.redis.pipeline(transaction=False) as pipe:
-                note_handled(pipe, seat.queue, handle_s)
-                pipe.execute()
+        duration = whole_seconds(form.get("DialCallDuration"))
+        try:
+            self.routing.transition(agent_id, call_sid, ["busy", "reserved"], "wrap_up", self.now_ms, keep_call=True)
+            seat = self.routing.leave(call_sid)
+            if seat is not None:  # the handle time that blocked the agent: talk plus wrap-up
+                handle_s = duration + self.config.routing.wrap_up_s
+                with self.routing.redis.pipeline(transaction=False) as pipe:
+                    note_handled(pipe, seat.queue, handle_s)
+                    pipe.execute()
+        except RedisError:
+            # They talked; the caller hears goodbye all the same. The agent sets themselves
+            # available again from the console once Redis is back.
+            log.warning("call %s: Redis unavailable, agent %s not moved to wrap-up", call_sid, agent_id)
         self._log(call_sid, [make_event("agent_call", self.now, agent=agent_id, duration_s=duration)], sync=True)
         return render.speak_and_hang_up(self.config, self.plan.language(lang_id)[0], [])
 
@@ -189,10 +195,3 @@ class AgentCalls:
         with self.routing.redis.pipeline(transaction=False) as pipe:
             self.routing.wake_in(pipe)
             pipe.execute()
-
-
-def _int(value: str | None) -> int:
-    try:
-        return max(0, int(float(value or 0)))
-    except ValueError:
-        return 0

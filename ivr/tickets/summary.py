@@ -41,6 +41,8 @@ def summarize(events: list[dict]) -> dict:
         duration = max(0, round((ended_at - started_at).total_seconds()))
     languages = [e["lang"] for e in events if e["kind"] in ("language", "visit")]
     branches = [e["branch"] for e in by_kind.get("visit", []) if e.get("branch")]
+    if not branches and start and start.get("branch"):
+        branches = [start["branch"]]  # a callback call walks no menu: its callback's reason
     return {
         "caller": start.get("caller", "") if start else "",
         "called": start.get("called", "") if start else "",
@@ -58,7 +60,7 @@ def summarize(events: list[dict]) -> dict:
             for e in by_kind.get("recording", [])
         ],
         "queue": _queue_block(by_kind, final),
-        "callback": _callback_block(by_kind),
+        "callback": _callback_block(by_kind) or _callback_link(start, by_kind),
         "agent": next((e["agent"] for e in reversed(by_kind.get("agent_accepted", []))), None),
         "disposition": (by_kind.get("disposition") or [{}])[-1].get("disposition"),
         "notes": (by_kind.get("disposition") or [{}])[-1].get("notes"),
@@ -130,17 +132,36 @@ def _callback_block(by_kind: dict[str, list[dict]]) -> dict | None:
         status = closed["status"]
     return {
         "id": first.get("callback_id"),
+        "role": "requested",
         "number": first.get("number"),
         "requested_at": first["at"],
         "arrived_at": first.get("arrived_at"),
         "position_when_booked": first.get("position"),
-        "scheduled_for": scheduled_for,
+        # Only while it waits for its time: a callback done or over has no time to come.
+        "scheduled_for": scheduled_for if status == "scheduled" else None,
         "attempts": attempts,
         "agent": next((a["agent"] for a in reversed(attempts) if a.get("result") == "connected"), None),
         "status": status,
         "result": status,  # PRODUCT.md's name for where the callback ended (or stands)
         "reason": closed.get("reason") if closed else None,
         "sms_sent": bool(by_kind.get("callback_sms")),
+    }
+
+
+def _callback_link(start: dict | None, by_kind: dict[str, list[dict]]) -> dict | None:
+    """A call that did not book a callback but is about one: the callback call itself (we
+    phoned the customer back), or a call from a number with one pending, kept or cancelled.
+    `role` tells them apart from the asking call's block (`requested`)."""
+    if start and start.get("callback_id"):
+        return {"id": start["callback_id"], "role": "callback_call", "for_call_sid": start.get("callback_for")}
+    noticed = by_kind.get("callback_pending")
+    if not noticed:
+        return None
+    answers = [e for e in by_kind.get("input", []) if e.get("node") == "callback_pending"]
+    return {
+        "id": noticed[0].get("callback_id"),
+        "role": "pending_noticed",
+        "answer": answers[-1].get("result") if answers else "went_on",  # kept, cancelled, …
     }
 
 
