@@ -27,12 +27,18 @@ def _validator(token: str) -> RequestValidator:
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
+@lru_cache(maxsize=4096)
+def _wire_path(path: str) -> str:
+    """The path as it went on the wire (paths repeat: one per node and step, so kept)."""
+    return quote(path, safe=_PATH_SAFE)
+
+
 def signed_url(req: Request, config: Config, encoded: bool = True) -> str:
     """The URL Twilio signed, exactly as it requested it: the path percent-encoded as it went on
     the wire (the WSGI path is decoded), the raw query string. `encoded=False`: the decoded path,
     the other reading of a URL configured with non-ASCII characters."""
     query = req.query_string.decode("latin-1")
-    path = quote(req.path, safe=_PATH_SAFE) if encoded else req.path
+    path = _wire_path(req.path) if encoded else req.path
     tail = path + (f"?{query}" if query else "")
     base = config.get("PUBLIC_BASE_URL")
     if base:
