@@ -107,6 +107,11 @@ def _wait_healthy(url: str, web: subprocess.Popen, timeout_s: float = 30.0) -> b
     return False
 
 
+# A child that exits by itself is started again, unless this many exits come within the window.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60
+
+
 def main(port: int) -> int:
     from ivr.tickets.migrate import upgrade
 
@@ -133,15 +138,19 @@ def main(port: int) -> int:
         env = dict(os.environ)
         # Each child leads its own process group, so stopping it stops what it forked too (RQ's
         # scheduler process, gunicorn's workers), even after the child itself was killed.
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "hotline", "worker"], env=env, start_new_session=True
-        )
-        web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"{host}:{port}", "wsgi:app"],
-            env=env,
-            start_new_session=True,
-        )
-        children = {"worker": worker, "web app (gunicorn)": web}
+        commands = {
+            "worker": [sys.executable, "-m", "flask", "--app", "wsgi", "hotline", "worker"],
+            "web app (gunicorn)": [
+                sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"{host}:{port}", "wsgi:app"
+            ],
+        }  # fmt: skip
+
+        def start(name: str) -> subprocess.Popen:
+            return subprocess.Popen(commands[name], env=env, start_new_session=True)
+
+        children = {name: start(name) for name in commands}
+        web = children["web app (gunicorn)"]
+        restarts: list[float] = []
         code = 0
         try:
             if not _wait_healthy(f"http://127.0.0.1:{port}/healthz", web):
@@ -173,13 +182,27 @@ def main(port: int) -> int:
                 f"Health: {base}/healthz    Press Ctrl-C to stop.\n",
                 flush=True,
             )
-            while all(child.poll() is None for child in children.values()):
+            while True:
                 time.sleep(0.5)
-            # One of them stopped by itself: say which and why, and stop the other.
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"the {name} exited (code {child.returncode}; its log is above): stopping", file=sys.stderr)
-            code = 1
+                gone = [name for name, child in children.items() if child.poll() is not None]
+                if not gone:
+                    continue
+                # One of them stopped by itself (a crash, a kill -9): start it again, so the
+                # private Redis — and the callbacks and queues in it — outlive it. Crashing
+                # over and over is a real problem: then stop and say so.
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now] * len(gone)
+                for name in gone:
+                    child = children[name]
+                    print(f"the {name} exited (code {child.returncode}; its log is above)", file=sys.stderr)
+                if len(restarts) > MAX_RESTARTS:
+                    print(f"{len(restarts)} exits within {RESTART_WINDOW_S} s: stopping", file=sys.stderr)
+                    code = 1
+                    break
+                for name in gone:
+                    _signal_group(children[name], signal.SIGKILL)  # what it forked (the scheduler)
+                    children[name] = start(name)
+                    print(f"the {name} was started again", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             pass
         finally:

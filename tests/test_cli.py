@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from ivr.cli import build_worker
 from ivr.localredis import free_port
@@ -118,3 +119,68 @@ def test_agent_tokens_need_only_the_secret():
     done = _run(["agent-token", "a101"], {**env, "AGENT_TOKEN_SECRET": "s3cret"})
     assert done.returncode == 0 and done.stdout.strip() == agent_token("s3cret", "a101")
     assert _run(["agent-token", "a101"], env).returncode == 2
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Direct children of `pid` and their command lines, from /proc."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_text().replace("\0", " ")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry)] = cmdline
+    return found
+
+
+def _until(what, timeout_s: float = 30):  # noqa: ANN001
+    """Poll (a real process is on the other side) until `what()` is truthy."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_make_run_starts_a_killed_worker_again_and_keeps_its_redis(redis_url, tmp_path):
+    """A worker killed with SIGKILL under `make run`: started again; the web app and the Redis
+    (with the callbacks in it) stay."""
+    import signal
+    import urllib.request
+
+    import redis as redis_lib
+
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}"}
+    env.pop("PUBLIC_BASE_URL", None)
+    log = open(tmp_path / "run.log", "w+")  # noqa: SIM115, PTH123
+    run = subprocess.Popen(
+        [sys.executable, "-m", "ivr", "run", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    try:
+
+        def worker() -> int | None:
+            return next((p for p, cmd in _children(run.pid).items() if "hotline worker" in cmd), None)
+
+        _until(lambda: "Hotline is running" in (tmp_path / "run.log").read_text())
+        first = _until(worker)
+        redis_lib.Redis.from_url(redis_url).set("kept", "1")
+        os.kill(first, signal.SIGKILL)
+        _until(lambda: "the worker was started again" in (tmp_path / "run.log").read_text())
+        second = _until(worker)
+        assert second != first and run.poll() is None
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as health:  # noqa: S310
+            assert health.status == 200
+        assert redis_lib.Redis.from_url(redis_url).get("kept") == b"1"
+    finally:
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=30) == 0
+        log.close()
