@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from urllib.parse import quote
 
-from flask import Config, Request, abort, current_app, request
+from flask import Config, Request, abort, current_app, g, request
 from twilio.request_validator import RequestValidator
 
 CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
@@ -27,10 +27,15 @@ def _validator(token: str) -> RequestValidator:
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-@lru_cache(maxsize=4096)
-def _wire_path(path: str) -> str:
-    """The path as it went on the wire (paths repeat: one per node and step, so kept)."""
+@lru_cache(maxsize=1024)
+def _cached_wire_path(path: str) -> str:
     return quote(path, safe=_PATH_SAFE)
+
+
+def _wire_path(path: str) -> str:
+    """The path as it went on the wire. Real paths repeat (one per node and step), so they are
+    kept; this runs before the signature is checked, so long ones (no route has them) are not."""
+    return _cached_wire_path(path) if len(path) <= 200 else quote(path, safe=_PATH_SAFE)
 
 
 def signed_url(req: Request, config: Config, encoded: bool = True) -> str:
@@ -54,8 +59,12 @@ def _signature_matches(validator: RequestValidator, req: Request, config: Config
         return True
     if validator.validate(url, form, signature):
         return True
-    decoded = signed_url(req, config, encoded=False)
-    return decoded != url and validator.validate(decoded, form, signature)
+    # The other reading, for a URL configured with raw non-ASCII characters only: for an ASCII
+    # path the decoded form of one URL can be the wire form of another ("%252F" → "%2F"), and
+    # a signature for one must never pass for the other.
+    if req.path.isascii():
+        return False
+    return validator.validate(signed_url(req, config, encoded=False), form, signature)
 
 
 def require_twilio_call() -> None:
@@ -68,8 +77,11 @@ def require_twilio_call() -> None:
     signature = req.headers.get("X-Twilio-Signature")
     if not signature:
         abort(403, description="missing X-Twilio-Signature: only Twilio may call this URL")
+    if not signature.isascii():  # base64 is ASCII; compare_digest would raise on anything else
+        abort(403, description="X-Twilio-Signature is not a signature")
     form = req.form
     if not _signature_matches(_validator(config["TWILIO_AUTH_TOKEN"]), req, config, form, signature):
         abort(403, description="X-Twilio-Signature does not match this request")
     if not CALL_SID.match(form.get("CallSid", "")):
         abort(400, description="not a Twilio call: CallSid missing or malformed")
+    g.twilio_call = True  # the error handler answers with TwiML (and logs) only past this point

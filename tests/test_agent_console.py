@@ -8,7 +8,7 @@ import pytest
 from ivr.calllog import make_event
 from ivr.handlers.agent import agent_token
 from tests.conftest import OPS_TOKEN
-from tests.twiml import call_form, queue_caller, signed_post
+from tests.twiml import call_form, parse, queue_caller, signed_post
 
 CALLER = "CA" + "f" * 32
 
@@ -84,3 +84,30 @@ def test_the_disposition_lands_on_the_ticket(app, client, clock, ticket_for):
 def test_the_page_loads(client):
     page = client.get("/agent")
     assert page.status_code == 200 and b"agent console" in page.data and b"refund requested" in page.data
+
+
+def test_no_status_change_while_on_a_call_so_its_end_is_never_a_missed_call(app, client, clock):
+    """Set away or offline mid-call, the agent's hang-up read as 'the agent did not answer' and
+    queued the caller again after they had talked."""
+    connect_call(app, client, clock)
+    ops = {"Authorization": f"Bearer {OPS_TOKEN}"}
+    for status in ("offline", "away", "available"):
+        mine = client.post("/agent/api/status", headers=auth("a101"), json={"status": status})
+        theirs = client.post("/api/agents/a101/status", headers=ops, json={"status": status})
+        assert (mine.status_code, theirs.status_code) == (409, 409), status
+        assert "on a call" in mine.get_json()["error"] and "force" in theirs.get_json()["error"]
+    done = call_form(CALLER, DialCallStatus="completed", DialCallDuration="45")  # no DialBridged
+    root = parse(signed_post(client, "/voice/ja/connect/a101/done", done))
+    assert [child.tag for child in root] == ["Say", "Hangup"]  # goodbye, not the queue again
+    assert app.extensions["hotline"].routing.agents()["a101"][0] == "wrap_up"
+
+
+def test_a_status_left_stuck_by_a_lost_hang_up_can_be_changed(app, client, clock):
+    connect_call(app, client, clock)
+    routing = app.extensions["hotline"].routing
+    ops = {"Authorization": f"Bearer {OPS_TOKEN}"}
+    forced = client.post("/api/agents/a101/status", headers=ops, json={"status": "away", "force": True})
+    assert forced.status_code == 200 and routing.agents()["a101"][0] == "away"
+    routing.set_agent_status("a101", "busy", 0, call_sid=CALLER)
+    routing.mark_gone(CALLER)  # the caller's call is over; its end did not reach the agent's status
+    assert client.post("/agent/api/status", headers=auth("a101"), json={"status": "available"}).status_code == 200

@@ -7,6 +7,7 @@ and one odd field never costs the rest of a webhook (a recording, a released sea
 from __future__ import annotations
 
 import pytest
+from twilio.request_validator import RequestValidator
 
 from ivr.formvalues import MOST_SECONDS, bounded_int, whole_seconds
 from ivr.handlers.agent import agent_token
@@ -14,7 +15,7 @@ from ivr.localredis import free_port
 from ivr.menus.loader import load_config
 from ivr.queues.callbacks import record_key
 from ivr.queues.state import caller_key
-from tests.conftest import OPS_TOKEN, SHIPPED_CONFIG
+from tests.conftest import AUTH_TOKEN, BASE_URL, OPS_TOKEN, SHIPPED_CONFIG
 from tests.test_agent_console import CALLER, auth, connect_call
 from tests.twiml import call_form, parse, queue_caller, says, signed_post, verbs
 
@@ -136,23 +137,37 @@ def test_with_redis_down_the_apis_answer_503_in_json(make_app):
 @pytest.mark.parametrize("node", ["%E6%97%A5", "a%20b"])
 def test_a_percent_encoded_path_is_checked_against_the_url_as_requested(client, node):
     """Twilio signs the URL as it requests it, percent-encoding and all; the WSGI path is
-    decoded. Both readings pass, and the unknown node recovers to the main menu."""
-    path = f"/voice/ja/node/{node}"
-    response = signed_post(client, path, call_form())
-    root = parse(response)
+    decoded. The unknown node then recovers to the main menu."""
+    root = parse(signed_post(client, f"/voice/ja/node/{node}", call_form()))
     assert root.find("Redirect") is not None or root.find("Gather") is not None
-    decoded = path.replace("%20", " ").replace("%E6%97%A5", "\u65e5")
-    from twilio.request_validator import RequestValidator
 
-    from tests.conftest import AUTH_TOKEN, BASE_URL
 
+def _post_signed_for(client, path: str, signed_path: str):
     form = call_form()
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + decoded, form)
-    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature}, base_url=BASE_URL)
-    assert response.status_code == 200
-    wrong = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/ja/node/other", form)
-    response = client.post(path, data=form, headers={"X-Twilio-Signature": wrong}, base_url=BASE_URL)
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + signed_path, form)
+    return client.post(path, data=form, headers={"X-Twilio-Signature": signature}, base_url=BASE_URL)
+
+
+def test_a_non_ascii_path_signed_unencoded_passes_too(client):
+    """The other reading of a URL configured with raw non-ASCII characters."""
+    assert _post_signed_for(client, "/voice/ja/node/%E6%97%A5", "/voice/ja/node/\u65e5").status_code == 200
+    assert _post_signed_for(client, "/voice/ja/node/%E6%97%A5", "/voice/ja/node/other").status_code == 403
+
+
+def test_a_signature_for_one_path_never_passes_for_another_that_decodes_to_it(client):
+    """`%252F` decodes to `%2F`, the wire form of another URL: that URL's signature is refused."""
+    assert _post_signed_for(client, "/voice/ja/node/a%252Fb", "/voice/ja/node/a%2Fb").status_code == 403
+    assert _post_signed_for(client, "/voice/ja/node/a%20b", "/voice/ja/node/a b").status_code == 403
+
+
+@pytest.mark.parametrize("signature", ["\u00e9", "abc\u00ff=", "\u65e5\u672c"])
+def test_a_non_ascii_signature_is_403_and_touches_nothing(app, client, signature):
+    sid = "CA" + "6" * 32
+    response = client.post(
+        "/voice/incoming", data=call_form(sid), headers={"X-Twilio-Signature": signature}, base_url=BASE_URL
+    )
     assert response.status_code == 403
+    assert app.extensions["hotline"].redis.keys("call:*") == []
 
 
 def test_the_callback_key_on_hold_with_redis_down_keeps_the_caller_holding(make_app):

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.calllog import make_event
-from ivr.handlers.jsonapi import json_object, redis_unavailable
+from ivr.handlers.jsonapi import json_object, on_call, redis_unavailable
 from ivr.menus.model import Agent
 from ivr.queues.state import SETTABLE
 from ivr.services import services
@@ -48,6 +48,7 @@ def signed_in_agent() -> Agent:
 @bp.errorhandler(400)
 @bp.errorhandler(401)
 @bp.errorhandler(403)
+@bp.errorhandler(409)
 @bp.errorhandler(503)
 def json_error(error):
     return jsonify(error=error.description), error.code
@@ -122,9 +123,9 @@ def set_status():
     status = json_object().get("status")
     if status not in SETTABLE:
         abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
-    current = hotline.routing.agents().get(agent.id)
-    if current and current[0] in ("reserved", "busy") and status != "offline":
-        abort(400, description=f"you are on a call ({current[0]})")
+    holding = on_call(hotline.routing, agent.id)
+    if holding:
+        abort(409, description=f"you are on a call ({holding}): set your status once it ends")
     hotline.routing.set_agent_status(agent.id, status, int(hotline.clock().timestamp() * 1000))
     return jsonify(id=agent.id, status=status)
 

@@ -10,7 +10,7 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from ivr.handlers.jsonapi import MAX_TICKET_ID, json_object, redis_unavailable
+from ivr.handlers.jsonapi import MAX_TICKET_ID, json_object, on_call, redis_unavailable
 from ivr.queues.callbacks import STATUSES as CALLBACK_STATUSES
 from ivr.services import services
 from ivr.tickets.store import ticket_json
@@ -138,12 +138,13 @@ def set_agent_status(agent_id: str):
     hotline = services()
     if not any(a.id == agent_id for a in hotline.config.current().config.agents):
         abort(404, description=f"no agent {agent_id!r} in the config")
-    status = json_object().get("status") or request.form.get("status")
+    body = json_object()
+    status = body.get("status") or request.form.get("status")
     if status not in SETTABLE:
         abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
-    current = hotline.routing.agents().get(agent_id)
-    if current and current[0] in ("reserved", "busy") and status == "available":
-        abort(409, description=f"agent {agent_id} is on a call ({current[0]})")
+    holding = on_call(hotline.routing, agent_id)
+    if holding and body.get("force") is not True:
+        abort(409, description=f'agent {agent_id} is on a call ({holding}); "force": true overrides a stuck status')
     hotline.routing.set_agent_status(agent_id, status, int(hotline.clock().timestamp() * 1000))
     return jsonify(id=agent_id, status=status)
 

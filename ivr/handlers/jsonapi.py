@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from flask import abort, jsonify, request
 
+from ivr.queues.state import RoutingState
+
 # Ticket ids are BIGINT on PostgreSQL: a larger id is no ticket (a 404), not a database error.
 MAX_TICKET_ID = 2**63 - 1
 
@@ -23,3 +25,15 @@ def json_object() -> dict:
 def redis_unavailable(_error: Exception):
     """Live state (agents, queues, callbacks) is in Redis: while it is down, say so and when."""
     return jsonify(error="live routing state (Redis) is unavailable; try again shortly"), 503
+
+
+def on_call(routing: RoutingState, agent_id: str) -> str | None:
+    """The agent's status while a call holds them (reserved or busy, and that call not yet
+    over), else None. A status set then would make the call's end read as a missed call (the
+    caller queued again after talking), so it waits until the call ends; a call whose end was
+    lost (Redis was down) does not hold the agent."""
+    current = routing.agents().get(agent_id)
+    if current is None or current[0] not in ("reserved", "busy"):
+        return None
+    call_sid = current[2]
+    return None if call_sid and routing.gone(call_sid) else current[0]

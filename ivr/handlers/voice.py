@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, g, request, url_for
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -312,6 +312,16 @@ def fallback():
     return twiml(render.fallback(services().config.current().config))
 
 
+# Legs that must not be sent to the caller menus on an error: the agent's, and the customer's
+# inside the agent's Dial (agent-first callbacks).
+_AGENT_LEGS = (
+    "voice.whisper",
+    "voice.accept",
+    "voice.callback_agent",
+    "voice.callback_agent_accept",
+    "voice.callback_agent_done",
+    "voice.callback_intro",
+)
 # Webhooks whose answer Twilio ignores: an error still answers 204, not TwiML.
 _STATUS_CALLBACKS = ("voice.status", "voice.callback_status", "voice.callback_agent_status")
 
@@ -322,9 +332,14 @@ def _recover_on_error(error: Exception):
     main menu once; if that fails too, the static fallback."""
     if isinstance(error, HTTPException):
         return error
+    if not g.get("twilio_call"):
+        # Failed before the request was known to be Twilio's: no TwiML, nothing logged to a call.
+        log.warning("webhook %s: %s before the signature check passed", request.path, type(error).__name__)
+        return Response("not a verified Twilio request\n", status=403, mimetype="text/plain")
     log.exception("webhook %s failed", request.path)
-    if request.endpoint in ("voice.whisper", "voice.accept", "voice.callback_agent", "voice.callback_agent_accept"):
-        # The agent's leg: end it; the caller's Dial action moves the caller on.
+    if request.endpoint in _AGENT_LEGS:
+        # The agent's leg (or the customer's inside the agent's Dial): end it; the Dial's action
+        # moves the call on.
         vr = VoiceResponse()
         vr.hangup()
         return twiml(vr)
