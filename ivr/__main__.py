@@ -56,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         at = parse_at(args.at)
     except click.BadParameter as exc:
         parser.error(f"--at: {exc.message}")
+    shared = bool(os.environ.get("REDIS_URL"))  # a Redis of the user's: maybe a running hotline's
     with local_environment(private_database=True):
         app = app_or_reasons("no call made")
         if app is None:
             return 2
-        ticket = try_call(app, args.keys, args.caller, args.called, at)
+        ticket = try_call(app, args.keys, args.caller, args.called, at, shared=shared)
     print(json.dumps(ticket, ensure_ascii=False, indent=2))
     return 0
 

@@ -128,7 +128,8 @@ def call_command(keys: str | None, caller: str, called: str, at: str | None) -> 
     """Dial the hotline locally: hear the prompts, press keys, see the ticket."""
     from ivr.trycall import parse_at, try_call
 
-    ticket = try_call(current_app._get_current_object(), keys, caller, called, parse_at(at))
+    # The flask command runs with the app's own environment: a shared Redis.
+    ticket = try_call(current_app._get_current_object(), keys, caller, called, parse_at(at), shared=True)
     click.echo(json.dumps(ticket, ensure_ascii=False, indent=2))
 
 

@@ -44,10 +44,14 @@ def _queue_answer(text: str) -> str:
     raise click.BadParameter("one of hangup, bridged, queue-full, press:<key>")
 
 
-def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetime | None = None) -> dict | None:
+def try_call(
+    app: Flask, keys: str | None, caller: str, called: str, at: datetime | None = None, shared: bool = False
+) -> dict | None:
     """One simulated call. The hotline's clock follows the call's own timeline (the walker's
     `elapsed_s`: prompts spoken, timeouts, recordings, hold turns) from now, or from `at` (try
-    peak hours, a holiday, after hours), so the ticket's times and duration read as a real call's."""
+    peak hours, a holiday, after hours), so the ticket's times and duration read as a real call's.
+    `shared` (the Redis of a running hotline, no `at`): never ahead of the real clock, or the
+    call's seat, callback and events would carry times later than real callers' after it."""
     from callbacks.tickets import seed_reference_floor
 
     hotline = app.extensions["hotline"]
@@ -57,7 +61,12 @@ def try_call(app: Flask, keys: str | None, caller: str, called: str, at: datetim
         click.echo(f"Calling at {at.isoformat()}")
     start = (at or datetime.now(UTC)).astimezone(UTC)
     timeline: list[CallWalker] = []
-    hotline.clock = lambda: start + timedelta(seconds=timeline[0].elapsed_s if timeline else 0.0)
+
+    def clock() -> datetime:
+        simulated = start + timedelta(seconds=timeline[0].elapsed_s if timeline else 0.0)
+        return min(simulated, datetime.now(UTC)) if shared and at is None else simulated
+
+    hotline.clock = clock
     upgrade(app.config["DATABASE_URL"])
     with app.app_context():
         seed_reference_floor()

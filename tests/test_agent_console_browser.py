@@ -82,3 +82,27 @@ def test_agent_console_in_a_real_browser(app, client, clock, page, run_jobs, tic
         "resolved",
         "explained the pending authorisation",
     )
+
+
+def test_an_unsaved_wrap_up_outlives_the_wrap_up_time_and_the_next_call_starts_clean(app, client, clock, page):
+    routing = app.extensions["hotline"].routing
+    page.fill("#agent-id", "a101")
+    page.fill("#agent-token", agent_token(OPS_TOKEN, "a101"))
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#who")).to_have_text("Sato Yui (a101)")
+    connect_call(app, client, clock)
+    expect(page.locator("#pop")).to_be_visible()
+    page.fill("#notes", "half-typed notes")
+    routing.set_agent_status("a101", "available", 0)  # wrap-up time is over: the API shows no call
+    expect(page.locator("#wrapup-result")).to_contain_text("the call has ended")
+    expect(page.locator("#pop")).to_be_visible()
+    expect(page.locator("#notes")).to_have_value("half-typed notes")
+    page.click("#wrapup-form button[type=submit]")
+    expect(page.locator("#wrapup-result")).to_have_text("saved to ticket")
+    expect(page.locator("#pop")).to_be_hidden()
+
+    # The next caller pops with a clean form (the saved notes are still in the hidden one).
+    assert page.locator("#notes").input_value() == "half-typed notes"
+    routing.set_agent_status("a101", "busy", 0, call_sid="CA" + "7" * 32)
+    expect(page.locator("#pop")).to_be_visible()
+    expect(page.locator("#notes")).to_have_value("")

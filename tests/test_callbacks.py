@@ -999,12 +999,20 @@ def test_keeping_a_callback_that_ended_while_the_caller_listened_says_it_is_over
         assert root.find("Gather").get("action") == "/voice/language?attempt=1"  # on to the menus
 
 
+@pytest.mark.parametrize("after_closing", [False, True])
 def test_asking_again_while_the_callback_is_being_dialled_says_it_is_their_turn(
-    app, client, clock, hotline, no_unexpected_http
+    app, client, clock, hotline, no_unexpected_http, after_closing
 ):
     callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     assert hotline.callbacks.get(callback.id).status == "dialling"
-    root = book_with_caller_id(client, 2)  # the same number, asked for again as its call rings
+    if after_closing:  # the attempt runs on past closing time; the caller meets the closed line
+        clock.now = CLOSED_TIME
+        step(client, "/voice/incoming", 2)
+        step(client, TRANSFER, 2, Digits="0")
+        step(client, OFFER_CHOICE, 2, Digits="2")
+        root = step(client, "/voice/en/callback/number/answer?attempt=1", 2, Digits="1")
+    else:
+        root = book_with_caller_id(client, 2)  # the same number, asked for again as its call rings
     said = texts(root)[0]
     assert "—" not in said
     assert said == PROMPTS.callback_booked["en"].format(

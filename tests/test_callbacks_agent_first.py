@@ -127,3 +127,23 @@ def test_the_agents_completed_status_before_the_dial_action_still_counts_the_tal
     done = agent_leg(DialCallStatus="completed", DialBridged="true", DialCallDuration="300")
     assert verbs(parse(signed_post(client, f"{cb}/agent/done", done))) == ["Hangup"]
     assert hotline.callbacks.get(dialling.id).attempts[0]["result"] == "connected"
+
+
+@pytest.mark.parametrize(("cancel", "said"), [(False, "callback_kept"), (True, "callback_cancelled")])
+def test_a_customer_answering_after_the_attempt_was_given_up_hears_where_it_stands(
+    app, client, hotline, dialling, cancel, said
+):
+    """The agent accepted, then the attempt was given up (released, or cancelled by ops) before
+    the customer picked up: they hear that the callback stands (or was cancelled), not silence
+    and not 'our phone system has a problem'."""
+    cb = f"/voice/callback/{dialling.id}/1"
+    parse(signed_post(client, f"{cb}/agent", agent_leg()))
+    parse(signed_post(client, f"{cb}/agent/accept", agent_leg(Digits="1")))
+    with app.app_context():
+        hotline.callback_desk().attempt_over(dialling.id, 1, "released")
+        if cancel:
+            assert hotline.callback_desk().cancel(dialling.id, "ops") == "cancelled"
+    customer = call_form("CA" + "c" * 32, ParentCallSid=out_sid(1), AnsweredBy="human")
+    root = parse(signed_post(client, f"{cb}/intro", customer))
+    assert texts(root) == [getattr(PROMPTS, said)["en"], PROMPTS.goodbye["en"]]
+    assert verbs(root)[-1] == "Hangup"

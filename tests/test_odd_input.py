@@ -83,7 +83,8 @@ def test_an_agent_call_with_an_absurd_duration_still_ends_with_goodbye_and_wrap_
 # ----- the ops API and the agent console ------------------------------------------------------
 
 
-@pytest.mark.parametrize("limit", ["\u00b2", "\u0663", "\uff11"])  # superscript two, Arabic three, fullwidth one
+# Superscript two, Arabic three, fullwidth one; and more digits than int() reads.
+@pytest.mark.parametrize("limit", ["\u00b2", "\u0663", "\uff11", "9" * 5000])
 def test_a_limit_of_non_ascii_digits_is_400(client, limit):
     for path in ("/api/tickets", "/api/callbacks"):
         response = client.get(path, query_string={"limit": limit}, headers=API)

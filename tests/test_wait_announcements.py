@@ -256,3 +256,71 @@ def test_an_abandoned_wait_is_on_the_ticket_with_what_was_announced(client, cloc
     assert block["wait_s"] == 5 + 95  # joined 5 s before the last caller, then 95 s of waiting
     heard = [(e["before_queue"], e["position"], e["spoken"][0], e["actual_remaining_s"]) for e in block["estimates"]]
     assert heard == [(True, 4, "range", None)]
+
+
+def test_callers_told_the_same_place_before_joining_are_corrected_on_their_first_turn(app, client, clock):
+    """Two callers hear the estimate before queuing at the same moment: both 'number 1'. The one
+    who joins second is number 2, and hears so on the first hold turn, not minutes later."""
+    routing = app.extensions["hotline"].routing
+    now_ms = int(clock.now.timestamp() * 1000)
+    routing.set_agent_status("a101", "busy", now_ms, call_sid=sid(90))
+    routing.set_agent_status("a103", "busy", now_ms, call_sid=sid(91))
+    position_1 = CONFIG.prompts.queue_position["en"].format(position=1)
+    joins = {}
+    for n in (1, 2):  # both hear the announcement before either has joined
+        announced = before_queue(client, n)
+        assert position_1 in texts(announced)
+        joins[n] = announced.find("Redirect").text
+    for n in (1, 2):  # then both stay on the line: the Redirect joins them
+        parse(signed_post(client, joins[n], call_form(sid(n))))
+    assert routing.position(sid(2), "payment", "en") == 2
+    first = texts(hold(client, 1))
+    second = texts(hold(client, 2))
+    assert first == [CONFIG.prompts.hold["en"]]  # told right: only welcomed
+    assert second[0] == CONFIG.prompts.queue_position["en"].format(position=2)
+    # Corrected once; the next turn (same place) says nothing new.
+    clock.advance(5)
+    assert texts(hold(client, 2)) == []
+
+
+def _estimate_for_ahead(ahead: int, staffed: int, busy: int) -> float:
+    return estimate_wait(
+        QueueSnapshot(ahead, staffed, busy, HANDLE_TIME.prior_s, 1 / ABANDONMENT.prior_patience_s)
+    ).point_s
+
+
+def test_callers_in_other_lines_who_take_the_same_agent_first_count_in_the_wait(app, client, clock):
+    """Sato (a101) is the only agent on duty, busy, with three Japanese payment callers waiting.
+    An English payment caller is number 1 in the English line, but the matching gives Sato the
+    three who arrived first: their wait is that of the fourth caller, not of the first."""
+    routing = app.extensions["hotline"].routing
+    routing.set_agent_status("a101", "busy", int(clock.now.timestamp() * 1000), call_sid=sid(90))
+    for n in (1, 2, 3):
+        clock.advance(5)
+        queue_caller(client, "/voice/ja/node/payment/choice?attempt=1", call_form(sid(n), Digits="0"))
+    clock.advance(5)
+    now_s = clock.now.timestamp()
+    new_english = estimate_for(routing, CONFIG, None, "payment", "en", now_s)
+    assert new_english.position == 1  # still number 1 in its own line
+    assert new_english.estimate.point_s == pytest.approx(_estimate_for_ahead(3, 1, 1))
+    assert new_english.estimate.point_s > _estimate_for_ahead(0, 1, 1)
+
+    queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(4), Digits="0"))
+    clock.advance(5)
+    queue_caller(client, "/voice/ja/node/payment/choice?attempt=1", call_form(sid(5), Digits="0"))
+    seated = estimate_for(routing, CONFIG, sid(4), "payment", "en", clock.now.timestamp())
+    assert seated.estimate.point_s == pytest.approx(_estimate_for_ahead(3, 1, 1))  # not the one behind
+
+
+def test_a_rival_line_with_agents_of_its_own_counts_only_in_part(app, client, clock):
+    """With Wang (a102, Japanese and Mandarin) also on duty for the Japanese line, half of its
+    callers go to her: the English caller waits behind about half of them."""
+    routing = app.extensions["hotline"].routing
+    now_ms = int(clock.now.timestamp() * 1000)
+    routing.set_agent_status("a101", "busy", now_ms, call_sid=sid(90))
+    routing.set_agent_status("a102", "busy", now_ms, call_sid=sid(91))
+    for n in (1, 2, 3, 4):
+        clock.advance(5)
+        queue_caller(client, "/voice/ja/node/payment/choice?attempt=1", call_form(sid(n), Digits="0"))
+    new_english = estimate_for(routing, CONFIG, None, "payment", "en", clock.now.timestamp() + 5)
+    assert new_english.estimate.point_s == pytest.approx(_estimate_for_ahead(2, 1, 1))

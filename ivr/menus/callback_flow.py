@@ -76,8 +76,9 @@ class CallbackFlow:
         in a draft and leaves Twilio's queue; the Enqueue action then asks for the number."""
         prompts = self.flow.config.prompts
         try:
-            seat = self.flow.routing.seat(call.sid) if call.digits == self.policy.key else None
-            if seat is None or not self.policy.enabled:
+            taken = self.policy.enabled and call.digits == self.policy.key
+            seat = self.flow.routing.seat(call.sid) if taken else None
+            if seat is None:
                 # Any other key: say so, then back to the hold loop (the waitUrl runs again).
                 return render.speak(self.flow.config, lang_id, [prompts.invalid_option[lang_id]])
             draft = {
@@ -248,13 +249,16 @@ class CallbackFlow:
         prompts = self.config.prompts
         ref = " ".join(str(callback.reference or reference or ""))
         past_closing = self._past_closing(callback, lang_id) if open_now else None
-        if past_closing is not None:
+        if callback.status == "dialling":
+            # Asked again while its call rings (open, or an attempt running past closing): it is
+            # this caller's turn now, whatever the hours say.
+            text = prompts.callback_booked[lang_id].format(last4=last_digits(number), position=1, reference=ref)
+        elif past_closing is not None:
             text = prompts.callback_booked_past_closing[lang_id].format(
                 last4=last_digits(number), position=position or 1, opening=past_closing, reference=ref
             )
         elif callback.status == "pending" or open_now:
-            # Open: in line (or, without the agent gate, due now), or already being dialled —
-            # an update while its call rings: it is this caller's turn.
+            # Open: in line, or (without the agent gate) due now.
             text = prompts.callback_booked[lang_id].format(
                 last4=last_digits(number), position=position or 1, reference=ref
             )

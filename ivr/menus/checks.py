@@ -159,10 +159,13 @@ def _check_keywords(config: HotlineConfig) -> Iterator[Finding]:
         for lang_id in config.languages:
             owner: dict[str, int] = {}
             for i, option in enumerate(node.options):
-                words = [option.label.get(lang_id, ""), *option.keywords.get(lang_id, [])]
-                for word in {w.casefold().strip() for w in words if w.strip()}:
+                label = option.label.get(lang_id, "").casefold().strip()
+                words = {label: "label"} | {w.casefold().strip(): "keywords" for w in option.keywords.get(lang_id, [])}
+                for word, field in words.items():
+                    if not word:
+                        continue
                     if word in owner and owner[word] != i:
-                        loc = ("menu", "nodes", node_id, "options", i, "keywords", lang_id)
+                        loc = ("menu", "nodes", node_id, "options", i, field, lang_id)
                         yield loc, f"{word!r} also selects options[{owner[word]}]: one word, one option"
                     owner.setdefault(word, i)
 

@@ -666,7 +666,10 @@ class Flow:
         prompts, spoken = self.config.prompts, current.spoken
         said = [spoken.kind, spoken.lo_min, spoken.hi_min]
         if last is not None:
-            due = now_s - last["at"] >= queue.announce_every_s - 1  # the loop paces turns; allow jitter
+            # Told a place before joining that others took meanwhile (callers who heard the
+            # announcement at the same moment are all "number 1"): corrected on the first turn.
+            overtaken = bool(last.get("before_queue")) and (current.position or 0) > (last.get("position") or 0)
+            due = overtaken or now_s - last["at"] >= queue.announce_every_s - 1  # turns are paced; allow jitter
             if not due or (said == last["spoken"] and current.position == last["position"]):
                 return [], False
         texts = [prompts.queue_position[lang_id].format(position=current.position)]

@@ -135,7 +135,10 @@ def _path_at(text: str, line: int) -> Loc:
 _YAML_HINTS = (
     ("expected <block end>", "indentation: this line does not line up with the block above it"),
     ("did not find expected key", "indentation: this line does not line up with the block above it"),
-    ("mapping values are not allowed", "a ':' inside a text: put the whole text in quotes"),
+    (
+        "mapping values are not allowed",
+        "a ':' inside a text (put the whole text in quotes), or a line indented deeper than the one above it",
+    ),
     ("found character '\\t'", "a tab: indent with spaces only"),
     ("found undefined alias", "a '*' at the start of a text: put the text in quotes"),
 )
@@ -145,7 +148,9 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
     problem = getattr(exc, "problem", None) or str(exc)
     hint = next((h for marker, h in _YAML_HINTS if marker in problem), None)
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    detail = problem + (f", {context} at line {context_mark.line + 1}" if context and context_mark else "")
+    # PyYAML's context ("while parsing a block mapping") names the block's first line: where to
+    # start looking when the line named is only where the parser noticed.
+    detail = problem + (f"; in the block from line {context_mark.line + 1}" if context and context_mark else "")
     return f"{hint} (YAML: {detail})" if hint else detail
 
 

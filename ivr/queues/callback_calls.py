@@ -44,6 +44,18 @@ log = logging.getLogger(__name__)
 MACHINE = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "machine", "fax"})
 
 
+def not_expected_goodbye(config, flow: Flow, callback: Callback) -> VoiceResponse:  # noqa: ANN001 - HotlineConfig
+    """What a person hears who answers an attempt nobody waits for any more: where their
+    callback stands, in its language, then goodbye — never a mute hang-up."""
+    lang_id, _ = flow.plan.language(callback.lang)
+    prompts = config.prompts
+    if callback.status in ("pending", "scheduled", "dialling"):  # it stands: a later attempt comes
+        return render.speak_and_hang_up(config, lang_id, [prompts.callback_kept[lang_id]])
+    if callback.status == "cancelled":
+        return render.speak_and_hang_up(config, lang_id, [prompts.callback_cancelled[lang_id]])
+    return render.speak_and_hang_up(config, lang_id, [])  # done or failed meanwhile: goodbye
+
+
 class CallbackCalls:
     def __init__(self, desk: CallbackDesk, flow: Flow, agents: AgentCalls):
         self.desk, self.flow, self.agents = desk, flow, agents
@@ -72,9 +84,7 @@ class CallbackCalls:
             # the customer is on the line all the same, so they wait in the callback's place.
             late = desk.answered_late(callback_id, n, call.sid)
             if late is None:
-                vr = VoiceResponse()
-                vr.hangup()
-                return vr
+                return self._not_expected(desk.book.get(callback_id), False)
             return self._live(call, late, form, answered_by, agent_id="")
         return self._live(call, callback, form, answered_by, agent_id=callback.agent or "")
 
@@ -88,13 +98,7 @@ class CallbackCalls:
             # Its record is lost (Redis lost its data): apologise, and connect to the backup
             # line when one is configured, as the number's fallback does.
             return render.fallback(self.config)
-        lang_id, _ = self.flow.plan.language(callback.lang)
-        prompts = self.config.prompts
-        if callback.status == "dialling":  # a newer attempt is already on its way
-            return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_kept[lang_id]])
-        if callback.status == "cancelled":
-            return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_cancelled[lang_id]])
-        return render.speak_and_hang_up(self.config, lang_id, [])  # settled meanwhile: goodbye
+        return not_expected_goodbye(self.config, self.flow, callback)
 
     def _live(self, call: Call, callback: Callback, form, answered_by: str, agent_id: str) -> VoiceResponse:  # noqa: ANN001
         """The customer is on the line: who calls and why, then the reserved agent (or, with
@@ -235,12 +239,13 @@ class AgentFirstCalls:
             vr.hangup()  # the customer's leg ends; the Dial's action settles the attempt
             return vr
         if callback is None:
-            # Given up on between the agent's key and this answer (or its record lost): a word
+            # Given up on between the agent's key and this answer, or its record lost: a word
             # before the leg ends (a Dial's Number may not Dial again, so no backup line here).
             known = self.desk.book.get(callback_id)
-            lang_ids = [self.flow.plan.language(known.lang)[0]] if known else list(self.config.languages)
-            for lang_id in lang_ids:
-                render.say(vr, self.config.prompts.fallback[lang_id], self.config.languages[lang_id])
+            if known is not None:
+                return not_expected_goodbye(self.config, self.flow, known)
+            for lang_id, lang in self.config.languages.items():
+                render.say(vr, self.config.prompts.fallback[lang_id], lang)
             vr.hangup()
             return vr
         lang_id, lang = self.flow.plan.language(callback.lang)

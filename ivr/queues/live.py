@@ -26,7 +26,7 @@ from ivr.queues.estimator import (
     spoken_range,
 )
 from ivr.queues.lines import agent_lines
-from ivr.queues.state import TAG, RoutingState, caller_key
+from ivr.queues.state import TAG, RoutingState, caller_key, waiting_key
 
 HANDLE_TIME = HandleTimeStats()
 ABANDONMENT = AbandonmentStats()
@@ -97,19 +97,29 @@ def estimate_for(
     """Position and estimated wait for a caller in line (or, with call_sid None, for one who
     would join now). One pipelined read, which also brings the caller's seat and what they were
     last told."""
+    lines = agent_lines(config)
+    serving = [a for a, own in lines.items() if any(q == queue and lg == lang for q, lg, _ in own)]
+    rivals = _rival_lines(config, lines, serving, queue, lang)
     pipe = routing.roundtrip.pipeline()
     if call_sid:
-        pipe.zrank(f"{TAG}:waiting:{queue}:{lang}", call_sid)
+        pipe.zrank(waiting_key(queue, lang), call_sid)
     else:
-        pipe.zcard(f"{TAG}:waiting:{queue}:{lang}")
+        pipe.zcard(waiting_key(queue, lang))
     pipe.hgetall(aht_key(queue))
     pipe.hgetall(abandon_key(queue))
     pipe.hgetall(f"{TAG}:agent-status")
     pipe.hmget(caller_key(call_sid or ""), "queue", "announced")
-    rank, aht_raw, abandon_raw, statuses, (seat_queue, announced) = routing.roundtrip.execute(pipe)
+    if rivals:
+        keys = [waiting_key(queue, lang), *(waiting_key(q, lg) for q, lg, _, _ in rivals)]
+        ahead_only = [1 if higher else 0 for _, _, higher, _ in rivals]
+        pipe.eval(_RIVALS_AHEAD, len(keys), *keys, call_sid or "", int(now_s * 1000), *ahead_only)
+    rank, aht_raw, abandon_raw, statuses, (seat_queue, announced), *rival_counts = routing.roundtrip.execute(pipe)
     ahead = int(rank) if rank is not None else 0
-    serving = [a for a, lines in agent_lines(config).items() if any(q == queue and lg == lang for q, lg, _ in lines)]
     live = [statuses.get(a.encode(), b"offline").decode() for a in serving]
+    if rivals:
+        ahead_for_wait = ahead + _rivals_share(rivals, rival_counts[0], statuses, serving)
+    else:
+        ahead_for_wait = ahead
     aht = HANDLE_TIME.value(DecayedMeanState.from_mapping(aht_raw), now_s) if aht_raw else HANDLE_TIME.prior_s
     theta = (
         ABANDONMENT.rate(AbandonmentState.from_mapping(abandon_raw), now_s)
@@ -117,7 +127,7 @@ def estimate_for(
         else 1.0 / ABANDONMENT.prior_patience_s
     )
     snapshot = QueueSnapshot(
-        ahead=ahead,
+        ahead=ahead_for_wait,
         agents_staffed=sum(s not in AWAY for s in live),
         agents_busy=sum(s in BUSY for s in live),
         aht_s=aht,
@@ -127,3 +137,54 @@ def estimate_for(
     position = (int(rank) + 1 if rank is not None else None) if call_sid else ahead + 1
     last = json.loads(announced) if call_sid and announced else None
     return CallerEstimate(position, estimate, spoken_range(estimate), bool(call_sid and seat_queue), last)
+
+
+# KEYS: the caller's line, then rival lines. ARGV: the caller (or ""), now (ms), then per rival
+# line 1 ("served first: every caller in it counts") or 0 ("same priority: those who arrived
+# earlier count"). Returns, per rival line, how many of its callers an agent would take first.
+_RIVALS_AHEAD = """
+local arrival = nil
+if ARGV[1] ~= '' then arrival = redis.call('ZSCORE', KEYS[1], ARGV[1]) end
+arrival = tonumber(arrival or ARGV[2])
+local out = {}
+for i = 2, #KEYS do
+  if ARGV[i + 1] == '1' then
+    out[#out + 1] = redis.call('ZCARD', KEYS[i])
+  else
+    out[#out + 1] = redis.call('ZCOUNT', KEYS[i], '-inf', '(' .. arrival)
+  end
+end
+return out
+"""
+
+
+def _rival_lines(
+    config: HotlineConfig, lines: dict[str, list[tuple[str, str, int]]], serving: list[str], queue: str, lang: str
+) -> list[tuple[str, str, bool, list[str]]]:
+    """Other lines that the agents of (queue, lang) also serve and that they take first: a line
+    of higher priority, or of the same priority (then by arrival) — the matching's own order.
+    Each with whether it is higher, and the agents who serve it."""
+    own_priority = config.queues[queue].priority if queue in config.queues else 0
+    rivals = {}
+    for agent in serving:
+        for q, lg, priority in lines[agent]:
+            if (q, lg) != (queue, lang) and priority >= own_priority:
+                rivals[(q, lg)] = priority > own_priority
+    return [
+        (q, lg, higher, [a for a, own in lines.items() if any(x == q and y == lg for x, y, _ in own)])
+        for (q, lg), higher in sorted(rivals.items())
+    ]
+
+
+def _rivals_share(rivals: list, counts: list, statuses: dict, serving: list[str]) -> int:
+    """Callers of rival lines who will take this line's agents first, each weighted by the share
+    of its line's staffed agents who are also this line's (the rest of that line's callers go to
+    agents this caller could not have had anyway)."""
+    staffed = {a.decode() for a, status in statuses.items() if status.decode() not in AWAY}
+    ours = set(serving) & staffed
+    share = 0.0
+    for (_, _, _, agents), count in zip(rivals, counts, strict=True):
+        on_duty = [a for a in agents if a in staffed]
+        if count and on_duty:
+            share += int(count) * sum(a in ours for a in on_duty) / len(on_duty)
+    return round(share)
