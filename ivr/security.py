@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from urllib.parse import quote
 
-from flask import Config, Request, abort, current_app, g, request
+from flask import Config, Request, abort, current_app, request
 from twilio.request_validator import RequestValidator
 
 CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
@@ -84,4 +84,6 @@ def require_twilio_call() -> None:
         abort(403, description="X-Twilio-Signature does not match this request")
     if not CALL_SID.match(form.get("CallSid", "")):
         abort(400, description="not a Twilio call: CallSid missing or malformed")
-    g.twilio_call = True  # the error handler answers with TwiML (and logs) only past this point
+    # The error handler answers with TwiML (and logs to the call) only past this point. On the
+    # request, not `g`: an app context pushed around several requests (the CLI, tests) shares g.
+    req.environ["hotline.twilio_call"] = True

@@ -111,3 +111,14 @@ def test_a_status_left_stuck_by_a_lost_hang_up_can_be_changed(app, client, clock
     routing.set_agent_status("a101", "busy", 0, call_sid=CALLER)
     routing.mark_gone(CALLER)  # the caller's call is over; its end did not reach the agent's status
     assert client.post("/agent/api/status", headers=auth("a101"), json={"status": "available"}).status_code == 200
+
+
+def test_a_busy_status_older_than_any_call_holds_no_one(app, client, clock):
+    """Both ends of a call lost (Redis was down for them): after the longest a call can last,
+    the agent may set their status again without ops."""
+    routing = app.extensions["hotline"].routing
+    now_ms = int(clock.now.timestamp() * 1000)
+    routing.set_agent_status("a101", "busy", now_ms - 3600 * 1000, call_sid="cb:41")
+    assert client.post("/agent/api/status", headers=auth("a101"), json={"status": "offline"}).status_code == 409
+    routing.set_agent_status("a101", "busy", now_ms - 5 * 3600 * 1000, call_sid="cb:41")
+    assert client.post("/agent/api/status", headers=auth("a101"), json={"status": "offline"}).status_code == 200

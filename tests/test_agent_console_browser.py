@@ -106,3 +106,15 @@ def test_an_unsaved_wrap_up_outlives_the_wrap_up_time_and_the_next_call_starts_c
     routing.set_agent_status("a101", "busy", 0, call_sid="CA" + "7" * 32)
     expect(page.locator("#pop")).to_be_visible()
     expect(page.locator("#notes")).to_have_value("")
+
+
+def test_an_offer_the_agent_never_took_leaves_no_wrap_up_behind(app, client, clock, page):
+    routing = app.extensions["hotline"].routing
+    page.fill("#agent-id", "a101")
+    page.fill("#agent-token", agent_token(OPS_TOKEN, "a101"))
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#who")).to_have_text("Sato Yui (a101)")
+    routing.set_agent_status("a101", "reserved", 0, call_sid=CALLER)  # the whisper rings
+    expect(page.locator("#pop")).to_be_visible()
+    routing.set_agent_status("a101", "away", 0)  # it rang out
+    expect(page.locator("#pop")).to_be_hidden()

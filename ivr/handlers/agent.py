@@ -123,7 +123,7 @@ def set_status():
     status = json_object().get("status")
     if status not in SETTABLE:
         abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
-    holding = on_call(hotline.routing, agent.id)
+    holding = on_call(hotline.routing, agent.id, int(hotline.clock().timestamp() * 1000))
     if holding:
         abort(409, description=f"you are on a call ({holding}): set your status once it ends")
     hotline.routing.set_agent_status(agent.id, status, int(hotline.clock().timestamp() * 1000))

@@ -142,7 +142,7 @@ def set_agent_status(agent_id: str):
     status = body.get("status") or request.form.get("status")
     if status not in SETTABLE:
         abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
-    holding = on_call(hotline.routing, agent_id)
+    holding = on_call(hotline.routing, agent_id, int(hotline.clock().timestamp() * 1000))
     if holding and body.get("force") is not True:
         abort(409, description=f'agent {agent_id} is on a call ({holding}); "force": true overrides a stuck status')
     hotline.routing.set_agent_status(agent_id, status, int(hotline.clock().timestamp() * 1000))

@@ -27,13 +27,21 @@ def redis_unavailable(_error: Exception):
     return jsonify(error="live routing state (Redis) is unavailable; try again shortly"), 503
 
 
-def on_call(routing: RoutingState, agent_id: str) -> str | None:
+# No call holds an agent longer than this: Twilio ends calls after 4 hours unless told
+# otherwise (TimeLimit), plus ringing and wrap-up. A status older than that is a lost end.
+MAX_HELD_MS = (4 * 3600 + 15 * 60) * 1000
+
+
+def on_call(routing: RoutingState, agent_id: str, now_ms: int) -> str | None:
     """The agent's status while a call holds them (reserved or busy, and that call not yet
     over), else None. A status set then would make the call's end read as a missed call (the
-    caller queued again after talking), so it waits until the call ends; a call whose end was
-    lost (Redis was down) does not hold the agent."""
+    caller queued again after talking), so it waits until the call ends. A call whose end was
+    lost (Redis was down for it) does not hold the agent: its final status was seen, or the
+    status is older than any call can last."""
     current = routing.agents().get(agent_id)
     if current is None or current[0] not in ("reserved", "busy"):
         return None
-    call_sid = current[2]
-    return None if call_sid and routing.gone(call_sid) else current[0]
+    status, since_ms, call_sid = current
+    if now_ms - since_ms > MAX_HELD_MS or (call_sid and routing.gone(call_sid)):
+        return None
+    return status

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, g, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -332,7 +332,7 @@ def _recover_on_error(error: Exception):
     main menu once; if that fails too, the static fallback."""
     if isinstance(error, HTTPException):
         return error
-    if not g.get("twilio_call"):
+    if not request.environ.get("hotline.twilio_call"):
         # Failed before the request was known to be Twilio's: no TwiML, nothing logged to a call.
         log.warning("webhook %s: %s before the signature check passed", request.path, type(error).__name__)
         return Response("not a verified Twilio request\n", status=403, mimetype="text/plain")

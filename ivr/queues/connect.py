@@ -110,8 +110,8 @@ class AgentCalls:
                     note_handled(pipe, seat.queue, handle_s)
                     pipe.execute()
         except RedisError:
-            # They talked; the caller hears goodbye all the same. The agent sets themselves
-            # available again from the console once Redis is back.
+            # They talked; the caller hears goodbye all the same. The agent's status frees once
+            # the call's final status is seen (or ops force it; see `on_call`).
             log.warning("call %s: Redis unavailable, agent %s not moved to wrap-up", call_sid, agent_id)
         self._log(call_sid, [make_event("agent_call", self.now, agent=agent_id, duration_s=duration)], sync=True)
         return render.speak_and_hang_up(self.config, self.plan.language(lang_id)[0], [])

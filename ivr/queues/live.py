@@ -97,9 +97,7 @@ def estimate_for(
     """Position and estimated wait for a caller in line (or, with call_sid None, for one who
     would join now). One pipelined read, which also brings the caller's seat and what they were
     last told."""
-    lines = agent_lines(config)
-    serving = [a for a, own in lines.items() if any(q == queue and lg == lang for q, lg, _ in own)]
-    rivals = _rival_lines(config, lines, serving, queue, lang)
+    serving, rivals = _line_plan(config, queue, lang)
     pipe = routing.roundtrip.pipeline()
     if call_sid:
         pipe.zrank(waiting_key(queue, lang), call_sid)
@@ -156,6 +154,25 @@ for i = 2, #KEYS do
 end
 return out
 """
+
+
+# Per config version (the object, kept so its id cannot be reused): for each (queue, language)
+# its agents and rival lines. They change only with the config, and a hold turn runs often.
+_LINE_PLANS: dict[int, tuple[HotlineConfig, dict]] = {}
+
+
+def _line_plan(config: HotlineConfig, queue: str, lang: str) -> tuple[list[str], list]:
+    entry = _LINE_PLANS.get(id(config))
+    if entry is None or entry[0] is not config:
+        if len(_LINE_PLANS) >= 4:  # older versions
+            _LINE_PLANS.clear()
+        entry = _LINE_PLANS[id(config)] = (config, {})
+    plans = entry[1]
+    if (queue, lang) not in plans:
+        lines = agent_lines(config)
+        serving = [a for a, own in lines.items() if any(q == queue and lg == lang for q, lg, _ in own)]
+        plans[(queue, lang)] = (serving, _rival_lines(config, lines, serving, queue, lang))
+    return plans[(queue, lang)]
 
 
 def _rival_lines(
