@@ -46,6 +46,13 @@ def page(live_server):
         browser.close()
 
 
+def sign_in(page) -> None:
+    page.fill("#agent-id", "a101")
+    page.fill("#agent-token", agent_token(OPS_TOKEN, "a101"))
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#who")).to_have_text("Sato Yui (a101)")
+
+
 def test_agent_console_in_a_real_browser(app, client, clock, page, run_jobs, ticket_for):
     routing = app.extensions["hotline"].routing
     page.fill("#agent-id", "a101")
@@ -86,10 +93,7 @@ def test_agent_console_in_a_real_browser(app, client, clock, page, run_jobs, tic
 
 def test_an_unsaved_wrap_up_outlives_the_wrap_up_time_and_the_next_call_starts_clean(app, client, clock, page):
     routing = app.extensions["hotline"].routing
-    page.fill("#agent-id", "a101")
-    page.fill("#agent-token", agent_token(OPS_TOKEN, "a101"))
-    page.click("#signin-form button[type=submit]")
-    expect(page.locator("#who")).to_have_text("Sato Yui (a101)")
+    sign_in(page)
     connect_call(app, client, clock)
     expect(page.locator("#pop")).to_be_visible()
     page.fill("#notes", "half-typed notes")
@@ -110,10 +114,7 @@ def test_an_unsaved_wrap_up_outlives_the_wrap_up_time_and_the_next_call_starts_c
 
 def test_an_offer_the_agent_never_took_leaves_no_wrap_up_behind(app, client, clock, page):
     routing = app.extensions["hotline"].routing
-    page.fill("#agent-id", "a101")
-    page.fill("#agent-token", agent_token(OPS_TOKEN, "a101"))
-    page.click("#signin-form button[type=submit]")
-    expect(page.locator("#who")).to_have_text("Sato Yui (a101)")
+    sign_in(page)
     routing.set_agent_status("a101", "reserved", 0, call_sid=CALLER)  # the whisper rings
     expect(page.locator("#pop")).to_be_visible()
     routing.set_agent_status("a101", "away", 0)  # it rang out

@@ -97,7 +97,7 @@ def estimate_for(
     """Position and estimated wait for a caller in line (or, with call_sid None, for one who
     would join now). One pipelined read, which also brings the caller's seat and what they were
     last told."""
-    serving, rivals = _line_plan(config, queue, lang)
+    serving, rivals, rival_args = _line_plan(config, queue, lang)
     pipe = routing.roundtrip.pipeline()
     if call_sid:
         pipe.zrank(waiting_key(queue, lang), call_sid)
@@ -108,8 +108,7 @@ def estimate_for(
     pipe.hgetall(f"{TAG}:agent-status")
     pipe.hmget(caller_key(call_sid or ""), "queue", "announced")
     if rivals:
-        keys = [waiting_key(queue, lang), *(waiting_key(q, lg) for q, lg, _, _ in rivals)]
-        ahead_only = [1 if higher else 0 for _, _, higher, _ in rivals]
+        keys, ahead_only = rival_args
         pipe.eval(_RIVALS_AHEAD, len(keys), *keys, call_sid or "", int(now_s * 1000), *ahead_only)
     rank, aht_raw, abandon_raw, statuses, (seat_queue, announced), *rival_counts = routing.roundtrip.execute(pipe)
     ahead = int(rank) if rank is not None else 0
@@ -161,7 +160,8 @@ return out
 _LINE_PLANS: dict[int, tuple[HotlineConfig, dict]] = {}
 
 
-def _line_plan(config: HotlineConfig, queue: str, lang: str) -> tuple[list[str], list]:
+def _line_plan(config: HotlineConfig, queue: str, lang: str) -> tuple[list[str], list, tuple[list, list]]:
+    """(The line's agents, its rival lines, the script's keys and per-line flags for them.)"""
     entry = _LINE_PLANS.get(id(config))
     if entry is None or entry[0] is not config:
         if len(_LINE_PLANS) >= 4:  # older versions
@@ -171,7 +171,9 @@ def _line_plan(config: HotlineConfig, queue: str, lang: str) -> tuple[list[str],
     if (queue, lang) not in plans:
         lines = agent_lines(config)
         serving = [a for a, own in lines.items() if any(q == queue and lg == lang for q, lg, _ in own)]
-        plans[(queue, lang)] = (serving, _rival_lines(config, lines, serving, queue, lang))
+        rivals = _rival_lines(config, lines, serving, queue, lang)
+        keys = [waiting_key(queue, lang), *(waiting_key(q, lg) for q, lg, _, _ in rivals)]
+        plans[(queue, lang)] = (serving, rivals, (keys, [1 if higher else 0 for _, _, higher, _ in rivals]))
     return plans[(queue, lang)]
 
 
