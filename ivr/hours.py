@@ -79,7 +79,7 @@ def describe_opening(opening: datetime, now: datetime, language: Language) -> st
     in the hotline's zone."""
     local_now = now.astimezone(opening.tzinfo)
     days_ahead = (opening.date() - local_now.date()).days
-    clock = f"{opening.hour}:{opening.minute:02d}"
+    clock = say_time(opening, language)
     if days_ahead in (0, 1):
         day = language.today if days_ahead == 0 else language.tomorrow
         weekday = language.weekdays[opening.weekday()]
@@ -87,3 +87,15 @@ def describe_opening(opening: datetime, now: datetime, language: Language) -> st
     month_name = language.months[opening.month - 1] if language.months else ""
     when = language.date_format.format(month=opening.month, day=opening.day, month_name=month_name)
     return language.opening_format.format(day=language.weekdays[opening.weekday()], date=when, time=clock)
+
+
+def say_time(moment: datetime, language: Language) -> str:
+    """A time of day as the language says it: '9 AM', '8:30 PM', '9時', '20点30分'."""
+    template = (language.time_format_on_the_hour if moment.minute == 0 else None) or language.time_format
+    return template.format(
+        hour=moment.hour,
+        hour12=moment.hour % 12 or 12,
+        minute=moment.minute,
+        minute02=f"{moment.minute:02d}",
+        ampm=language.am_pm[moment.hour >= 12],
+    )

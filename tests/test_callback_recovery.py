@@ -23,6 +23,7 @@ from ivr.queues.lines import agent_lines
 from ivr.queues.state import waiting_key
 from tests.test_callbacks import (
     CALLS_URL,
+    CONFIG,
     HOTLINE_NUMBER,
     MESSAGES_URL,
     PROMPTS,
@@ -435,5 +436,7 @@ def test_a_customer_answering_a_callback_cancelled_meanwhile_is_told_so(
         assert hotline.callback_desk().cancel(callback.id, "ops") == "cancelled"
     form = call_form(out_sid(1), AnsweredBy="human", From=HOTLINE_NUMBER, To="+819012345678")
     root = parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", form))
-    assert [s.text for s in says(root)] == [PROMPTS.callback_cancelled["en"], PROMPTS.goodbye["en"]]
+    # We called them: who we are, where the callback stands, and no "thank you for calling".
+    hello = PROMPTS.callback_this_is["en"].format(hotline=CONFIG.name_in("en"))
+    assert [s.text for s in says(root)] == [hello, PROMPTS.callback_cancelled["en"], PROMPTS.callback_goodbye["en"]]
     assert verbs(root)[-1] == "Hangup"

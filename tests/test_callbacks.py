@@ -355,9 +355,9 @@ def test_a_wait_past_closing_offers_a_callback_at_the_callers_turn_or_after_the_
     frm = "+819012345678"
     step(client, "/voice/incoming", 1, From=frm)
     root = step(client, TRANSFER, 1, Digits="0", From=frm)
-    opening = "tomorrow, Wednesday, at 9:00"  # the opening after tonight's closing, said in English
+    opening = "tomorrow, Wednesday, at 9 AM"  # the opening after tonight's closing, said in English
     said = texts(root)
-    assert PROMPTS.closing_soon["en"].format(time="20:00") in said
+    assert PROMPTS.closing_soon["en"].format(time="8 PM") in said
     assert PROMPTS.callback_offer_past_closing["en"].format(key="2", opening=opening) in said
     assert PROMPTS.callback_offer["en"].format(key="2") not in said
     step(client, OFFER_CHOICE, 1, Digits="2", From=frm)
@@ -415,7 +415,7 @@ def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
         )
     )
     assert verbs(root) == ["Say", "Dial"]
-    intro = f"Hello, this is {CONFIG.name_in('en')} calling you back about your payment request"
+    intro = f"Hello, this is {CONFIG.name_in('en')}, returning your call to our payment line"
     assert texts(root)[0].startswith(intro)
     assert root.find("Dial").find("Client").text == "emma"
     assert hotline.callbacks.get(callback.id).status == "done"
@@ -426,7 +426,8 @@ def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
     assert texts(root)[0].startswith("Callback: payment request in English, booked 2 minutes ago, ticket ")
     parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))
     done = call_form(out_sid(1), DialCallStatus="completed", DialBridged="true", DialCallDuration="200")
-    parse(signed_post(client, "/voice/en/connect/a103/done", done))
+    root = parse(signed_post(client, "/voice/en/connect/a103/done", done))
+    assert texts(root) == [PROMPTS.callback_goodbye["en"]]  # we called them: no "thank you for calling"
     assert hotline.routing.agents()["a103"][0] == "wrap_up"
     signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="completed"))
 
@@ -450,6 +451,29 @@ def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
     # …which says what it was about and which call asked for it.
     assert customer["branch"] == "payment" and customer["language"] == "en"
     assert customer["callback"] == {"id": callback.id, "role": "callback_call", "for_call_sid": sid(1)}
+
+
+def test_the_whisper_counts_a_callback_from_its_booking_not_from_the_seat_it_keeps(
+    app, client, clock, hotline, no_unexpected_http
+):
+    queue_caller(client, TRANSFER, call_form(sid(1), Digits="0"))
+    clock.advance(300)  # five minutes on hold, then the caller takes the offer
+    signed_post(client, "/voice/en/hold/payment", call_form(sid(1)))
+    assert verbs(parse(signed_post(client, "/voice/en/hold/payment/key", call_form(sid(1), Digits="2")))) == ["Leave"]
+    leave = call_form(sid(1), QueueResult="leave", QueueTime="300")
+    signed_post(client, "/voice/en/node/agent_payment/queued", leave)
+    step(client, "/voice/en/callback/number/answer?attempt=1", 1, Digits="1")
+    callback = the_callback(hotline)
+    clock.advance(120)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    outbound = {"From": HOTLINE_NUMBER, "To": "+819012345678", "Direction": "outbound-api"}
+    answer = call_form(out_sid(1), AnsweredBy="human", **outbound)
+    signed_post(client, f"/voice/callback/{callback.id}/1/answer", answer)
+    leg = call_form(sid(0xA1), ParentCallSid=out_sid(1), Direction="outbound-dial")
+    root = parse(signed_post(client, "/voice/agent/a103/whisper", leg))
+    assert texts(root)[0].startswith("Callback: payment request in English, booked 2 minutes ago, ticket ")
 
 
 def test_callbacks_and_live_callers_are_served_in_arrival_order(app, client, clock, hotline, no_unexpected_http):
@@ -642,7 +666,7 @@ def test_an_after_hours_caller_is_called_back_after_opening(app, client, clock, 
     root = step(client, "/voice/en/callback/number/answer?attempt=1", 1, Digits="1")
     reference = " ".join(str(hotline.calls.reference(sid(1))))
     assert texts(root)[0] == PROMPTS.callback_booked_closed["en"].format(
-        last4="5 6 7 8", opening="on Monday, November 30, at 9:00", reference=reference
+        last4="5 6 7 8", opening="on Monday, November 30, at 9 AM", reference=reference
     )
     callback = the_callback(hotline)
     assert callback.status == "scheduled"

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import BASE_URL
 from tests.test_callbacks import (
+    CONFIG,
     HOTLINE_NUMBER,
     PROMPTS,
     app_with_callbacks,
@@ -26,8 +27,9 @@ from tests.twiml import call_form, parse, signed_post, verbs
 
 
 @pytest.fixture
-def app(make_app, tmp_path, sleeps):
-    return app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first")
+def app(request, make_app, tmp_path, sleeps):
+    more = getattr(request, "param", {})  # other callbacks settings, by indirect parametrization
+    return app_with_callbacks(make_app, tmp_path, sleeps, dial_mode="agent_first", **more)
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_the_agent_is_called_first_then_the_customer(app, client, hotline, diall
 
     customer = call_form("CA" + "c" * 32, ParentCallSid=out_sid(1), AnsweredBy="human")
     root = parse(signed_post(client, f"{cb}/intro", customer))
-    assert verbs(root) == ["Say"] and "calling you back about your payment request" in texts(root)[0]
+    assert verbs(root) == ["Say"] and "returning your call to our payment line" in texts(root)[0]
     done = agent_leg(DialCallStatus="completed", DialBridged="true", DialCallDuration="300")
     assert verbs(parse(signed_post(client, f"{cb}/agent/done", done))) == ["Hangup"]
     assert hotline.callbacks.get(dialling.id).status == "done"
@@ -96,6 +98,17 @@ def test_a_machine_on_the_customers_leg_is_a_failed_attempt(app, client, clock, 
     assert current.status == "scheduled" and current.attempts[0]["result"] == "machine"
     assert hotline.routing.agents()["a103"][0] == "available"
     assert len(scheduled_times(app)) == 1
+
+
+@pytest.mark.parametrize("app", [{"attempts": 1}], indirect=True)
+def test_the_agent_hears_when_a_missed_customer_was_the_last_attempt(app, client, hotline, dialling):
+    cb = f"/voice/callback/{dialling.id}/1"
+    parse(signed_post(client, f"{cb}/agent", agent_leg()))
+    parse(signed_post(client, f"{cb}/agent/accept", agent_leg(Digits="1")))
+    done = agent_leg(DialCallStatus="no-answer", DialCallSid="CA" + "c" * 32)
+    root = parse(signed_post(client, f"{cb}/agent/done", done))
+    assert texts(root) == [PROMPTS.callback_customer_missed_last["en"]] and verbs(root) == ["Say", "Hangup"]
+    assert hotline.callbacks.get(dialling.id).status == "failed"
 
 
 def test_an_agent_who_does_not_answer_is_set_away_and_the_callback_keeps_its_place(
@@ -129,7 +142,7 @@ def test_the_agents_completed_status_before_the_dial_action_still_counts_the_tal
     assert hotline.callbacks.get(dialling.id).attempts[0]["result"] == "connected"
 
 
-@pytest.mark.parametrize(("cancel", "said"), [(False, "callback_kept"), (True, "callback_cancelled")])
+@pytest.mark.parametrize(("cancel", "said"), [(False, "callback_not_now"), (True, "callback_cancelled")])
 def test_a_customer_answering_after_the_attempt_was_given_up_hears_where_it_stands(
     app, client, hotline, dialling, cancel, said
 ):
@@ -145,5 +158,7 @@ def test_a_customer_answering_after_the_attempt_was_given_up_hears_where_it_stan
             assert hotline.callback_desk().cancel(dialling.id, "ops") == "cancelled"
     customer = call_form("CA" + "c" * 32, ParentCallSid=out_sid(1), AnsweredBy="human")
     root = parse(signed_post(client, f"{cb}/intro", customer))
-    assert texts(root) == [getattr(PROMPTS, said)["en"], PROMPTS.goodbye["en"]]
+    hello = PROMPTS.callback_this_is["en"].format(hotline=CONFIG.name_in("en"))
+    where = getattr(PROMPTS, said)["en"].format(reference=" ".join(str(dialling.reference)))
+    assert texts(root) == [hello, where, PROMPTS.callback_goodbye["en"]]
     assert verbs(root)[-1] == "Hangup"

@@ -99,7 +99,7 @@ def test_the_simulator_takes_a_time_and_a_private_database_comes_with_its_privat
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "PUBLIC_BASE_URL")}
     done = _run(["call", "--keys", "3,2,0", "--at", "2026-11-28T22:00"], env)  # Saturday night in Tokyo
     assert done.returncode == 0, done.stderr
-    assert "The line opens on Monday, November 30, at 9:00" in done.stdout
+    assert "The line opens on Monday, November 30, at 9 AM" in done.stdout
     assert "instance/hotline.db" not in done.stdout  # not the ticket store `make run` uses
     ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
     assert ticket["outcome"] == "after_hours"

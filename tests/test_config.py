@@ -333,6 +333,43 @@ def test_a_typo_in_a_placeholder_is_refused_where_placeholders_are_taken():
     assert "prompts.closed.zh: unknown placeholder {openin}" in problem and "(allowed: {opening})" in problem
 
 
+def test_a_stray_brace_or_a_format_spec_that_would_crash_the_call_is_refused_at_its_place():
+    def stray(d):
+        d["prompts"]["queue_position"]["en"] = "You are number {position in line."
+
+    problem = only(broken(stray))
+    assert "prompts.queue_position.en: expected '}' before end of string" in problem
+
+    def spec_on_a_name(d):
+        d["prompts"]["closed"]["en"] = "We open {opening:>20}."
+
+    problem = only(broken(spec_on_a_name))
+    assert "prompts.closed.en: {opening:>20} in 'We open {opening:>20}.': write the placeholder as {opening}" in problem
+
+    def half_a_unit(d):
+        d["prompts"]["whisper"]["en"] = d["prompts"]["whisper"]["en"].replace(
+            "{wait_min:minute|minutes}", "{wait_min:min}"
+        )
+
+    problem = only(broken(half_a_unit))
+    assert "prompts.whisper.en: {wait_min:min} in" in problem
+    assert "a count names its unit as {wait_min:minute|minutes}" in problem
+
+    def doubled_braces_never_formatted(d):
+        d["prompts"]["goodbye"]["en"] = "Goodbye {{friend}}."
+
+    assert "prompts.goodbye.en: braces in 'Goodbye {{friend}}.' would be read out" in only(
+        broken(doubled_braces_never_formatted)
+    )
+
+
+def test_counts_say_their_unit_in_the_singular_for_one():
+    from ivr.menus.counts import Count
+
+    assert [f"{Count(n):minute|minutes}" for n in (0, 1, 2, 11)] == ["0 minutes", "1 minute", "2 minutes", "11 minutes"]
+    assert f"待ち時間{Count(1)}分" == "待ち時間1分"
+
+
 def test_a_misindented_line_is_called_an_indentation_problem():
     lines = SHIPPED.splitlines()
     at = next(i for i, row in enumerate(lines) if row.strip() == "account_register:")

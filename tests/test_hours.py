@@ -52,7 +52,7 @@ def test_next_opening_over_new_year():
 
 @pytest.mark.parametrize(
     ("lang", "expected"),
-    [("en", "on Monday, November 30, at 9:00"), ("ja", "11月30日、月曜日の9:00"), ("zh", "11月30日（星期一）9:00")],
+    [("en", "on Monday, November 30, at 9 AM"), ("ja", "11月30日、月曜日、9時"), ("zh", "11月30日星期一9点")],
 )
 def test_opening_is_said_in_the_callers_language_naming_the_day(lang, expected):
     opening = HOURS.next_opening(CLOSED_TIME)
@@ -61,10 +61,10 @@ def test_opening_is_said_in_the_callers_language_naming_the_day(lang, expected):
 
 def test_today_and_tomorrow_are_said_with_the_weekday_and_without_a_date():
     early = tokyo(2026, 11, 24, 7, 0)  # a Tuesday
-    assert describe_opening(HOURS.next_opening(early), early, CONFIG.languages["en"]) == "today, Tuesday, at 9:00"
+    assert describe_opening(HOURS.next_opening(early), early, CONFIG.languages["en"]) == "today, Tuesday, at 9 AM"
     late = tokyo(2026, 11, 24, 21, 0)
-    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]) == "明日、水曜日の9:00"
-    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["zh"]) == "明天（星期三）9:00"
+    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]) == "明日、水曜日、9時"
+    assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["zh"]) == "明天星期三9点"
 
 
 def test_after_hours_transfer_says_when_the_line_opens_and_offers_a_message(client, clock):
@@ -72,7 +72,7 @@ def test_after_hours_transfer_says_when_the_line_opens_and_offers_a_message(clie
     root = parse(signed_post(client, "/voice/zh/node/refund/choice?attempt=1", call_form(Digits="3")))
     assert verbs(root) == ["Gather", "Say", "Hangup"]
     spoken = [s.text for s in says(root.find("Gather"))]
-    assert "星期一" in spoken[0] and "9:00" in spoken[0]
+    assert "星期一" in spoken[0] and "9点" in spoken[0]
     assert spoken[-1] == CONFIG.prompts.closed_offer_message["zh"].format(key="1")
     assert all(s.get("language") == "cmn-CN" for s in says(root))
 

@@ -53,6 +53,16 @@ def transfer(client, clock, sid: int, lang: str = "en") -> None:
     queue_caller(client, f"/voice/{lang}/node/payment/choice?attempt=1", call_form(caller(sid), Digits="0"))
 
 
+def test_the_whisper_says_one_minute_in_the_singular(app, client, clock, hotline, no_unexpected_http):
+    transfer(client, clock, 1)
+    clock.advance(50)  # 60 s in line: "1 minute", not "1 minutes"
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    leg = call_form(agent_leg(1), ParentCallSid=caller(1), Direction="outbound-dial", To="client:emma")
+    text = says(parse(signed_post(client, "/voice/agent/a103/whisper", leg)).find("Gather"))[0].text
+    assert text.startswith("payment call in English, waited 1 minute, ticket ")
+
+
 def test_an_available_agent_gets_the_longest_waiting_caller_whispered_and_bridged(
     app, client, clock, hotline, no_unexpected_http, ticket_for
 ):

@@ -209,7 +209,7 @@ def test_a_wait_past_closing_is_announced_with_the_closing_time(app, client, clo
     clock.now = clock.now.replace(hour=10, minute=57)  # 19:57 in Tokyo; the line closes at 20:00
     root = before_queue(client, 6)
     spoken = [s.text for s in root.iter("Say")]
-    assert CONFIG.prompts.closing_soon["en"].format(time="20:00") in spoken
+    assert CONFIG.prompts.closing_soon["en"].format(time="8 PM") in spoken
     assert spoken[-1] == CONFIG.prompts.stay_or_message["en"].format(key="1")
     # Pressing the message key instead of waiting leads to the message, not the queue.
     root = parse(signed_post(client, "/voice/en/node/agent_payment/choice?attempt=1", call_form(sid(6), Digits="1")))

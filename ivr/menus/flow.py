@@ -19,8 +19,9 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.calllog import CallLog, make_event, utc_iso
 from ivr.formvalues import bounded_int, whole_seconds
-from ivr.hours import describe_opening
+from ivr.hours import describe_opening, say_time
 from ivr.menus import render
+from ivr.menus.counts import Count
 from ivr.menus.model import (
     HangupNode,
     InfoNode,
@@ -290,7 +291,7 @@ class Flow:
         if past_closing:
             local = closing.astimezone(self.plan.hours.zone)
             announcement.append(
-                self.config.prompts.closing_soon[lang_id].format(time=f"{local.hour}:{local.minute:02d}")
+                self.config.prompts.closing_soon[lang_id].format(time=say_time(local, self.config.languages[lang_id]))
             )
         events.append(self._estimate_event(ahead, said_time=True, before_queue=True))
         # What was just said, so the first hold turn does not say the same place and wait again.
@@ -680,9 +681,9 @@ class Flow:
         if spoken.kind == "less_than_minute":
             texts.append(prompts.wait_less_than_minute[lang_id])
         elif spoken.kind == "range":
-            texts.append(prompts.wait_range[lang_id].format(lo=spoken.lo_min, hi=spoken.hi_min))
+            texts.append(prompts.wait_range[lang_id].format(lo=Count(spoken.lo_min), hi=Count(spoken.hi_min)))
         elif spoken.kind == "more_than":
-            texts.append(prompts.wait_more_than[lang_id].format(lo=spoken.lo_min))
+            texts.append(prompts.wait_more_than[lang_id].format(lo=Count(spoken.lo_min)))
         else:
             texts.append(prompts.wait_unknown[lang_id])
         return texts, True

@@ -7,28 +7,33 @@ whole tree (references, reachability, translations) live in `ivr.menus.checks`.
 from __future__ import annotations
 
 import re
+import string
 from datetime import date, time
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from ivr.menus import counts as counts_mod
 from ivr.menus import voices
+
+_FORMATTER = string.Formatter()
 
 Digit = Annotated[str, Field(pattern=r"^[0-9*#]$", description="one DTMF key")]
 NodeId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 LangId = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
 
 
-def with_placeholders(*allowed: str) -> object:
+def with_placeholders(*allowed: str, counts: tuple[str, ...] = ()) -> object:
     """Text per language id, e.g. {en: "...", ja: "...", zh: "..."}, whose {placeholders} must be
     among `allowed`: a typo such as {refrence} would crash the .format() on a live call, and
     braces in a text that is never formatted would be read out to callers. Each language's text
     is checked on its own, so an error names its place (prompts.closed.en). Completeness (every
-    language) is checked with the whole config."""
+    language) is checked with the whole config. `counts` may carry their unit's singular and
+    plural ({wait_min:minute|minutes})."""
 
     def check(text: str) -> str:
-        _check_placeholders(text, set(allowed))
+        _check_placeholders(text, set(allowed), frozenset(counts))
         return text
 
     return dict[LangId, Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(check)]]
@@ -37,6 +42,7 @@ def with_placeholders(*allowed: str) -> object:
 LangText = with_placeholders()  # a text without placeholders
 ReferenceText = with_placeholders("reference")
 Branch = Literal["account", "payment", "refund", "complaint", "agent", "other"]
+TIME_FIELDS = ("hour", "hour12", "minute", "minute02", "ampm")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -66,6 +72,14 @@ class Language(Strict):
         description="the next opening today or tomorrow; fields {day} (today/tomorrow), {weekday}, {time}",
     )
     date_format: str = Field(default="{month}/{day}", description="fields {month}, {day}, {month_name}")
+    time_format: str = Field(
+        default="{hour}:{minute02}",
+        description="a time of day: {hour} (0-23), {hour12} (1-12), {minute}, {minute02} (two digits), {ampm}",
+    )
+    time_format_on_the_hour: str | None = Field(
+        default=None, description="a time with no minutes (9 AM, 9時); default: time_format"
+    )
+    am_pm: tuple[str, str] = Field(default=("AM", "PM"), description="{ampm} before and after noon")
     branch_names: dict[Branch, str] = Field(
         default={}, description="how the branches are named to agents in this language (whisper)"
     )
@@ -106,6 +120,13 @@ class Language(Strict):
     @classmethod
     def _opening_soon_fields(cls, text: str) -> str:
         _check_placeholders(text, {"day", "weekday", "time"})
+        return text
+
+    @field_validator("time_format", "time_format_on_the_hour")
+    @classmethod
+    def _time_fields(cls, text: str | None) -> str | None:
+        if text is not None:
+            _check_placeholders(text, set(TIME_FIELDS))
         return text
 
     @model_validator(mode="after")
@@ -407,8 +428,8 @@ OpeningText = with_placeholders("opening")
 KeyText = with_placeholders("key")
 TimeText = with_placeholders("time")
 PositionText = with_placeholders("position")
-MinutesText = with_placeholders("lo", "hi")
-WhisperText = with_placeholders("branch", "language", "wait_min", "reference", "key")
+MinutesText = with_placeholders("lo", "hi", counts=("lo", "hi"))
+WhisperText = with_placeholders("branch", "language", "wait_min", "reference", "key", counts=("wait_min",))
 Last4Text = with_placeholders("last4")
 DigitsText = with_placeholders("digits")
 BookedText = with_placeholders("last4", "position", "reference")
@@ -416,6 +437,7 @@ BookedClosedText = with_placeholders("last4", "opening", "reference")
 BookedPastClosingText = with_placeholders("last4", "position", "opening", "reference")
 KeyOpeningText = with_placeholders("key", "opening")
 IntroText = with_placeholders("hotline", "branch", "reference")
+HotlineText = with_placeholders("hotline")
 SmsText = with_placeholders("hotline", "reference")
 
 
@@ -470,6 +492,13 @@ class Prompts(Strict):
     callback_whisper: WhisperText = Field(description="to the agent before a callback; like whisper")
     callback_calling_customer: LangText = Field(description="agent-first: to the agent who accepted")
     callback_customer_missed: LangText = Field(description="agent-first: to the agent, the customer was not reached")
+    callback_customer_missed_last: LangText = Field(
+        description="agent-first: to the agent, the customer was not reached on the last attempt"
+    )
+    callback_this_is: HotlineText = Field(description="who calls, to whoever answers a callback nobody waits for now")
+    callback_not_now: ReferenceText = Field(description="that callback's attempt was given up; it stays booked")
+    callback_closed_meanwhile: LangText = Field(description="that callback was done or failed meanwhile")
+    callback_goodbye: LangText = Field(description="the goodbye on calls we made (not 'thank you for calling')")
     callback_failed_sms: SmsText = Field(description="text after the last failed attempt; {hotline} {reference}")
 
 
@@ -506,10 +535,24 @@ class HotlineConfig(Strict):
         return self.name.get(lang_id) or next(iter(self.name.values()), "")
 
 
-def _check_placeholders(text: str, allowed: set[str]) -> None:
-    used = set(re.findall(r"{(\w*)}", text))
-    unknown = used - allowed
+def _check_placeholders(text: str, allowed: set[str], counts: frozenset[str] = frozenset()) -> None:
+    """Parse `text` the way str.format will on a live call, so whatever would crash there (a
+    typo'd name, a stray brace, a format spec) is refused at load instead. A count in `counts`
+    may name its unit in singular and plural, `{wait_min:minute|minutes}`, spoken "1 minute"
+    and "3 minutes" (see `ivr.menus.counts`)."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in _FORMATTER.parse(text) if name is not None]
+    except ValueError as exc:  # "Single '}' encountered", "expected '}' before end of string"
+        raise ValueError(f"{exc} in {text!r}: braces mark placeholders") from None
+    if not allowed and not fields and ("{" in text or "}" in text):
+        raise ValueError(f"braces in {text!r} would be read out to callers (this text takes no placeholders)")
+    allowed_text = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
+    unknown = {name for name, _, _ in fields} - allowed
     if unknown:
         names = ", ".join("{" + u + "}" for u in sorted(unknown))
-        allowed_text = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
         raise ValueError(f"unknown placeholder {names} in {text!r} (allowed: {allowed_text})")
+    for name, spec, conv in fields:
+        if conv or (spec and (name not in counts or not counts_mod.is_unit_spec(spec))):
+            mark = f"!{conv}" if conv else f":{spec}"
+            hint = f"; a count names its unit as {{{name}:minute|minutes}}" if name in counts else ""
+            raise ValueError(f"{{{name}{mark}}} in {text!r}: write the placeholder as {{{name}}}{hint}")

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from ivr.menus.counts import Count
 from ivr.menus.model import HotlineConfig, Language, MenuNode, QueueConfig
 
 
@@ -149,10 +150,13 @@ def record(
     return vr
 
 
-def speak_and_hang_up(config: HotlineConfig, lang_id: str, texts: list[str]) -> VoiceResponse:
+def speak_and_hang_up(
+    config: HotlineConfig, lang_id: str, texts: list[str], goodbye: dict[str, str] | None = None
+) -> VoiceResponse:
+    """Texts, goodbye (on calls we made, `callback_goodbye`: they did not call us), hang up."""
     lang = config.languages[lang_id]
     vr = VoiceResponse()
-    for text in [*texts, config.prompts.goodbye[lang_id]]:
+    for text in [*texts, (goodbye or config.prompts.goodbye)[lang_id]]:
         say(vr, text, lang)
     vr.hangup()
     return vr
@@ -327,7 +331,7 @@ def agent_whisper(
     text = template[lang_id].format(
         branch=lang.branch_names.get(branch, branch),
         language=lang.language_names.get(caller_lang_id) or (caller_lang.name if caller_lang else caller_lang_id),
-        wait_min=max(0, wait_min),
+        wait_min=Count(max(0, wait_min)),
         reference=" ".join(str(reference or "")),
         key=config.routing.accept_key,
     )

@@ -49,11 +49,15 @@ def not_expected_goodbye(config, flow: Flow, callback: Callback) -> VoiceRespons
     callback stands, in its language, then goodbye — never a mute hang-up."""
     lang_id, _ = flow.plan.language(callback.lang)
     prompts = config.prompts
+    # We called them: say who we are first, and do not thank them for calling.
+    texts = [prompts.callback_this_is[lang_id].format(hotline=config.name_in(lang_id))]
     if callback.status in ("pending", "scheduled", "dialling"):  # it stands: a later attempt comes
-        return render.speak_and_hang_up(config, lang_id, [prompts.callback_kept[lang_id]])
-    if callback.status == "cancelled":
-        return render.speak_and_hang_up(config, lang_id, [prompts.callback_cancelled[lang_id]])
-    return render.speak_and_hang_up(config, lang_id, [])  # done or failed meanwhile: goodbye
+        texts.append(prompts.callback_not_now[lang_id].format(reference=" ".join(str(callback.reference or ""))))
+    elif callback.status == "cancelled":
+        texts.append(prompts.callback_cancelled[lang_id])
+    else:  # done or failed meanwhile
+        texts.append(prompts.callback_closed_meanwhile[lang_id])
+    return render.speak_and_hang_up(config, lang_id, texts, goodbye=prompts.callback_goodbye)
 
 
 class CallbackCalls:
@@ -281,9 +285,11 @@ class AgentFirstCalls:
         result = "machine" if answered_by in MACHINE else (form.get("DialCallStatus") or "no-answer")
         # The agent did their part: free again (the desk frees only agents still reserved).
         self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "available", now_ms)
-        self.desk.attempt_over(callback_id, n, result, form.get("DialCallSid"))
+        settled = self.desk.attempt_over(callback_id, n, result, form.get("DialCallSid"))
         lang_id, lang = self._agent_lang(callback)
-        render.say(vr, self.config.prompts.callback_customer_missed[lang_id], lang)
+        prompts = self.config.prompts
+        missed = prompts.callback_customer_missed_last if settled == "failed" else prompts.callback_customer_missed
+        render.say(vr, missed[lang_id], lang)
         vr.hangup()
         return vr
 

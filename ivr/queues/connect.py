@@ -101,6 +101,7 @@ class AgentCalls:
             reason = form.get("DialCallStatus") or "no answer"
             return self._back_in_line(call_sid, lang_id, agent_id, reason, set_away=True)
         duration = whole_seconds(form.get("DialCallDuration"))
+        seat = None
         try:
             self.routing.transition(agent_id, call_sid, ["busy", "reserved"], "wrap_up", self.now_ms, keep_call=True)
             seat = self.routing.leave(call_sid)
@@ -114,7 +115,9 @@ class AgentCalls:
             # the call's final status is seen (or ops force it; see `on_call`).
             log.warning("call %s: Redis unavailable, agent %s not moved to wrap-up", call_sid, agent_id)
         self._log(call_sid, [make_event("agent_call", self.now, agent=agent_id, duration_s=duration)], sync=True)
-        return render.speak_and_hang_up(self.config, self.plan.language(lang_id)[0], [])
+        # A callback's customer did not call us this time: no "thank you for calling".
+        goodbye = self.config.prompts.callback_goodbye if seat is not None and seat.callback else None
+        return render.speak_and_hang_up(self.config, self.plan.language(lang_id)[0], [], goodbye=goodbye)
 
     def _back_in_line(self, call_sid: str, lang_id: str, agent_id: str, reason: str, set_away: bool) -> VoiceResponse:
         if set_away:
@@ -147,6 +150,7 @@ class AgentCalls:
             vr.hangup()
             return vr
         prompts = self.config.prompts
+        reference, since_ms = self._reference_and_since(caller_sid, seat)
         # No key: the agent's leg ends and the caller's Dial action moves them on.
         return render.agent_whisper(
             self.config,
@@ -154,8 +158,8 @@ class AgentCalls:
             render.agent_language(self.config, agent.languages),
             seat.branch,
             seat.lang,
-            round((self.now_ms - seat.arrived_ms) / 60000),
-            self._reference(caller_sid, seat),
+            round((self.now_ms - since_ms) / 60000),
+            reference,
             self.urls.accept(agent_id),
         )
 
@@ -172,14 +176,16 @@ class AgentCalls:
 
     # ----- helpers ------------------------------------------------------------------------
 
-    def _reference(self, call_sid: str, seat: Seat) -> int | None:
-        """The reference the caller knows: for a callback's customer, the one they were given
-        when they asked (the callback call's own ticket has another)."""
+    def _reference_and_since(self, call_sid: str, seat: Seat) -> tuple[int | None, int]:
+        """The reference the caller knows, and since when they have waited for us. For a
+        callback's customer: the reference they were given when they asked (the callback call's
+        own ticket has another), and the time they asked — the seat keeps their earlier arrival
+        in line, which is not what "booked … ago" tells the agent."""
         if seat.callback:
-            ref = self.routing.redis.hget(record_key(seat.callback), "reference")
-            if ref:
-                return int(ref)
-        return self.calls.reference(call_sid)
+            ref, requested_ms = self.routing.redis.hmget(record_key(seat.callback), ["reference", "requested_ms"])
+            since_ms = int(requested_ms or seat.arrived_ms)
+            return (int(ref) if ref else self.calls.reference(call_sid)), since_ms
+        return self.calls.reference(call_sid), seat.arrived_ms
 
     def _agent_on(self, agent_id: str, call_sid: str, status: str | None = None) -> bool:
         current = self.routing.agents().get(agent_id)
