@@ -92,8 +92,8 @@ def build_worker(redis_url: str):  # noqa: ANN201 - an rq Worker
     opened after that; one the app's client (2 s timeout) had already opened would end the wait
     after 2 s, and RQ quits on that timeout. Its own client has no open connection to reuse."""
     from redis import Redis
-    from rq import Worker
 
+    from callbacks.reliable import ReliableQueue, ReliableWorker
     from ivr.forksafe import protect
     from ivr.services import CALLBACKS_QUEUE, ROUTING_QUEUE, TICKETS_QUEUE
 
@@ -103,8 +103,14 @@ def build_worker(redis_url: str):  # noqa: ANN201 - an rq Worker
     # A worker that starts while a dead one's scheduler lock lives on (61 s) tries again for it
     # only in its maintenance, which runs between waits for jobs: both every minute or so, not
     # RQ's 10 minutes, so scheduled retries and seat jobs are not held up that long.
-    return Worker(
-        [ROUTING_QUEUE, CALLBACKS_QUEUE, TICKETS_QUEUE], connection=redis, worker_ttl=75, maintenance_interval=45
+    # Each job is taken into its queue's intermediate list, so a worker killed holding one loses
+    # nothing (callbacks/reliable.py).
+    return ReliableWorker(
+        [ROUTING_QUEUE, CALLBACKS_QUEUE, TICKETS_QUEUE],
+        connection=redis,
+        queue_class=ReliableQueue,
+        worker_ttl=75,
+        maintenance_interval=45,
     )
 
 

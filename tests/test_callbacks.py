@@ -339,7 +339,13 @@ def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hot
     step(client, "/voice/incoming", 6)
     root = step(client, f"/voice/en/callback/pending/{callback.id}", 6, Digits="2")
     assert texts(root)[0] == PROMPTS.callback_cancelled["en"]
-    assert root.find("Gather").get("action") == "/voice/language?attempt=1"  # on to the menus
+    # On to the menus; greeted in English already, so choosing English does not greet again.
+    assert root.find("Gather").get("action") == "/voice/en/language?attempt=1"
+    root = step(client, "/voice/en/language/silence?attempt=1", 6)
+    assert root.find("Gather").get("action") == "/voice/en/language?attempt=2"
+    root = step(client, "/voice/en/language?attempt=2", 6, Digits="3")
+    assert PROMPTS.greeting["en"] not in texts(root)
+    assert texts(root)[0] == CONFIG.menu.nodes[CONFIG.menu.root].prompt["en"]
     assert hotline.callbacks.get(callback.id).status == "cancelled"
     assert hotline.redis.zcard(waiting_key("payment", "en")) == 0
     # With nothing pending, the next call starts as usual.

@@ -29,10 +29,14 @@ class FlaskUrls:
     """render.Urls with url_for; one query parameter at most, so Twilio's re-ordering of query
     strings can never break a signature."""
 
-    def language_choice(self, attempt: int) -> str:
+    def language_choice(self, attempt: int, greeted: str | None = None) -> str:
+        if greeted:  # in the path: still one query parameter
+            return url_for("voice.language_choice", greeted=greeted, attempt=attempt)
         return url_for("voice.language_choice", attempt=attempt)
 
-    def language_silence(self, attempt: int) -> str:
+    def language_silence(self, attempt: int, greeted: str | None = None) -> str:
+        if greeted:
+            return url_for("voice.language_silence", greeted=greeted, attempt=attempt)
         return url_for("voice.language_silence", attempt=attempt)
 
     def node(self, lang: str, node_id: str) -> str:
@@ -134,16 +138,19 @@ def incoming():
     return twiml(flow().incoming(call()))
 
 
-@bp.post("/language")
-def language_choice():
-    """Language menu Gather action."""
-    return twiml(flow().language_choice(call(), attempt()))
+@bp.post("/language", defaults={"greeted": None})
+@bp.post("/<greeted>/language")
+def language_choice(greeted: str | None):
+    """Language menu Gather action (`greeted`: the caller was greeted in that language already,
+    e.g. by the notice of their pending callback)."""
+    return twiml(flow().language_choice(call(), attempt(), greeted))
 
 
-@bp.post("/language/silence")
-def language_silence():
+@bp.post("/language/silence", defaults={"greeted": None})
+@bp.post("/<greeted>/language/silence")
+def language_silence(greeted: str | None):
     """Language menu: the Gather ended with no input."""
-    return twiml(flow().language_silence(call(), attempt()))
+    return twiml(flow().language_silence(call(), attempt(), greeted))
 
 
 @bp.post("/<lang>/node/<node_id>")

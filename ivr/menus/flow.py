@@ -151,33 +151,37 @@ class Flow:
         lang_id, lang = self.plan.language(lang_id)
         if len(self.config.languages) == 1:
             return self._enter(call, lang_id, self.config.menu.root, preamble)
-        return render.language_menu(self.config, self.urls, 1, [(text, lang) for text in preamble])
+        greeted = None if lang_id == self.config.default_language else lang_id  # greeted in it already
+        return render.language_menu(self.config, self.urls, 1, [(text, lang) for text in preamble], greeted)
 
-    def language_choice(self, call: Call, attempt: int) -> VoiceResponse:
+    def language_choice(self, call: Call, attempt: int, greeted: str | None = None) -> VoiceResponse:
+        greeted = greeted if greeted in self.config.languages else None  # a path part: anything may come
         chosen = next((i for i, lang in self.config.languages.items() if lang.key == call.digits), None)
         if chosen:
             picked = make_event("input", self.now, node="language", input=call.digits, result="choice")
-            # The greeting was in the default language; welcome everyone else in theirs.
-            welcome = [] if chosen == self.config.default_language else [self.config.prompts.greeting[chosen]]
+            # The greeting was in the default language (or in `greeted`); welcome everyone else in theirs.
+            welcome = (
+                [] if chosen == (greeted or self.config.default_language) else [self.config.prompts.greeting[chosen]]
+            )
             return self._enter(call, chosen, self.config.menu.root, welcome, [picked, self._language_event(chosen)])
-        return self._language_retry(call, attempt, "invalid_option" if call.digits else "no_input")
+        return self._language_retry(call, attempt, "invalid_option" if call.digits else "no_input", greeted)
 
-    def language_silence(self, call: Call, attempt: int) -> VoiceResponse:
-        return self._language_retry(call, attempt, "no_input")
+    def language_silence(self, call: Call, attempt: int, greeted: str | None = None) -> VoiceResponse:
+        return self._language_retry(call, attempt, "no_input", greeted if greeted in self.config.languages else None)
 
-    def _language_retry(self, call: Call, attempt: int, reason: str) -> VoiceResponse:
-        default, lang = self.plan.language(None)
+    def _language_retry(self, call: Call, attempt: int, reason: str, greeted: str | None = None) -> VoiceResponse:
+        default, lang = self.plan.language(greeted)
         shown = "-" if reason == "no_input" else shown_keys(call.digits)
         event = make_event("input", self.now, node="language", input=shown, result=reason)
         if attempt >= self.config.input.max_attempts:
-            # Nobody chose: carry on in the default language rather than give up on the caller.
+            # Rather than give up on the caller, carry on in the default (or greeted) language.
             return self._enter(call, default, self.config.menu.root, [], [event, self._language_event(default)])
         self._log(call, [event])
         # No language chosen yet: apologise in each, in its own voice.
         texts = getattr(self.config.prompts, reason)
         preamble = [(texts[lang_id], lang) for lang_id, lang in self.config.languages.items()]
-        key = ("language", attempt + 1, reason)
-        return self._memo(key, lambda: render.language_menu(self.config, self.urls, attempt + 1, preamble))
+        key = ("language", attempt + 1, reason, greeted)
+        return self._memo(key, lambda: render.language_menu(self.config, self.urls, attempt + 1, preamble, greeted))
 
     def _language_event(self, lang_id: str) -> dict:
         return make_event("language", self.now, lang=lang_id)

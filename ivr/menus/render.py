@@ -18,8 +18,8 @@ from ivr.menus.model import HotlineConfig, Language, MenuNode, QueueConfig
 class Urls(Protocol):
     """Where each webhook lives; implemented with url_for in the handlers."""
 
-    def language_choice(self, attempt: int) -> str: ...
-    def language_silence(self, attempt: int) -> str: ...
+    def language_choice(self, attempt: int, greeted: str | None = None) -> str: ...
+    def language_silence(self, attempt: int, greeted: str | None = None) -> str: ...
     def node(self, lang: str, node_id: str) -> str: ...
     def choice(self, lang: str, node_id: str, attempt: int) -> str: ...
     def silence(self, lang: str, node_id: str, attempt: int) -> str: ...
@@ -73,17 +73,22 @@ def option_hints(node: MenuNode, lang_id: str) -> list[str]:
 
 
 def language_menu(
-    config: HotlineConfig, urls: Urls, attempt: int, preamble: list[tuple[str, Language]]
+    config: HotlineConfig,
+    urls: Urls,
+    attempt: int,
+    preamble: list[tuple[str, Language]],
+    greeted: str | None = None,
 ) -> VoiceResponse:
-    """Each language offers itself in its own voice: '日本語は1を…', '普通话请按2', 'For English…'."""
+    """Each language offers itself in its own voice: '日本語は1を…', '普通话请按2', 'For English…'.
+    `greeted`: the language the caller was already greeted in, when not the default's."""
     vr = VoiceResponse()
     # Keys only: speech needs a recognition language, and the caller has not chosen one yet.
-    gather = _gather(vr, config, None, urls.language_choice(attempt))
+    gather = _gather(vr, config, None, urls.language_choice(attempt, greeted))
     for text, lang in preamble:
         say(gather, text, lang)
     for lang in config.languages.values():
         say(gather, lang.choose, lang)
-    vr.redirect(urls.language_silence(attempt), method="POST")
+    vr.redirect(urls.language_silence(attempt, greeted), method="POST")
     return vr
 
 

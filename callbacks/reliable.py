@@ -1,0 +1,95 @@
+"""An RQ worker that loses no job when it dies holding one.
+
+RQ moves a job atomically into a per-queue "intermediate" list (BLMOVE) only when a worker
+listens on a single queue; with several it pops with BLPOP, and a job popped by a worker that is
+killed before its work-horse registers it is gone: its hash says `queued`, no list holds it, and
+no retry ever comes. (Killed with SIGKILL, the worker's scheduler process lives on and keeps its
+Redis socket open, so Redis can hand it a job even after the kill.) Hotline's worker listens on
+three queues (routing, callbacks, tickets) in priority order, so it takes jobs the single-queue
+way for all three: a Lua script moves the first job of the first non-empty queue into that
+queue's intermediate list, and while all are empty the worker waits on the routing queue (a
+caller is waiting on those) for at most POLL_S before looking at all three again. A job stays in
+its intermediate list until its work-horse has registered it as started; one left behind by a
+dead worker is found by RQ's own maintenance (twice, a minute apart) and failed into its retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.job import Job
+from rq.utils import as_text
+
+# How long an idle worker waits on its first queue before looking at the others again: the
+# most a callback dial or a ticket sync waits on an idle worker (a backlog never waits).
+POLL_S = 0.25
+
+# KEYS: source, intermediate, source, intermediate, ... in priority order.
+_MOVE_FIRST = """
+for i = 1, #KEYS, 2 do
+  local job_id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+  if job_id then return {KEYS[i], job_id} end
+end
+return false
+"""
+
+
+class ReliableQueue(Queue):
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer=None,  # noqa: ANN001 - RQ's signature
+        death_penalty_class=None,  # noqa: ANN001
+    ) -> tuple[Job, Queue] | None:
+        queues = list(queues)
+        job_cls = job_class or Job
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            moved = _move_first(connection, queues, deadline, timeout)
+            if moved is None:
+                return None
+            queue_key, job_id = (as_text(v) for v in moved)
+            queue = cls.from_queue_key(
+                queue_key,
+                connection=connection,
+                job_class=job_cls,
+                serializer=serializer,
+                death_penalty_class=death_penalty_class,
+            )
+            try:
+                return job_cls.fetch(job_id, connection=connection, serializer=serializer), queue
+            except NoSuchJobError:  # deleted meanwhile (as RQ does: skip it)
+                connection.lrem(queue.intermediate_queue_key, 1, job_id)
+
+
+def _move_first(connection: Redis, queues: list[Queue], deadline: float | None, timeout: int | None):  # noqa: ANN202
+    keys = [key for q in queues for key in (q.key, q.intermediate_queue_key)]
+    while True:
+        moved = connection.eval(_MOVE_FIRST, len(keys), *keys)
+        if moved:
+            return moved
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DequeueTimeout(timeout, [q.key for q in queues])
+        first = queues[0]
+        job_id = connection.blmove(first.key, first.intermediate_queue_key, min(POLL_S, left))
+        if job_id is not None:
+            return first.key, job_id
+
+
+class ReliableWorker(Worker):
+    queue_class = ReliableQueue
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # Every job came through an intermediate list (RQ assumes so only with one queue).
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
