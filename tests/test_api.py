@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from tests.conftest import OPS_TOKEN
@@ -43,6 +47,11 @@ def test_query_by_call_sid_caller_and_since(app, walker, run_jobs, clock):
     assert ids("?caller=090-3333-4444") == [second.call_sid]  # national format, hotline's country
     since = clock.now.isoformat().replace("+00:00", "Z")
     assert ids(f"?since={since}") == [second.call_sid]
+    # The same instant in Tokyo time (+09:00): the offset counts (SQLite keeps times without one).
+    tokyo = clock.now.astimezone(ZoneInfo("Asia/Tokyo")).isoformat()
+    assert ids("?since=" + quote(tokyo)) == [second.call_sid]
+    an_hour_before = (clock.now - timedelta(seconds=3601)).astimezone(ZoneInfo("Asia/Tokyo")).isoformat()
+    assert ids("?since=" + quote(an_hour_before)) == [second.call_sid, first.call_sid]
     ticket = client.get(f"/api/tickets?call_sid={second.call_sid}", headers=API).get_json()["tickets"][0]
     by_id = client.get(f"/api/tickets/{ticket['id']}", headers=API)
     assert by_id.status_code == 200 and by_id.get_json() == ticket

@@ -128,6 +128,9 @@ class TicketStore:
         if caller:
             query = query.where(Ticket.caller == caller)
         if since:
+            # In UTC, as the times are stored: SQLite keeps them without their offset and compares
+            # text, so 14:32+09:00 would be read as 14:32 UTC.
+            since = since.astimezone(UTC) if since.tzinfo else since
             query = query.where(Ticket.started_at >= since)
         with self.session() as session:
             return list(session.scalars(query))
