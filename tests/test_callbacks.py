@@ -28,6 +28,7 @@ from ivr.menus.loader import load_config
 from ivr.queues.callbacks import Callback, member
 from ivr.queues.state import waiting_key
 from tests.conftest import ACCOUNT_SID, BASE_URL, CLOSED_TIME, OPS_TOKEN, SHIPPED_CONFIG
+from tests.test_agent_console import auth
 from tests.twiml import call_form, parse, queue_caller, says, signed_post, verbs
 
 CONFIG = load_config(SHIPPED_CONFIG)
@@ -462,6 +463,7 @@ def test_the_callback_is_dialled_when_an_agent_is_free_and_bridged(
 def test_the_whisper_counts_a_callback_from_its_booking_not_from_the_seat_it_keeps(
     app, client, clock, hotline, no_unexpected_http
 ):
+    step(client, "/voice/incoming", 1)
     queue_caller(client, TRANSFER, call_form(sid(1), Digits="0"))
     clock.advance(300)  # five minutes on hold, then the caller takes the offer
     signed_post(client, "/voice/en/hold/payment", call_form(sid(1)))
@@ -474,9 +476,29 @@ def test_the_whisper_counts_a_callback_from_its_booking_not_from_the_seat_it_kee
     hotline.routing.set_agent_status("a103", "available", now_ms(clock))
     expect_dial(no_unexpected_http, 1)
     run_routing(app)
+
+    def screen_pop() -> dict:
+        return client.get("/agent/api/me", headers=auth("a103")).get_json()["call"]
+
+    # Reserved, and once the customer answers: the agent's screen shows why they called, from the
+    # call that asked, and how long they have waited for us since they asked.
+    reserved = screen_pop()
+    assert (reserved["call_sid"], reserved["reference"], reserved["waited_s"]) == (
+        member(callback.id),
+        callback.reference,
+        120,
+    )
+    assert "agent_payment" in reserved["path"] and reserved["branch"] == "payment"
+    assert reserved["callback"]["id"] == callback.id and reserved["callback"]["number"] == "+819012345678"
     outbound = {"From": HOTLINE_NUMBER, "To": "+819012345678", "Direction": "outbound-api"}
     answer = call_form(out_sid(1), AnsweredBy="human", **outbound)
     signed_post(client, f"/voice/callback/{callback.id}/1/answer", answer)
+    talking = screen_pop()
+    assert talking["call_sid"] == out_sid(1) and talking["queue"] == "payment"
+    assert {k: talking[k] for k in ("reference", "path", "waited_s")} == {
+        k: reserved[k] for k in ("reference", "path", "waited_s")
+    }
+    assert talking["callback"]["attempt"] == 1
     leg = call_form(sid(0xA1), ParentCallSid=out_sid(1), Direction="outbound-dial")
     root = parse(signed_post(client, "/voice/agent/a103/whisper", leg))
     assert texts(root)[0].startswith("Callback: payment request in English, booked 2 minutes ago, ticket ")
@@ -1026,7 +1048,7 @@ def test_keeping_a_callback_that_ended_while_the_caller_listened_says_it_is_over
     for digits in ("1", "2"):
         root = step(client, f"/voice/en/callback/pending/{callback.id}", 5, Digits=digits)
         assert texts(root)[0] == PROMPTS.callback_over["en"], digits
-        assert root.find("Gather").get("action") == "/voice/language?attempt=1"  # on to the menus
+        assert root.find("Gather").get("action") == "/voice/en/language?attempt=1"  # on to the menus (greeted)
 
 
 @pytest.mark.parametrize("after_closing", [False, True])

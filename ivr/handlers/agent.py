@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ivr.calllog import make_event
 from ivr.handlers.jsonapi import json_object, on_call, redis_unavailable
 from ivr.menus.model import Agent
+from ivr.queues.callbacks import Callback, callback_id_of
 from ivr.queues.state import SETTABLE
 from ivr.services import services
 from ivr.tickets.store import ticket_json
@@ -81,12 +82,17 @@ def me():
 
 def screen_pop(call_sid: str) -> dict:
     hotline = services()
-    summary = summarize(hotline.calls.events(call_sid))
+    now = hotline.clock()
+    callback = _callback_of(call_sid)
+    # A callback: why the customer called is on the call that asked for it, and they have waited
+    # for us since they asked (the call we placed has no menu path and no queue of its own).
+    summary = summarize(hotline.calls.events(callback.call_sid if callback else call_sid))
     block = summary["queue"] or {}
     entered = block.get("entered_at")
-    now = hotline.clock()
     waited = block.get("wait_s")
-    if waited is None and entered:
+    if callback is not None:
+        waited = max(0, round(now.timestamp() - callback.requested_ms / 1000))
+    elif waited is None and entered:
         waited = round((now - datetime.fromisoformat(entered)).total_seconds())
     earlier, history_error = [], None
     if summary["caller"]:
@@ -100,7 +106,7 @@ def screen_pop(call_sid: str) -> dict:
             history_error = "earlier tickets are unavailable right now"
     return {
         "call_sid": call_sid,
-        "reference": hotline.calls.reference(call_sid),
+        "reference": (callback.reference if callback else None) or hotline.calls.reference(call_sid),
         "caller": summary["caller"],
         "language": summary["language"],
         "language_name": getattr(
@@ -108,11 +114,30 @@ def screen_pop(call_sid: str) -> dict:
         ),
         "branch": summary["branch"],
         "path": [step["node"] for step in summary["path"]],
-        "queue": block.get("queue"),
+        "queue": callback.queue if callback else block.get("queue"),
         "waited_s": waited,
+        "callback": None
+        if callback is None
+        else {
+            "id": callback.id,
+            "number": callback.number,
+            "requested_at": datetime.fromtimestamp(callback.requested_ms / 1000, UTC).isoformat(),
+            "attempt": len(callback.attempts),
+        },
         "earlier_tickets": earlier,
         "earlier_tickets_error": history_error,
     }
+
+
+def _callback_of(call_sid: str) -> Callback | None:
+    """The callback an agent is reserved for (`cb:<id>` until the customer answers) or talks on
+    (the call we placed: its seat names the callback)."""
+    hotline = services()
+    callback_id = callback_id_of(call_sid)
+    if callback_id is None:
+        seat = hotline.routing.seat(call_sid)
+        callback_id = seat.callback if seat is not None and seat.callback else None
+    return hotline.callbacks.get(callback_id) if callback_id else None
 
 
 @bp.post("/api/status")
