@@ -271,3 +271,43 @@ def test_the_language_menu_records_every_wrong_key_and_silence(walker, ticket_fo
     result = walker().dial([None, None, None, "hangup"])  # max_attempts silences: the default language
     silent = ticket_for(result.call_sid)["path"][0]
     assert [(i["input"], i["result"]) for i in silent["inputs"]] == [("-", "no_input")] * 3
+
+
+def test_two_syncs_of_one_call_at_once_merge_instead_of_failing(any_database_url):
+    """The second sync to commit meets the first's rows: it merges again over them (before, it
+    failed on the unique constraint and left a traceback for RQ to retry)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+
+    from ivr.tickets.store import TicketStore
+
+    now = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
+    events = [
+        {"id": "start", "at": now.isoformat(), "kind": "start", "caller": "+819012345678", "called": "+815012345678"},
+        {"id": "lang", "at": now.isoformat(), "kind": "language", "lang": "en"},
+    ]
+    first, other = TicketStore(any_database_url), TicketStore(any_database_url)
+    raced = []
+
+    def the_other_sync_commits_first(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("INSERT INTO TICKET_EVENTS") and not raced:
+            raced.append(True)
+            other.sync("CA" + "1" * 32, events, 100000, lambda: 100001, now)
+
+    event.listen(first.engine, "before_cursor_execute", the_other_sync_commits_first)
+    try:
+        ticket = first.sync(
+            "CA" + "1" * 32,
+            [*events, {"id": "end", "at": now.isoformat(), "kind": "status", "status": "completed"}],
+            100000,
+            lambda: 100001,
+            now,
+        )
+    finally:
+        event.remove(first.engine, "before_cursor_execute", the_other_sync_commits_first)
+    assert raced and ticket.id == 100000
+    stored = first.get(100000)
+    assert stored.call_sid == "CA" + "1" * 32 and stored.language == "en" and stored.ended_at is not None
+    first.dispose()
+    other.dispose()

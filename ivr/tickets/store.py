@@ -8,12 +8,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ivr.tickets.models import Ticket, TicketEvent
 from ivr.tickets.summary import summarize
 
 log = logging.getLogger(__name__)
+
+
+_MERGE_TRIES = 3
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI objects
@@ -68,8 +72,27 @@ class TicketStore:
         new_reference: Callable[[], int],
         now: datetime,
     ) -> Ticket:
-        """Merge events into the call's ticket and rebuild its summary. Idempotent; a concurrent
-        sync of the same call fails on the unique constraints and is retried by RQ."""
+        """Merge events into the call's ticket and rebuild its summary. Idempotent. Two syncs of
+        one call at once (a ticket job and `flask hotline call`'s own, say): the second to commit
+        fails on the unique constraints, and merges again over what the first wrote (RQ retries
+        it should that fail too)."""
+        for attempt in range(_MERGE_TRIES):
+            try:
+                return self._sync_once(call_sid, events, reference, new_reference, now)
+            except IntegrityError:
+                if attempt == _MERGE_TRIES - 1:
+                    raise
+                log.info("call %s: a concurrent sync wrote first; merging again", call_sid)
+        raise AssertionError("unreachable")
+
+    def _sync_once(
+        self,
+        call_sid: str,
+        events: list[dict],
+        reference: int | None,
+        new_reference: Callable[[], int],
+        now: datetime,
+    ) -> Ticket:
         with self.session() as session, session.begin():
             known = set(session.scalars(select(TicketEvent.event_id).where(TicketEvent.call_sid == call_sid)))
             for e in events:
