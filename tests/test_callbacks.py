@@ -698,6 +698,11 @@ def test_an_after_hours_caller_is_called_back_after_opening(app, client, clock, 
     )
     callback = the_callback(hotline)
     assert callback.status == "scheduled"
+    # Phoning again meanwhile and keeping it: told when, not "when it is your turn".
+    step(client, "/voice/incoming", 9)
+    root = step(client, f"/voice/en/callback/pending/{callback.id}", 9, Digits="1")
+    kept = PROMPTS.callback_kept_scheduled["en"].format(opening="on Monday, November 30, at 9 AM")
+    assert texts(root) == [kept, PROMPTS.goodbye["en"]]
     opening = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # Monday 09:00 JST
     assert scheduled_times(app) == [opening]
     assert hotline.redis.zcard(waiting_key("payment", "en")) == 0

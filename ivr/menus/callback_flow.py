@@ -331,6 +331,11 @@ class CallbackFlow:
                 self.flow._log(call, [self._input("callback_pending", "1", "already_over")])
                 return self.flow.start_menu(call, [prompts.callback_over[lang_id]], lang_id)
             self.flow._log(call, [self._input("callback_pending", "1", "kept")])
+            if current.status == "scheduled" and current.scheduled_ms:  # not in line: it waits for a time
+                when = datetime.fromtimestamp(current.scheduled_ms / 1000, self.plan.hours.zone)
+                opening = describe_opening(when, self.now, self.config.languages[lang_id])
+                kept = prompts.callback_kept_scheduled[lang_id].format(opening=opening)
+                return render.speak_and_hang_up(self.config, lang_id, [kept])
             return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_kept[lang_id]])
         if call.digits == "2":
             result = cancel(callback_id)

@@ -485,6 +485,9 @@ class Prompts(Strict):
     )
     callback_pending: Last4Text = Field(description="a caller with a pending callback: 1 keep, 2 cancel, or stay")
     callback_kept: LangText
+    callback_kept_scheduled: OpeningText = Field(
+        description="kept, and waiting for a time (the opening, a retry): {opening}, as in callback_booked_closed"
+    )
     callback_over: LangText = Field(description="the pending callback asked about ended meanwhile (failed, cancelled)")
     callback_unavailable: LangText = Field(description="the callback key on hold while callbacks cannot be booked")
     callback_cancelled: LangText
