@@ -66,6 +66,8 @@ def test_screen_pop_shows_why_the_caller_calls(app, client, clock, run_jobs):
 def test_the_disposition_lands_on_the_ticket(app, client, clock, ticket_for):
     connect_call(app, client, clock)
     body = {"call_sid": CALLER, "disposition": "refund_requested", "notes": "double charge at a konbini"}
+    no_call = client.post("/agent/api/disposition", json={"disposition": "resolved"}, headers=auth("a101"))
+    assert no_call.status_code == 400 and "call_sid is required" in no_call.get_json()["error"]
     assert client.post("/agent/api/disposition", json=body, headers=auth("a102")).status_code == 403
     assert (
         client.post("/agent/api/disposition", json={**body, "disposition": "x"}, headers=auth("a101")).status_code

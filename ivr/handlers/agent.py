@@ -162,6 +162,8 @@ def disposition():
     hotline = services()
     body = json_object()
     call_sid, value = str(body.get("call_sid", "")), body.get("disposition")
+    if not call_sid:
+        abort(400, description="call_sid is required: the screen pop's call_sid")
     notes = str(body.get("notes", ""))[:4000]
     if value not in DISPOSITIONS:
         abort(400, description=f"disposition must be one of {', '.join(DISPOSITIONS)}")
