@@ -504,6 +504,31 @@ def test_the_whisper_counts_a_callback_from_its_booking_not_from_the_seat_it_kee
     assert texts(root)[0].startswith("Callback: payment request in English, booked 2 minutes ago, ticket ")
 
 
+def test_a_callback_customer_sent_back_to_line_who_hangs_up_has_the_whole_story_on_the_ticket(
+    app, client, clock, hotline, no_unexpected_http, ticket_for
+):
+    """The agent misses the whisper; the customer waits at the callback's seat and hangs up."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    expect_dial(no_unexpected_http, 1)
+    run_routing(app)
+    outbound = {"From": HOTLINE_NUMBER, "To": "+819012345678", "Direction": "outbound-api"}
+    signed_post(
+        client, f"/voice/callback/{callback.id}/1/answer", call_form(out_sid(1), AnsweredBy="human", **outbound)
+    )
+    missed = call_form(out_sid(1), DialCallStatus="no-answer", **outbound)
+    root = parse(signed_post(client, "/voice/en/connect/a103/done", missed))
+    assert "Enqueue" in verbs(root)  # back to the callback's place
+    clock.advance(40)
+    signed_post(client, "/voice/status", call_form(out_sid(1), CallStatus="completed", CallDuration="60", **outbound))
+    ticket = ticket_for(out_sid(1))
+    assert ticket["outcome"] == "abandoned" and ticket["branch"] == "payment"
+    assert ticket["queue"]["queue"] == "payment"
+    assert [(m["agent"], m["result"]) for m in ticket["queue"]["agents_missed"]] == [("a103", "no-answer")]
+    assert ticket["callback"]["role"] == "callback_call"
+
+
 def test_callbacks_and_live_callers_are_served_in_arrival_order(app, client, clock, hotline, no_unexpected_http):
     clock.advance(5)
     queue_caller(client, TRANSFER, call_form(sid(1), Digits="0", From="+819011110001"))

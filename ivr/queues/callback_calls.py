@@ -133,9 +133,13 @@ class CallbackCalls:
             make_event("language", desk.now, lang=lang_id),
             make_event("callback_answered", desk.now, callback_id=callback.id, answered_by=answered_by or None),
         ]
-        desk.calls.append(call.sid, events)
         if handed:
+            # In line from now on, at the callback's seat (the agent may miss the whisper and send
+            # the customer back to it): the ticket's queue block starts here, as a live caller's.
+            events.append(make_event("enqueued", desk.now, node=callback.node, queue=callback.queue))
+            desk.calls.append(call.sid, events)
             return self.agents.connect(call.sid, lang_id, agent_id, [intro])
+        desk.calls.append(call.sid, events)
         # No agent held for it (the gate is off, or the reservation lapsed): wait in the
         # callback's original place, as a live caller.
         twiml_events: list[dict] = []
