@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -18,6 +19,21 @@ log = logging.getLogger(__name__)
 
 
 _MERGE_TRIES = 3
+
+
+def _merging_again_after_a_race(sync: Callable[..., Ticket]) -> Callable[..., Ticket]:
+    @functools.wraps(sync)
+    def merged(self: TicketStore, call_sid: str, *args: object) -> Ticket:
+        for attempt in range(1, _MERGE_TRIES + 1):
+            try:
+                return sync(self, call_sid, *args)
+            except IntegrityError:
+                if attempt == _MERGE_TRIES:
+                    raise
+                log.info("call %s: a concurrent sync wrote first; merging again", call_sid)
+        raise AssertionError("unreachable")
+
+    return merged
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI objects
@@ -64,6 +80,7 @@ class TicketStore:
         assert self._sessions is not None
         return self._sessions()
 
+    @_merging_again_after_a_race
     def sync(
         self,
         call_sid: str,
@@ -76,23 +93,6 @@ class TicketStore:
         one call at once (a ticket job and `flask hotline call`'s own, say): the second to commit
         fails on the unique constraints, and merges again over what the first wrote (RQ retries
         it should that fail too)."""
-        for attempt in range(_MERGE_TRIES):
-            try:
-                return self._sync_once(call_sid, events, reference, new_reference, now)
-            except IntegrityError:
-                if attempt == _MERGE_TRIES - 1:
-                    raise
-                log.info("call %s: a concurrent sync wrote first; merging again", call_sid)
-        raise AssertionError("unreachable")
-
-    def _sync_once(
-        self,
-        call_sid: str,
-        events: list[dict],
-        reference: int | None,
-        new_reference: Callable[[], int],
-        now: datetime,
-    ) -> Ticket:
         with self.session() as session, session.begin():
             known = set(session.scalars(select(TicketEvent.event_id).where(TicketEvent.call_sid == call_sid)))
             for e in events:
