@@ -227,8 +227,17 @@ def test_silence_and_wrong_keys_are_answered_and_finally_the_caller_is_queued(cl
     root = step(client, "/voice/en/callback/number/silence?attempt=3", 4)
     # No number after three tries: into the queue they were about to join, with a word first.
     assert verbs(root) == ["Say", "Enqueue"] and root.find("Enqueue").text == "payment"
+    assert texts(root) == [PROMPTS.callback_no_number["en"]]  # about the number, not "your choice"
     assert hotline.routing.position(sid(4), "payment", "en") == 1
     assert hotline.callbacks.open_for("+819012345678") is None
+
+
+def test_a_number_entry_of_just_the_pound_key_is_no_input_not_a_wrong_number(client):
+    step(client, TRANSFER, 3, Digits="0", From="anonymous")
+    step(client, OFFER_CHOICE, 3, Digits="2", From="anonymous")
+    root = step(client, "/voice/en/callback/entry/answer?attempt=1", 3, Digits="", From="anonymous")
+    assert texts(root) == [PROMPTS.no_input["en"], PROMPTS.callback_enter_number["en"]]
+    assert root.find("Gather").get("action") == "/voice/en/callback/entry/answer?attempt=2"
 
 
 def test_a_waiting_caller_takes_the_offer_and_keeps_their_place(app, client, clock, hotline):

@@ -119,6 +119,8 @@ class CallbackFlow:
                 return self._entry_step(call, lang_id, 1, [], [self._input("callback_number", "2", "enter")])
             return self._again(call, lang_id, step, attempt, "invalid_option", digits)
         if step == "entry":
+            if not digits:  # just the pound key: nothing entered, not a wrong number
+                return self._again(call, lang_id, step, attempt, "no_input", "-")
             number = callback_number(digits, self.policy.country)
             if number is None:
                 return self._again(call, lang_id, step, attempt, "callback_invalid_number", "[redacted]")
@@ -179,7 +181,7 @@ class CallbackFlow:
         (or into the queue they were about to join); on a closed line, goodbye."""
         self.book.drop_draft(call.sid)
         events.append(make_event("callback_declined", self.now, reason="no number"))
-        sorry = self.config.prompts.too_many_attempts[lang_id]
+        sorry = self.config.prompts.callback_no_number[lang_id]
         node = self.plan.node(draft.get("node", ""))
         if (
             draft.get("kind") in ("queue", "peak")

@@ -477,6 +477,7 @@ class Prompts(Strict):
     callback_use_caller_id: Last4Text = Field(description="1: the caller ID ending {last4}; 2: another number")
     callback_enter_number: LangText = Field(description="enter the number, then hash")
     callback_invalid_number: LangText = Field(description="the entered number cannot be called back")
+    callback_no_number: LangText = Field(description="no number after all the attempts (then back in line or goodbye)")
     callback_readback: DigitsText = Field(description="{digits} read back one by one; 1 correct, 2 again")
     callback_booked: BookedText = Field(description="booked while open; {last4} {position} {reference}")
     callback_booked_closed: BookedClosedText = Field(description="booked while closed; {last4} {opening} {reference}")
