@@ -217,6 +217,22 @@ def test_a_wait_past_closing_is_announced_with_the_closing_time(app, client, clo
     assert busy_line.position(sid(6), "payment", "en") is None
 
 
+def test_with_nobody_on_duty_near_closing_the_caller_hears_the_closing_and_the_opening(app, client, clock):
+    """No estimate (nobody staffed) bounds the wait: 4 minutes before closing it may well run
+    past it, so the callback offer names the opening too."""
+    clock.now = clock.now.replace(hour=10, minute=56)  # 19:56 in Tokyo
+    spoken = [s.text for s in before_queue(client, 7).iter("Say")]
+    assert CONFIG.prompts.wait_unknown["en"] in spoken
+    assert CONFIG.prompts.closing_soon["en"].format(time="8 PM") in spoken
+    offer = CONFIG.prompts.callback_offer_past_closing["en"].format(key="2", opening="tomorrow, Wednesday, at 9 AM")
+    assert offer in spoken
+    # In the morning the closing is far off: nothing about it.
+    clock.now = clock.now.replace(hour=1, minute=0)  # 10:00 in Tokyo
+    spoken = [s.text for s in before_queue(client, 8).iter("Say")]
+    assert CONFIG.prompts.wait_unknown["en"] in spoken
+    assert not any("close" in text for text in spoken)
+
+
 @pytest.fixture
 def small_queues(make_app, tmp_path):
     import yaml

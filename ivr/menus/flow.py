@@ -76,6 +76,11 @@ class Call:
         )
 
 
+# An unknown wait (nobody on duty) counts as running past a closing this near: the longest wait
+# callers are ever told ("more than 30 minutes", `spoken_range`'s cap).
+UNKNOWN_WAIT_NEAR_CLOSING_S = 30 * 60
+
+
 class Flow:
     def __init__(
         self,
@@ -282,9 +287,10 @@ class Flow:
             full = [*texts, self.config.prompts.queue_full[lang_id]]
             return render.closed(self.config, self.urls, lang_id, node_id, full, 1, offer, self.callback_key)
         closing = self.plan.hours.closing(self.now)
-        past_closing = (
-            closing is not None and estimate.known and self.now.timestamp() + estimate.hi_s > closing.timestamp()
-        )
+        # Nobody on duty (no estimate): nothing bounds the wait, so with the closing nearer than
+        # the longest wait we ever name, it may well run past it too.
+        upper_s = estimate.hi_s if estimate.known else UNKNOWN_WAIT_NEAR_CLOSING_S
+        past_closing = closing is not None and self.now.timestamp() + upper_s > closing.timestamp()
         peak = self.config.peak
         at_peak = self.plan.hours.in_window(peak.windows, self.now)
         offer_callback = self.callbacks_on and (past_closing or self.callbacks.offered_at(estimate.hi_s))
