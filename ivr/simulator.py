@@ -90,11 +90,13 @@ class CallWalker:
         max_steps: int = 200,
         on_say: Callable[[Utterance], None] | None = None,
         on_input: Callable[[str], str | None] | None = None,
+        duration_of: Callable[[], float] | None = None,
     ):
         """`elapsed_s` is the call's own timeline, advanced as Twilio would spend the time:
         speaking each <Say>, each <Pause>, a Gather's timeout on no input, the seconds of a
         recording, the hold loop's turns; the status callback's CallDuration comes from it (the
-        simulator reads it to move the hotline's clock)."""
+        simulator reads it to move the hotline's clock) — or from `duration_of`, when the clock the
+        hotline keeps is not that timeline."""
         self.transport = transport
         self.validator = RequestValidator(auth_token)
         self.base_url = base_url.rstrip("/")
@@ -106,6 +108,7 @@ class CallWalker:
         self.max_steps = max_steps
         self.on_say = on_say
         self.on_input = on_input
+        self.duration_of = duration_of
         self._seq = 0
         self.elapsed_s = 0.0
 
@@ -149,7 +152,8 @@ class CallWalker:
         return full, root
 
     def status_callback(self, result: WalkResult, status: str = "completed", duration: int | None = None) -> None:
-        duration = max(1, round(self.elapsed_s)) if duration is None else duration
+        if duration is None:
+            duration = max(1, round(self.duration_of() if self.duration_of else self.elapsed_s))
         form = self.params(CallStatus=status, CallDuration=str(duration), SequenceNumber=str(self._seq))
         self._seq += 1
         code, _, body = self.post("/voice/status", form)

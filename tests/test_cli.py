@@ -36,6 +36,10 @@ def test_python_m_ivr_call_walks_the_menu_and_prints_the_ticket(redis_url, tmp_p
     assert ticket["outcome"] == "self_service"
     assert [step["node"] for step in ticket["path"]] == ["language", "main", "refund", "refund_status"]
     assert "PROBLEM" not in done.stderr
+    # A shared Redis holds the call to the real clock: its duration is real too, not the ~40 s
+    # of speaking it walked through.
+    started, ended = (datetime.fromisoformat(ticket[k]) for k in ("started_at", "ended_at"))
+    assert ticket["duration_s"] == max(1, round((ended - started).total_seconds())) < 10
 
 
 def test_migrations_upgrade_an_empty_database_and_are_repeatable(any_database_url):
