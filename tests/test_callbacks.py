@@ -537,6 +537,11 @@ def test_a_callback_customer_sent_back_to_line_who_hangs_up_has_the_whole_story_
     assert ticket["queue"]["queue"] == "payment"
     assert [(m["agent"], m["result"]) for m in ticket["queue"]["agents_missed"]] == [("a103", "no-answer")]
     assert ticket["callback"]["role"] == "callback_call"
+    # The asking call's ticket: the customer was reached, but no agent talked to them.
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed"))
+    asked = ticket_for(sid(1))["callback"]
+    assert asked["status"] == "done" and asked["attempts"][0]["result"] == "connected"
+    assert asked["agent"] is None
 
 
 def test_callbacks_and_live_callers_are_served_in_arrival_order(app, client, clock, hotline, no_unexpected_http):

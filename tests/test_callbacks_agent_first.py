@@ -83,6 +83,7 @@ def test_the_agent_is_called_first_then_the_customer(app, client, hotline, diall
     signed_post(client, "/voice/status", call_form("CA" + "0" * 31 + "1", CallStatus="completed"))
     block = ticket_for("CA" + "0" * 31 + "1")["callback"]
     assert block["status"] == "done" and [a["result"] for a in block["attempts"]] == ["connected"]
+    assert block["agent"] == "a103"  # on the line when the customer was connected
 
 
 def test_a_machine_on_the_customers_leg_is_a_failed_attempt(app, client, clock, hotline, dialling):

@@ -83,7 +83,7 @@ class CallbackCalls:
             vr = VoiceResponse()
             vr.hangup()
             return vr
-        if desk.connected(callback_id, n, callback.agent) is None:
+        if desk.connected(callback_id, n, callback.agent, agent_on_line=False) is None:
             # The attempt was given up on between our read and now (its reservation timed out):
             # the customer is on the line all the same, so they wait in the callback's place.
             late = desk.answered_late(callback_id, n, call.sid)

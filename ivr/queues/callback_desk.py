@@ -241,8 +241,10 @@ class CallbackDesk:
             )
         return outcome["next"]
 
-    def connected(self, callback_id: str, n: int, agent_id: str | None) -> Callback | None:
-        """The customer is talking to the agent: the callback is done."""
+    def connected(self, callback_id: str, n: int, agent_id: str | None, agent_on_line: bool = True) -> Callback | None:
+        """The customer is on the line: the callback is done. `agent_on_line`: and talking to
+        the agent (agent first); customer first, the agent is still to take the whisper, and
+        the connection notes who did (`callback_taken`)."""
 
         def done(cb: Callback) -> Callback | None:
             if not cb.dialling(n):
@@ -265,6 +267,8 @@ class CallbackDesk:
             started_at=_utc(updated.attempts[-1].get("at")),
         )
         self.note(updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="done", agent=updated.agent)
+        if agent_on_line and updated.agent:
+            self.note(updated, "callback_taken", event_id=f"cb-{updated.id}-taken-{n}", agent=updated.agent)
         return updated
 
     def answered_late(self, callback_id: str, n: int, call_sid: str) -> Callback | None:

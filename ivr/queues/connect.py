@@ -21,7 +21,8 @@ from ivr.formvalues import whole_seconds
 from ivr.menus import render
 from ivr.menus.model import Agent, TransferNode
 from ivr.menus.runtime import Plan
-from ivr.queues.callbacks import record_key
+from ivr.queues.callback_desk import note_callback
+from ivr.queues.callbacks import CallbackBook, record_key
 from ivr.queues.live import note_handled
 from ivr.queues.state import RoutingState, Seat
 
@@ -172,9 +173,22 @@ class AgentCalls:
             vr.hangup()
             return vr
         self._log(caller_sid, [make_event("agent_accepted", self.now, agent=agent_id)])
+        self._note_callback_taken(agent_id, caller_sid)
         return vr  # an empty document on the whisper leg: Twilio bridges the two calls
 
     # ----- helpers ------------------------------------------------------------------------
+
+    def _note_callback_taken(self, agent_id: str, caller_sid: str) -> None:
+        """A callback's customer now talks to this agent: the asking call's ticket names them
+        (not the agent reserved when the customer answered, who may have missed the whisper)."""
+        try:
+            seat = self.routing.seat(caller_sid)
+            callback = CallbackBook(self.routing.redis).get(seat.callback) if seat and seat.callback else None
+            if callback is not None:
+                event_id = f"cb-{callback.id}-taken-{caller_sid}"
+                note_callback(self.calls, self.mark_due, self.now, callback, "callback_taken", event_id, agent=agent_id)
+        except RedisError:  # the bridge matters more than the note
+            log.warning("call %s: Redis unavailable, callback's agent not noted", caller_sid)
 
     def _reference_and_since(self, call_sid: str, seat: Seat) -> tuple[int | None, int]:
         """The reference the caller knows, and since when they have waited for us. For a

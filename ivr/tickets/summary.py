@@ -140,7 +140,9 @@ def _callback_block(by_kind: dict[str, list[dict]]) -> dict | None:
         # Only while it waits for its time: a callback done or over has no time to come.
         "scheduled_for": scheduled_for if status == "scheduled" else None,
         "attempts": attempts,
-        "agent": next((a["agent"] for a in reversed(attempts) if a.get("result") == "connected"), None),
+        # Who talked to the customer: not the agent reserved when they answered, who may have
+        # missed the whisper and sent them back to their seat.
+        "agent": next((e.get("agent") for e in reversed(by_kind.get("callback_taken", []))), None),
         "status": status,
         "result": status,  # PRODUCT.md's name for where the callback ended (or stands)
         "reason": closed.get("reason") if closed else None,
