@@ -22,20 +22,26 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
-from rq.utils import as_text
+from rq.utils import as_text, get_version
 
 # How long an idle worker waits on its first queue before looking at the others again: the
 # most a callback dial or a ticket sync waits on an idle worker (a backlog never waits).
 POLL_S = 0.25
 
-# KEYS: source, intermediate, source, intermediate, ... in priority order.
+# KEYS: source, intermediate, source, intermediate, ... in priority order. Taking a job also
+# drops RQ's "first seen in the intermediate list" mark a recovered job (same id, retried) may
+# still carry: another worker's maintenance must not take this fresh take for a stranded one.
 _MOVE_FIRST = """
 for i = 1, #KEYS, 2 do
   local job_id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
-  if job_id then return {KEYS[i], job_id} end
+  if job_id then
+    redis.call('DEL', KEYS[i + 1] .. ':first_seen:' .. job_id)
+    return {KEYS[i], job_id}
+  end
 end
 return false
 """
+MIN_REDIS = (6, 2, 0)  # LMOVE and BLMOVE
 
 
 class ReliableQueue(Queue):
@@ -84,11 +90,21 @@ def _move_first(connection: Redis, queues: list[Queue], deadline: float | None, 
         first = queues[0]
         job_id = connection.blmove(first.key, first.intermediate_queue_key, min(POLL_S, left))
         if job_id is not None:
+            connection.delete(first.intermediate_queue.get_first_seen_key(as_text(job_id)))
             return first.key, job_id
 
 
 class ReliableWorker(Worker):
     queue_class = ReliableQueue
+
+    def work(self, *args, **kwargs) -> bool:  # noqa: ANN002, ANN003 - RQ's signature
+        version = get_version(self.connection)
+        if version < MIN_REDIS:
+            raise RuntimeError(
+                f"Redis {'.'.join(map(str, version))} is too old for the worker: it needs "
+                f"{'.'.join(map(str, MIN_REDIS))} or newer (LMOVE)"
+            )
+        return super().work(*args, **kwargs)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         # Every job came through an intermediate list (RQ assumes so only with one queue).

@@ -87,10 +87,11 @@ def worker_command(burst: bool) -> None:
 
 
 def build_worker(redis_url: str):  # noqa: ANN201 - an rq Worker
-    """The RQ worker, on a Redis client of its own. RQ waits for jobs with a blocking BLMOVE of
-    up to ~7 minutes and raises its pool's socket timeout to cover it — but only for connections
-    opened after that; one the app's client (2 s timeout) had already opened would end the wait
-    after 2 s, and RQ quits on that timeout. Its own client has no open connection to reuse."""
+    """The RQ worker, on a Redis client of its own. RQ raises its pool's socket timeout above
+    its dequeue timeout (a minute; our blocking waits are shorter, `callbacks/reliable.py`) —
+    but only for connections opened after that; one the app's client (2 s timeout) had already
+    opened would end a wait after 2 s, and RQ quits on that timeout. Its own client has no open
+    connection to reuse."""
     from redis import Redis
 
     from callbacks.reliable import ReliableQueue, ReliableWorker

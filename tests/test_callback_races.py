@@ -19,6 +19,7 @@ from ivr.queues.callbacks import BY_NUMBER, member, record_key
 from tests.test_callbacks import (  # noqa: F401 - the shared fixtures
     CALLS_URL,
     HOTLINE_NUMBER,
+    PROMPTS,
     app_with_callbacks,
     book_and_dial,
     book_with_caller_id,
@@ -169,7 +170,8 @@ def test_a_dial_that_started_late_is_not_released_while_it_rings(app, client, cl
 
 def test_a_dial_retried_after_closing_is_not_placed_and_the_seat_waits(app, client, clock, hotline, no_unexpected_http):
     clock.now = datetime(2026, 11, 24, 10, 59, 30, tzinfo=UTC)  # 19:59:30 in Tokyo; closes at 20:00
-    book_with_caller_id(client, 1)
+    opening = "tomorrow, Wednesday, at 9 AM"  # nobody on duty this near closing: named in the offer
+    book_with_caller_id(client, 1, offer=PROMPTS.callback_offer_past_closing["en"].format(key="2", opening=opening))
     callback = the_callback(hotline)
     hotline.routing.set_agent_status("a103", "available", now_ms(clock))
     no_unexpected_http.add(responses.POST, CALLS_URL, status=429, json={"code": 20429, "message": "Too Many"})

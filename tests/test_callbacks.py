@@ -75,13 +75,12 @@ def step(client, path: str, n: int, **form):
     return parse(signed_post(client, path, call_form(sid(n), **form)))
 
 
-def book_with_caller_id(client, n: int, frm: str = "+819012345678", branch: str = "payment"):
-    """Caller n asks for the agent (in the branch's menu), takes the callback offer, keeps their
-    caller ID."""
+def book_with_caller_id(client, n: int, frm: str = "+819012345678", branch: str = "payment", offer: str | None = None):
+    """Caller n asks for the agent (in the branch's menu), hears the callback offer (`offer`:
+    another than the plain one), takes it, keeps their caller ID."""
     step(client, "/voice/incoming", n, From=frm)
     root = step(client, f"/voice/en/node/{branch}/choice?attempt=1", n, Digits="0", From=frm)
-    # The offer (near closing with nobody on duty, the one that also names the opening).
-    assert any(t.startswith("To be called back instead") and "press 2" in t for t in texts(root))
+    assert (offer or PROMPTS.callback_offer["en"].format(key="2")) in texts(root)
     root = step(client, f"/voice/en/node/agent_{branch}/choice?attempt=1", n, Digits="2", From=frm)
     assert texts(root) == [PROMPTS.callback_use_caller_id["en"].format(last4=" ".join(frm[-4:]))]
     return step(client, "/voice/en/callback/number/answer?attempt=1", n, Digits="1", From=frm)
@@ -97,10 +96,10 @@ def run_routing(app) -> None:
         SimpleWorker(queues, connection=hotline.redis).work(burst=True)
 
 
-def book_and_dial(app, client, clock, hotline, mock):
+def book_and_dial(app, client, clock, hotline, mock, offer: str | None = None):
     """Caller 1 books with their caller ID, Emma (a103) is free: the router reserves her and the
     job dials the customer. Returns the callback."""
-    book_with_caller_id(client, 1)
+    book_with_caller_id(client, 1, offer=offer)
     callback = the_callback(hotline)
     hotline.routing.set_agent_status("a103", "available", now_ms(clock))
     expect_dial(mock, 1)
@@ -512,6 +511,17 @@ def test_the_whisper_counts_a_callback_from_its_booking_not_from_the_seat_it_kee
     leg = call_form(sid(0xA1), ParentCallSid=out_sid(1), Direction="outbound-dial")
     root = parse(signed_post(client, "/voice/agent/a103/whisper", leg))
     assert texts(root)[0].startswith("Callback: payment request in English, booked 2 minutes ago, ticket ")
+    # Talked, and in wrap-up (the seat is gone by then): the same pop, while the agent writes it up.
+    parse(signed_post(client, "/voice/agent/a103/accept", {**leg, "Digits": "1"}))
+    done = call_form(out_sid(1), DialCallStatus="completed", DialBridged="true", DialCallDuration="200")
+    parse(signed_post(client, "/voice/en/connect/a103/done", done))
+    assert hotline.routing.agents()["a103"][0] == "wrap_up"
+    wrap_up = screen_pop()
+    assert (wrap_up["reference"], wrap_up["path"], wrap_up["callback"]["id"]) == (
+        reserved["reference"],
+        reserved["path"],
+        callback.id,
+    )
 
 
 def test_a_callback_customer_sent_back_to_line_who_hangs_up_has_the_whole_story_on_the_ticket(
@@ -850,7 +860,10 @@ def test_a_retry_due_after_closing_waits_for_opening_and_a_lost_seat_job_is_swep
     app, client, clock, hotline, no_unexpected_http, ticket_for
 ):
     clock.now = datetime(2026, 11, 24, 10, 45, tzinfo=UTC)  # 19:45 in Tokyo; closes at 20:00
-    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
+    # Nobody on duty 15 minutes before closing: the offer names the opening too.
+    opening = "tomorrow, Wednesday, at 9 AM"
+    offer = PROMPTS.callback_offer_past_closing["en"].format(key="2", opening=opening)
+    callback = book_and_dial(app, client, clock, hotline, no_unexpected_http, offer=offer)
     signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="busy"))
     hotline.routing.set_agent_status("a103", "away", now_ms(clock))
     assert scheduled_times(app) == [clock.now + timedelta(minutes=10)]  # 19:55

@@ -7,7 +7,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from ivr.queues.callbacks import member
 from tests.conftest import BASE_URL
+from tests.test_agent_console import auth
 from tests.test_callbacks import (
     CONFIG,
     HOTLINE_NUMBER,
@@ -79,9 +81,19 @@ def test_the_agent_is_called_first_then_the_customer(app, client, hotline, diall
     assert hotline.routing.agents()["a103"][0] == "wrap_up"
     signed_post(client, f"{cb}/agent/status", agent_leg(CallStatus="completed"))
     assert hotline.routing.agents()["a103"][0] == "wrap_up"
+    # In wrap-up the screen pop still shows the callback, and its disposition is accepted: onto
+    # the ticket of the call that asked (no call of ours has the pop's `cb:` sid).
+    pop = client.get("/agent/api/me", headers=auth("a103")).get_json()["call"]
+    assert pop["call_sid"] == member(dialling.id) and pop["reference"] == dialling.reference
+    assert pop["callback"]["id"] == dialling.id and pop["branch"] == "payment"
+    body = {"call_sid": pop["call_sid"], "disposition": "resolved", "notes": "refund explained"}
+    assert client.post("/agent/api/disposition", json=body, headers=auth("a101")).status_code == 403
+    assert client.post("/agent/api/disposition", json=body, headers=auth("a103")).status_code == 200
 
     signed_post(client, "/voice/status", call_form("CA" + "0" * 31 + "1", CallStatus="completed"))
-    block = ticket_for("CA" + "0" * 31 + "1")["callback"]
+    asked = ticket_for("CA" + "0" * 31 + "1")
+    assert (asked["disposition"], asked["notes"]) == ("resolved", "refund explained")
+    block = asked["callback"]
     assert block["status"] == "done" and [a["result"] for a in block["attempts"]] == ["connected"]
     assert block["agent"] == "a103"  # on the line when the customer was connected
 

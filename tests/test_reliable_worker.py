@@ -66,3 +66,20 @@ def test_a_finished_job_leaves_no_trace_in_the_intermediate_lists(make_app):
     worker.work(burst=True)
     assert [Job.fetch(j.id, connection=worker.connection).get_status() for j in jobs] == [JobStatus.FINISHED] * 3
     assert [worker.connection.llen(q.intermediate_queue_key) for q in worker.queues] == [0, 0, 0]
+
+
+def test_taking_a_job_clears_a_stale_stranded_mark_so_maintenance_cannot_fail_it_while_it_runs(make_app):
+    """A recovered job keeps its id; the mark RQ's maintenance left on it a minute ago must not
+    make another worker's maintenance take this fresh take for a stranded one."""
+    worker = _worker(make_app())
+    routing = worker.queues[0]
+    job = routing.enqueue(JOB, "+819012345678")
+    seen = routing.intermediate_queue
+    redis = worker.connection
+    redis.set(seen.get_first_seen_key(job.id), time.time() - 600)
+    taken, _ = worker.queue_class.dequeue_any(worker.queues, None, redis)
+    assert taken.id == job.id and not redis.exists(seen.get_first_seen_key(job.id))
+    # Another worker's maintenance in the moment before the work-horse starts it: a first sight only.
+    _worker(make_app()).clean_registries()
+    assert Job.fetch(job.id, connection=redis).get_status() == JobStatus.QUEUED
+    assert redis.lrange(routing.intermediate_queue_key, 0, -1) == [job.id.encode()]

@@ -226,6 +226,12 @@ def test_with_nobody_on_duty_near_closing_the_caller_hears_the_closing_and_the_o
     assert CONFIG.prompts.closing_soon["en"].format(time="8 PM") in spoken
     offer = CONFIG.prompts.callback_offer_past_closing["en"].format(key="2", opening="tomorrow, Wednesday, at 9 AM")
     assert offer in spoken
+    # Taking it, the confirmation says the same: at their turn, or, if we close first, then.
+    signed_post(client, "/voice/en/node/agent_payment/choice?attempt=1", call_form(sid(7), Digits="2"))
+    root = parse(signed_post(client, "/voice/en/callback/number/answer?attempt=1", call_form(sid(7), Digits="1")))
+    said = [s.text for s in root.iter("Say")]
+    assert said[0].startswith("Thank you. We will call you back at the number ending in 5 6 7 8 when it is your turn")
+    assert "if we close first, when we open, tomorrow, Wednesday, at 9 AM" in said[0]
     # In the morning the closing is far off: nothing about it.
     clock.now = clock.now.replace(hour=1, minute=0)  # 10:00 in Tokyo
     spoken = [s.text for s in before_queue(client, 8).iter("Say")]

@@ -83,10 +83,11 @@ def me():
 def screen_pop(call_sid: str) -> dict:
     hotline = services()
     now = hotline.clock()
-    callback = _callback_of(call_sid)
+    own_events = [] if callback_id_of(call_sid) else hotline.calls.events(call_sid)
+    callback = callback_of(call_sid, own_events)
     # A callback: why the customer called is on the call that asked for it, and they have waited
     # for us since they asked (the call we placed has no menu path and no queue of its own).
-    summary = summarize(hotline.calls.events(callback.call_sid if callback else call_sid))
+    summary = summarize(hotline.calls.events(callback.call_sid) if callback else own_events)
     block = summary["queue"] or {}
     entered = block.get("entered_at")
     waited = block.get("wait_s")
@@ -129,15 +130,14 @@ def screen_pop(call_sid: str) -> dict:
     }
 
 
-def _callback_of(call_sid: str) -> Callback | None:
-    """The callback an agent is reserved for (`cb:<id>` until the customer answers) or talks on
-    (the call we placed: its seat names the callback)."""
-    hotline = services()
+def callback_of(call_sid: str, events: list[dict]) -> Callback | None:
+    """The callback an agent holds: `cb:<id>` (reserved for it; agent first, all along), or the
+    call we placed, whose start event names it (its seat would not: gone in wrap-up)."""
     callback_id = callback_id_of(call_sid)
     if callback_id is None:
-        seat = hotline.routing.seat(call_sid)
-        callback_id = seat.callback if seat is not None and seat.callback else None
-    return hotline.callbacks.get(callback_id) if callback_id else None
+        start = next((e for e in events if e.get("kind") == "call"), {})
+        callback_id = start.get("callback_id")
+    return services().callbacks.get(callback_id) if callback_id else None
 
 
 @bp.post("/api/status")
@@ -167,9 +167,29 @@ def disposition():
     notes = str(body.get("notes", ""))[:4000]
     if value not in DISPOSITIONS:
         abort(400, description=f"disposition must be one of {', '.join(DISPOSITIONS)}")
-    took_it = any(e["kind"] == "agent_accepted" and e.get("agent") == agent.id for e in hotline.calls.events(call_sid))
+    target = call_sid
+    callback_id = callback_id_of(call_sid)
+    if callback_id is None:
+        took_it = any(
+            e["kind"] == "agent_accepted" and e.get("agent") == agent.id for e in hotline.calls.events(call_sid)
+        )
+    else:
+        # Agent first, the agent's screen holds `cb:<id>` all along (no call of ours has that
+        # sid): taken if they are on it (busy, wrap-up) or talked to the customer; the
+        # disposition goes onto the ticket of the call that asked for the callback.
+        callback = hotline.callbacks.get(callback_id)
+        status, _, holding = hotline.routing.agents().get(agent.id, ("offline", 0, None))
+        on_it = holding == call_sid and status in ("busy", "wrap_up")
+        took_it = callback is not None and (
+            on_it
+            or any(
+                e["kind"] == "callback_taken" and e.get("agent") == agent.id
+                for e in hotline.calls.events(callback.call_sid)
+            )
+        )
+        target = callback.call_sid if callback is not None else call_sid
     if not took_it:
         abort(403, description="you can only wrap up calls you took")
     event = make_event("disposition", hotline.clock(), agent=agent.id, disposition=value, notes=notes)
-    hotline.calls.append(call_sid, [event], also=lambda pipe: hotline.mark_ticket_due(call_sid, pipe))
+    hotline.calls.append(target, [event], also=lambda pipe: hotline.mark_ticket_due(target, pipe))
     return jsonify(call_sid=call_sid, disposition=value, saved=True)

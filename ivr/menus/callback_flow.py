@@ -24,6 +24,7 @@ from ivr.menus.model import TransferNode
 from ivr.phone import callback_number, last_digits, spoken_number
 from ivr.queues.callback_desk import note_callback
 from ivr.queues.callbacks import OPEN, Callback, CallbackBook, member
+from ivr.queues.estimator import UNKNOWN_WAIT_NEAR_CLOSING_S
 from ivr.queues.live import estimate_for
 
 if TYPE_CHECKING:
@@ -285,8 +286,10 @@ class CallbackFlow:
         except RedisError:
             return None
         estimate = ahead.estimate
-        if not estimate.known or self.now.timestamp() + estimate.hi_s <= closing.timestamp():
-            return None  # (with nobody on duty, no estimate: as before queuing, no such warning)
+        # As before queuing: with nobody on duty (no estimate), a closing this near counts.
+        upper_s = estimate.hi_s if estimate.known else UNKNOWN_WAIT_NEAR_CLOSING_S
+        if self.now.timestamp() + upper_s <= closing.timestamp():
+            return None
         return self.flow._after_closing_text(lang_id, closing)
 
     def desk_seat(self, callback: Callback) -> Callback:
@@ -333,7 +336,7 @@ class CallbackFlow:
                 self.flow._log(call, [self._input("callback_pending", "1", "already_over")])
                 return self.flow.start_menu(call, [prompts.callback_over[lang_id]], lang_id)
             self.flow._log(call, [self._input("callback_pending", "1", "kept")])
-            if current.status == "scheduled" and current.scheduled_ms:  # not in line: it waits for a time
+            if current.status == "scheduled" and (current.scheduled_ms or 0) > self.now_ms:  # waits for a time
                 when = datetime.fromtimestamp(current.scheduled_ms / 1000, self.plan.hours.zone)
                 opening = describe_opening(when, self.now, self.config.languages[lang_id])
                 kept = prompts.callback_kept_scheduled[lang_id].format(opening=opening)

@@ -35,6 +35,7 @@ from ivr.menus.model import (
 from ivr.menus.runtime import Plan
 from ivr.privacy import mask_number
 from ivr.queues.callbacks import BY_CALLER, BY_NUMBER, CallbackBook
+from ivr.queues.estimator import UNKNOWN_WAIT_NEAR_CLOSING_S
 from ivr.queues.live import CallerEstimate, estimate_for
 from ivr.queues.state import RoutingState, Seat
 
@@ -74,11 +75,6 @@ class Call:
             digits=form.get("Digits") or None,
             speech=speech[:500] or None,
         )
-
-
-# An unknown wait (nobody on duty) counts as running past a closing this near: the longest wait
-# callers are ever told ("more than 30 minutes", `spoken_range`'s cap).
-UNKNOWN_WAIT_NEAR_CLOSING_S = 30 * 60
 
 
 class Flow:

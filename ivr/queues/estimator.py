@@ -302,7 +302,12 @@ class SpokenWait:
         return 60.0 * self.lo_min if self.lo_min is not None else 0.0
 
 
-def spoken_range(estimate: WaitEstimate, *, cap_min: int = 30) -> SpokenWait:
+SPOKEN_CAP_MIN = 30  # the longest wait callers are ever told: "more than 30 minutes"
+# An unknown wait (nobody on duty) counts as running past a closing this near.
+UNKNOWN_WAIT_NEAR_CLOSING_S = SPOKEN_CAP_MIN * 60
+
+
+def spoken_range(estimate: WaitEstimate, *, cap_min: int = SPOKEN_CAP_MIN) -> SpokenWait:
     """Round an estimate's range outward to whole minutes, as callers will hear it.
 
     - unknown when nobody staffed can serve the queue;

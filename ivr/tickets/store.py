@@ -23,10 +23,10 @@ _MERGE_TRIES = 3
 
 def _merging_again_after_a_race(sync: Callable[..., Ticket]) -> Callable[..., Ticket]:
     @functools.wraps(sync)
-    def merged(self: TicketStore, call_sid: str, *args: object) -> Ticket:
+    def merged(self: TicketStore, call_sid: str, *args: object, **kwargs: object) -> Ticket:
         for attempt in range(1, _MERGE_TRIES + 1):
             try:
-                return sync(self, call_sid, *args)
+                return sync(self, call_sid, *args, **kwargs)
             except IntegrityError:
                 if attempt == _MERGE_TRIES:
                     raise
