@@ -140,6 +140,30 @@ def callback_of(call_sid: str, events: list[dict]) -> Callback | None:
     return services().callbacks.get(callback_id) if callback_id else None
 
 
+def _ticket_of_a_call_taken_by(agent_id: str, call_sid: str) -> str | None:
+    """The call whose ticket gets this agent's disposition, None when they did not take it.
+    Agent first, the agent's screen holds `cb:<id>` all along (no call of ours has that sid):
+    taken if they are on it (busy, wrap-up) or talked to the customer, and the disposition goes
+    onto the ticket of the call that asked for the callback."""
+    hotline = services()
+    callback_id = callback_id_of(call_sid)
+    if callback_id is None:
+        accepted = any(
+            e["kind"] == "agent_accepted" and e.get("agent") == agent_id for e in hotline.calls.events(call_sid)
+        )
+        return call_sid if accepted else None
+    callback = hotline.callbacks.get(callback_id)
+    if callback is None:
+        return None
+    status, _, holding = hotline.routing.agents().get(agent_id, ("offline", 0, None))
+    if holding == call_sid and status in ("busy", "wrap_up"):
+        return callback.call_sid
+    talked = any(
+        e["kind"] == "callback_taken" and e.get("agent") == agent_id for e in hotline.calls.events(callback.call_sid)
+    )
+    return callback.call_sid if talked else None
+
+
 @bp.post("/api/status")
 def set_status():
     """Available, away or offline (busy and wrap-up follow calls)."""
@@ -167,28 +191,8 @@ def disposition():
     notes = str(body.get("notes", ""))[:4000]
     if value not in DISPOSITIONS:
         abort(400, description=f"disposition must be one of {', '.join(DISPOSITIONS)}")
-    target = call_sid
-    callback_id = callback_id_of(call_sid)
-    if callback_id is None:
-        took_it = any(
-            e["kind"] == "agent_accepted" and e.get("agent") == agent.id for e in hotline.calls.events(call_sid)
-        )
-    else:
-        # Agent first, the agent's screen holds `cb:<id>` all along (no call of ours has that
-        # sid): taken if they are on it (busy, wrap-up) or talked to the customer; the
-        # disposition goes onto the ticket of the call that asked for the callback.
-        callback = hotline.callbacks.get(callback_id)
-        status, _, holding = hotline.routing.agents().get(agent.id, ("offline", 0, None))
-        on_it = holding == call_sid and status in ("busy", "wrap_up")
-        took_it = callback is not None and (
-            on_it
-            or any(
-                e["kind"] == "callback_taken" and e.get("agent") == agent.id
-                for e in hotline.calls.events(callback.call_sid)
-            )
-        )
-        target = callback.call_sid if callback is not None else call_sid
-    if not took_it:
+    target = _ticket_of_a_call_taken_by(agent.id, call_sid)
+    if target is None:
         abort(403, description="you can only wrap up calls you took")
     event = make_event("disposition", hotline.clock(), agent=agent.id, disposition=value, notes=notes)
     hotline.calls.append(target, [event], also=lambda pipe: hotline.mark_ticket_due(target, pipe))

@@ -24,7 +24,7 @@ from ivr.menus.model import TransferNode
 from ivr.phone import callback_number, last_digits, spoken_number
 from ivr.queues.callback_desk import note_callback
 from ivr.queues.callbacks import OPEN, Callback, CallbackBook, member
-from ivr.queues.estimator import UNKNOWN_WAIT_NEAR_CLOSING_S
+from ivr.queues.estimator import may_run_past
 from ivr.queues.live import estimate_for
 
 if TYPE_CHECKING:
@@ -285,11 +285,8 @@ class CallbackFlow:
             )
         except RedisError:
             return None
-        estimate = ahead.estimate
-        # As before queuing: with nobody on duty (no estimate), a closing this near counts.
-        upper_s = estimate.hi_s if estimate.known else UNKNOWN_WAIT_NEAR_CLOSING_S
-        if self.now.timestamp() + upper_s <= closing.timestamp():
-            return None
+        if not may_run_past(ahead.estimate, self.now.timestamp(), closing.timestamp()):
+            return None  # (the same test as before queuing)
         return self.flow._after_closing_text(lang_id, closing)
 
     def desk_seat(self, callback: Callback) -> Callback:

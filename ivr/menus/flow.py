@@ -35,7 +35,7 @@ from ivr.menus.model import (
 from ivr.menus.runtime import Plan
 from ivr.privacy import mask_number
 from ivr.queues.callbacks import BY_CALLER, BY_NUMBER, CallbackBook
-from ivr.queues.estimator import UNKNOWN_WAIT_NEAR_CLOSING_S
+from ivr.queues.estimator import may_run_past
 from ivr.queues.live import CallerEstimate, estimate_for
 from ivr.queues.state import RoutingState, Seat
 
@@ -283,10 +283,7 @@ class Flow:
             full = [*texts, self.config.prompts.queue_full[lang_id]]
             return render.closed(self.config, self.urls, lang_id, node_id, full, 1, offer, self.callback_key)
         closing = self.plan.hours.closing(self.now)
-        # Nobody on duty (no estimate): nothing bounds the wait, so with the closing nearer than
-        # the longest wait we ever name, it may well run past it too.
-        upper_s = estimate.hi_s if estimate.known else UNKNOWN_WAIT_NEAR_CLOSING_S
-        past_closing = closing is not None and self.now.timestamp() + upper_s > closing.timestamp()
+        past_closing = closing is not None and may_run_past(estimate, self.now.timestamp(), closing.timestamp())
         peak = self.config.peak
         at_peak = self.plan.hours.in_window(peak.windows, self.now)
         offer_callback = self.callbacks_on and (past_closing or self.callbacks.offered_at(estimate.hi_s))

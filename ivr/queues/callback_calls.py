@@ -137,9 +137,9 @@ class CallbackCalls:
             # In line from now on, at the callback's seat (the agent may miss the whisper and send
             # the customer back to it): the ticket's queue block starts here, as a live caller's.
             events.append(make_event("enqueued", desk.now, node=callback.node, queue=callback.queue))
-            desk.calls.append(call.sid, events)
-            return self.agents.connect(call.sid, lang_id, agent_id, [intro])
         desk.calls.append(call.sid, events)
+        if handed:
+            return self.agents.connect(call.sid, lang_id, agent_id, [intro])
         # No agent held for it (the gate is off, or the reservation lapsed): wait in the
         # callback's original place, as a live caller.
         twiml_events: list[dict] = []

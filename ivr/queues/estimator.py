@@ -303,8 +303,14 @@ class SpokenWait:
 
 
 SPOKEN_CAP_MIN = 30  # the longest wait callers are ever told: "more than 30 minutes"
-# An unknown wait (nobody on duty) counts as running past a closing this near.
-UNKNOWN_WAIT_NEAR_CLOSING_S = SPOKEN_CAP_MIN * 60
+
+
+def may_run_past(estimate: WaitEstimate, now_s: float, until_s: float) -> bool:
+    """Whether a wait starting at now_s may end after until_s (today's closing): its upper end
+    passes it, or, with no estimate (nobody on duty: nothing bounds the wait), until_s is nearer
+    than the longest wait callers are ever told."""
+    upper_s = estimate.hi_s if estimate.known else SPOKEN_CAP_MIN * 60
+    return now_s + upper_s > until_s
 
 
 def spoken_range(estimate: WaitEstimate, *, cap_min: int = SPOKEN_CAP_MIN) -> SpokenWait:
