@@ -771,6 +771,22 @@ def test_an_after_hours_caller_is_called_back_after_opening(app, client, clock, 
     run_routing(app)
     assert len(dials(no_unexpected_http)) == 1
 
+    # The agent hears when it was booked, not "booked 2,100 minutes ago".
+    outbound = {"From": HOTLINE_NUMBER, "To": "+819012345678", "Direction": "outbound-api"}
+    signed_post(
+        client, f"/voice/callback/{callback.id}/1/answer", call_form(out_sid(1), AnsweredBy="human", **outbound)
+    )
+    leg = call_form(sid(0xA1), ParentCallSid=out_sid(1), Direction="outbound-dial")
+    root = parse(signed_post(client, "/voice/agent/a103/whisper", leg))
+    assert verbs(root) == ["Gather", "Hangup"]
+    assert texts(root)[0] == PROMPTS.callback_whisper_earlier["en"].format(
+        branch="payment",
+        language="English",
+        booked_at="on Saturday, November 28, at 10 PM",
+        reference=reference,
+        key="1",
+    )
+
 
 def test_callbacks_in_line_wait_for_opening_while_live_callers_behind_are_served(
     app, client, clock, hotline, no_unexpected_http

@@ -3,12 +3,14 @@ how the next opening is said in each language."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from ivr.hours import Hours, describe_opening
+from ivr.menus import render
 from ivr.menus.loader import load_config
 from tests.conftest import CLOSED_TIME, SHIPPED_CONFIG
 from tests.twiml import call_form, parse, says, signed_post, verbs
@@ -65,6 +67,42 @@ def test_today_and_tomorrow_are_said_with_the_weekday_and_without_a_date():
     late = tokyo(2026, 11, 24, 21, 0)
     assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["ja"]) == "明日、水曜日、9時"
     assert describe_opening(HOURS.next_opening(late), late, CONFIG.languages["zh"]) == "明天星期三9点"
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("lang", "booked", "expected"),
+    [
+        ("en", tokyo(2026, 11, 24, 9, 1), "Callback: payment request in Mandarin, booked 59 minutes ago, ticket 4 2."),
+        (
+            "en",
+            tokyo(2026, 11, 24, 9, 0),
+            "Callback: payment request in Mandarin, booked today, Tuesday, at 9 AM, ticket 4 2.",
+        ),
+        (
+            "en",
+            tokyo(2026, 11, 23, 19, 40),
+            "Callback: payment request in Mandarin, booked on Monday, November 23, at 7:40 PM, ticket 4 2.",
+        ),
+        (
+            "ja",
+            tokyo(2026, 11, 23, 19, 40),
+            "折り返しのお電話です。支払い、中国語、11月23日、月曜日、19時40分のご依頼、受付番号4 2です。",
+        ),
+        ("zh", tokyo(2026, 11, 23, 19, 40), "回拨任务：支付，中文，11月23日星期一19点40分申请，受理编号4 2。"),
+    ],
+)
+def test_the_callback_whisper_tells_an_old_booking_by_its_time(lang, booked, expected):
+    now = tokyo(2026, 11, 24, 10, 0)
+    root = ET.fromstring(
+        str(render.callback_whisper(CONFIG, lang, "payment", "zh", ms(booked), ms(now), 42, "/accept"))
+    )
+    assert verbs(root) == ["Gather", "Hangup"]
+    [say] = says(root.find("Gather"))
+    assert say.text.startswith(expected) and say.get("language") == CONFIG.languages[lang].say_language
 
 
 def test_after_hours_transfer_says_when_the_line_opens_and_offers_a_message(client, clock):

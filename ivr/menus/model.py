@@ -430,6 +430,7 @@ TimeText = with_placeholders("time")
 PositionText = with_placeholders("position")
 MinutesText = with_placeholders("lo", "hi", counts=("lo", "hi"))
 WhisperText = with_placeholders("branch", "language", "wait_min", "reference", "key", counts=("wait_min",))
+WhisperBookedAtText = with_placeholders("branch", "language", "booked_at", "reference", "key")
 Last4Text = with_placeholders("last4")
 DigitsText = with_placeholders("digits")
 BookedText = with_placeholders("last4", "position", "reference")
@@ -493,7 +494,12 @@ class Prompts(Strict):
     callback_unavailable: LangText = Field(description="the callback key on hold while callbacks cannot be booked")
     callback_cancelled: LangText
     callback_intro: IntroText = Field(description="to the customer who answers a callback")
-    callback_whisper: WhisperText = Field(description="to the agent before a callback; like whisper")
+    callback_whisper: WhisperText = Field(
+        description="to the agent before a callback booked under an hour ago; like whisper, {wait_min} since booking"
+    )
+    callback_whisper_earlier: WhisperBookedAtText = Field(
+        description="to the agent before a callback booked an hour ago or more; {booked_at}: its day and time"
+    )
     callback_calling_customer: LangText = Field(description="agent-first: to the agent who accepted")
     callback_customer_missed: LangText = Field(description="agent-first: to the agent, the customer was not reached")
     callback_customer_missed_last: LangText = Field(

@@ -7,10 +7,13 @@ a caller who says nothing never falls off the end of a document into silence.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from ivr.hours import describe_opening
 from ivr.menus.counts import Count
 from ivr.menus.model import HotlineConfig, Language, MenuNode, QueueConfig
 
@@ -319,6 +322,11 @@ def offer_or_continue(
     return vr
 
 
+# A callback booked this long ago is told to the agent by its time ("booked on Tuesday, December
+# 1, at 8:40 PM"), not as "booked 660 minutes ago": an overnight booking is hard to hear in minutes.
+BOOKED_AT_AFTER_MIN = 60
+
+
 def agent_whisper(
     config: HotlineConfig,
     template: dict[str, str],
@@ -328,8 +336,9 @@ def agent_whisper(
     wait_min: int,
     reference: int | None,
     accept_url: str,
+    booked_at: str = "",
 ) -> VoiceResponse:
-    """To an agent before a call: who calls and why (`template`: the whisper or the callback
+    """To an agent before a call: who calls and why (`template`: the whisper or a callback
     whisper, in the agent's language), then the accept key; no key ends the agent's leg."""
     lang = config.languages[lang_id]
     caller_lang = config.languages.get(caller_lang_id)
@@ -337,6 +346,7 @@ def agent_whisper(
         branch=lang.branch_names.get(branch, branch),
         language=lang.language_names.get(caller_lang_id) or (caller_lang.name if caller_lang else caller_lang_id),
         wait_min=Count(max(0, wait_min)),
+        booked_at=booked_at,
         reference=" ".join(str(reference or "")),
         key=config.routing.accept_key,
     )
@@ -347,6 +357,31 @@ def agent_whisper(
     say(gather, text, lang)
     vr.hangup()
     return vr
+
+
+def callback_whisper(
+    config: HotlineConfig,
+    lang_id: str,
+    branch: str,
+    caller_lang_id: str,
+    requested_ms: int,
+    now_ms: int,
+    reference: int | None,
+    accept_url: str,
+) -> VoiceResponse:
+    """The whisper before a callback: how long ago it was booked, or, past an hour, when (the
+    day and time in the hotline's zone, as openings are told)."""
+    wait_min = round((now_ms - requested_ms) / 60000)
+    if wait_min < BOOKED_AT_AFTER_MIN:
+        template, booked_at = config.prompts.callback_whisper, ""
+    else:
+        zone = ZoneInfo(config.hours.timezone)
+        booked, now = (datetime.fromtimestamp(ms / 1000, zone) for ms in (requested_ms, now_ms))
+        template = config.prompts.callback_whisper_earlier
+        booked_at = describe_opening(booked, now, config.languages[lang_id])
+    return agent_whisper(
+        config, template, lang_id, branch, caller_lang_id, wait_min, reference, accept_url, booked_at=booked_at
+    )
 
 
 def agent_language(config: HotlineConfig, languages: Iterable[str]) -> str:

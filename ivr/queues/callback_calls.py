@@ -196,13 +196,13 @@ class AgentFirstCalls:
             return vr
         self.desk.record_dial(callback_id, n, "call_sid", call.sid)
         # No key: the agent's call ends; its status callback puts the callback back.
-        return render.agent_whisper(
+        return render.callback_whisper(
             self.config,
-            self.config.prompts.callback_whisper,
             self._agent_lang(callback)[0],
             callback.branch,
             callback.lang,
-            round((self.desk.now_ms - callback.requested_ms) / 60000),
+            callback.requested_ms,
+            self.desk.now_ms,
             callback.reference,
             self.urls.callback_agent_accept(callback_id, n),
         )

@@ -150,18 +150,18 @@ class AgentCalls:
         if agent is None or seat is None:
             vr.hangup()
             return vr
-        prompts = self.config.prompts
         reference, since_ms = self._reference_and_since(caller_sid, seat)
+        agent_lang = render.agent_language(self.config, agent.languages)
+        accept_url = self.urls.accept(agent_id)
         # No key: the agent's leg ends and the caller's Dial action moves them on.
+        if seat.callback:
+            return render.callback_whisper(
+                self.config, agent_lang, seat.branch, seat.lang, since_ms, self.now_ms, reference, accept_url
+            )
+        wait_min = round((self.now_ms - since_ms) / 60000)
+        whisper = self.config.prompts.whisper
         return render.agent_whisper(
-            self.config,
-            prompts.callback_whisper if seat.callback else prompts.whisper,
-            render.agent_language(self.config, agent.languages),
-            seat.branch,
-            seat.lang,
-            round((self.now_ms - since_ms) / 60000),
-            reference,
-            self.urls.accept(agent_id),
+            self.config, whisper, agent_lang, seat.branch, seat.lang, wait_min, reference, accept_url
         )
 
     def accept(self, agent_id: str, caller_sid: str, digits: str | None) -> VoiceResponse:
