@@ -21,6 +21,7 @@ from redis.client import Pipeline
 from rq import Queue, Retry, get_current_job
 from twilio.base.exceptions import TwilioRestException
 
+from ivr.phone import may_take_texts
 from ivr.privacy import mask_number
 from ivr.queues.callbacks import Callback, member
 from ivr.services import services
@@ -331,6 +332,9 @@ def send_failure_sms(callback_id: str) -> str:
     callback = hotline.callbacks.get(callback_id)
     if callback is None or callback.status != "failed":
         return "not failed"
+    if not may_take_texts(callback.number):
+        log.info("callback %s: no failure text, the number is a landline", callback_id)
+        return "landline"
     job = get_current_job()
     if not hotline.callbacks.claim_failure_text(callback_id, job.id if job is not None else uuid.uuid4().hex):
         return "already sent"

@@ -38,6 +38,16 @@ def callback_number(raw: str | None, region: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def may_take_texts(e164: str) -> bool:
+    """Whether a text to this number can arrive: not to a landline (Twilio refuses those, 21614).
+    Numbers phonenumbers cannot tell apart (FIXED_LINE_OR_MOBILE, as in the US) are tried."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except NumberParseException:
+        return False
+    return phonenumbers.number_type(number) != PhoneNumberType.FIXED_LINE
+
+
 def last_digits(e164: str, n: int = 4) -> str:
     """The end of a number, read one digit at a time: '5 6 7 8'."""
     return " ".join(e164[-n:])

@@ -579,6 +579,22 @@ def test_callbacks_and_live_callers_are_served_in_arrival_order(app, client, clo
 
 
 @pytest.mark.any_database  # the callback block on the ticket, in both stores
+def fail_every_attempt(app, client, clock, hotline, mock, callback, check=None) -> None:
+    """No answer on each of the three attempts; `check(n)` after each."""
+    for n in (1, 2, 3):
+        hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+        expect_dial(mock, n)
+        run_routing(app)
+        assert len(dials(mock)) == n
+        signed_post(client, f"/voice/callback/{callback.id}/{n}/status", call_form(out_sid(n), CallStatus="no-answer"))
+        if check:
+            check(n)
+        if n < 3:
+            hotline.routing.set_agent_status("a103", "away", now_ms(clock))
+            clock.advance(10 * 60)
+            assert run_due_scheduled(app, clock) == 1
+
+
 def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
     app, client, clock, hotline, no_unexpected_http, ticket_for
 ):
@@ -623,6 +639,19 @@ def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
         hotline.callbacks_queue.enqueue(send_failure_sms, callback.id)
         SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
     assert len([c for c in no_unexpected_http.calls if c.request.url == MESSAGES_URL]) == 1
+
+
+def test_a_landline_whose_callback_failed_is_not_sent_a_text(app, client, clock, hotline, no_unexpected_http):
+    landline = "+81312345678"  # 03-1234-5678, Tokyo
+    book_with_caller_id(client, 1, frm=landline)
+    callback = the_callback(hotline, landline)
+    fail_every_attempt(app, client, clock, hotline, no_unexpected_http, callback)
+    assert hotline.callbacks.get(callback.id).status == "failed"
+    with app.app_context():  # the text job runs, and asks Twilio nothing (no Messages response is set up)
+        SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
+        assert send_failure_sms(callback.id) == "landline"
+    assert not [c for c in no_unexpected_http.calls if c.request.url == MESSAGES_URL]
+    assert hotline.callbacks.get(callback.id).sms_sent_ms is None
 
 
 def test_a_retry_survives_the_loss_of_its_seat_job_between_the_result_and_the_schedule(
