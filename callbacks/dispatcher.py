@@ -10,6 +10,7 @@ import threading
 import uuid
 
 from flask import Flask
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from callbacks.routing import route
 from callbacks.tickets import dispatch_due
@@ -41,6 +42,7 @@ def dispatch_once() -> tuple[int, int]:
 def run_dispatcher(app: Flask, stop: threading.Event, interval_s: float = 1.0) -> None:
     with app.app_context():
         redis = services().redis
+        unreachable = False
         while not stop.is_set():
             try:
                 redis.blpop([WAKE_KEY], timeout=interval_s)
@@ -50,6 +52,16 @@ def run_dispatcher(app: Flask, stop: threading.Event, interval_s: float = 1.0) -
                         dispatch_once()
                     finally:
                         redis.eval(_RELEASE, 1, LOCK_KEY, token)
-            except Exception:  # noqa: BLE001 - keep dispatching after a Redis or config blip
+                if unreachable:
+                    log.warning("dispatcher: Redis answers again")
+                    unreachable = False
+            except RedisConnectionError as exc:
+                # Once per outage, not a traceback a second: the outage is the news, and the
+                # worker's own log says the same.
+                if not unreachable:
+                    log.warning("dispatcher: Redis unreachable (%s); retrying every %.0f s", exc, interval_s)
+                unreachable = True
+                stop.wait(interval_s)
+            except Exception:  # noqa: BLE001 - keep dispatching after a config or code blip
                 log.exception("dispatcher pass failed; retrying")
                 stop.wait(interval_s)

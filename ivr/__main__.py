@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -26,16 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--from", dest="caller", default="+819012345678", help="caller ID (withheld: anonymous)")
     call.add_argument("--to", dest="called", default="+815012345678", help="the number dialled")
     call.add_argument("--at", default=None, help="call at this time, e.g. 2026-11-28T22:00 (the hotline's zone)")
+    call.add_argument("--verbose", action="store_true", help="show the app's own log (INFO) between the prompts")
     token = sub.add_parser("agent-token", help="print an agent's console sign-in token")
     token.add_argument("agent_id")
     args = parser.parse_args(argv)
 
     if args.command == "agent-token":
+        from ivr.cli import known_agent_or_reason
         from ivr.handlers.agent import agent_token
 
         secret = os.environ.get("AGENT_TOKEN_SECRET") or os.environ.get("OPS_API_TOKEN")
         if not secret:
             parser.error("agent-token: export AGENT_TOKEN_SECRET (or OPS_API_TOKEN), as the app has it")
+        reason = known_agent_or_reason(os.environ.get("HOTLINE_CONFIG", "config/hotline.yaml"), args.agent_id)
+        if reason:
+            parser.error(f"agent-token: {reason}")
         print(agent_token(secret, args.agent_id))
         return 0
 
@@ -57,11 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     except click.BadParameter as exc:
         parser.error(f"--at: {exc.message}")
     shared = bool(os.environ.get("REDIS_URL"))  # a Redis of the user's: maybe a running hotline's
-    with local_environment(private_database=True):
+    # What the caller hears and the ticket, not migrations and worker chatter; warnings still show.
+    # Configured before the app factory, which then only adds its number scrubbing to it.
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # In-process, the call signs with whatever token it has: the development tokens are no
+    # business of the person trying a menu (and would not be those of a `make run` beside it).
+    with local_environment(private_database=True, announce_tokens=False):
         app = app_or_reasons("no call made")
         if app is None:
             return 2
-        ticket = try_call(app, args.keys, args.caller, args.called, at, shared=shared)
+        ticket = try_call(app, args.keys, args.caller, args.called, at, shared=shared, verbose=args.verbose)
     print(json.dumps(ticket, ensure_ascii=False, indent=2))
     return 0
 

@@ -26,7 +26,7 @@ def check_file(path: str) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
-        click.echo(f"{path}: {len(exc.problems)} problem(s); this config would be refused", err=True)
+        click.echo(f"{path}: {exc.summary()}; this config would be refused", err=True)
         return 1
     click.echo(
         f"{path}: OK - {len(config.languages)} languages, {len(config.menu.nodes)} nodes, "
@@ -149,4 +149,21 @@ def agent_token_command(agent_id: str) -> None:
     secret = current_app.config.get("AGENT_TOKEN_SECRET") or current_app.config.get("OPS_API_TOKEN")
     if not secret:
         raise click.UsageError("set AGENT_TOKEN_SECRET (or OPS_API_TOKEN) first")
+    reason = known_agent_or_reason(current_app.config["HOTLINE_CONFIG"], agent_id)
+    if reason:
+        raise click.UsageError(reason)
     click.echo(agent_token(secret, agent_id))
+
+
+def known_agent_or_reason(config_path: str, agent_id: str) -> str | None:
+    """None when the config at `config_path` has the agent; else why no token is printed. A
+    token for a typo would sign nobody in, and the console would only say 'unknown agent'."""
+    from ivr.menus.loader import ConfigError, load_config
+
+    try:
+        agents = [agent.id for agent in load_config(config_path).agents]
+    except ConfigError as exc:
+        return f"{config_path}: {exc.summary()}; run the checker on it"
+    if agent_id in agents:
+        return None
+    return f"no agent {agent_id!r} in {config_path} (agents: {', '.join(agents) or 'none'})"

@@ -22,8 +22,9 @@ from ivr.localredis import start_local_redis
 
 
 @contextmanager
-def local_environment(private_database: bool = False):
-    """REDIS_URL (starting a Redis if needed) and development tokens when unset. With
+def local_environment(private_database: bool = False, announce_tokens: bool = True):
+    """REDIS_URL (starting a Redis if needed) and development tokens when unset (printed, with
+    `announce_tokens`, for whoever will sign requests or call the ops API). With
     `private_database` (the call simulator) a private Redis comes with a private SQLite file
     too: ticket references come from Redis, so two Redis servers writing one ticket database
     (the simulator beside `make run`) would hand out the same reference twice."""
@@ -36,15 +37,18 @@ def local_environment(private_database: bool = False):
         if private_database and not os.environ.get("DATABASE_URL"):
             scratch = tempfile.TemporaryDirectory(prefix="hotline-call-")
             os.environ["DATABASE_URL"] = f"sqlite:///{os.path.join(scratch.name, 'tickets.db')}"
+    told = []
     if not os.environ.get("TWILIO_AUTH_TOKEN"):
         os.environ["TWILIO_AUTH_TOKEN"] = "dev-" + secrets.token_hex(8)
-        print(
+        told.append(
             f"* TWILIO_AUTH_TOKEN is unset: using the development token {os.environ['TWILIO_AUTH_TOKEN']}\n"
             "  (sign test requests with it; real Twilio requests get 403 until you export your account's token)"
         )
     if not os.environ.get("OPS_API_TOKEN"):
         os.environ["OPS_API_TOKEN"] = "dev-ops-" + secrets.token_hex(8)
-        print(f"* OPS_API_TOKEN is unset: the ops API takes the development token {os.environ['OPS_API_TOKEN']}")
+        told.append(f"* OPS_API_TOKEN is unset: the ops API takes the development token {os.environ['OPS_API_TOKEN']}")
+    if announce_tokens and told:
+        print("\n".join(told))
     try:
         yield
     finally:
@@ -65,7 +69,7 @@ def app_or_reasons(consequence: str):  # noqa: ANN201 - a Flask app or None
         return create_app()
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
-        print(f"the config has {len(exc.problems)} problem(s); {consequence}", file=sys.stderr)
+        print(f"the config has {exc.summary()}; {consequence}", file=sys.stderr)
     except SettingsError as exc:
         print(f"{exc}; {consequence}", file=sys.stderr)
     return None
@@ -206,6 +210,11 @@ def main(port: int) -> int:
         except KeyboardInterrupt:
             pass
         finally:
+            # Once stopping, a second stop signal must not cut this short: `make` passes its own
+            # SIGTERM on to us, so `kill -- -<make's group>` sends two, and the second, raised
+            # in the waits below, would stop the private Redis under a worker still stopping.
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
             for child in children.values():
                 _signal_group(child, signal.SIGTERM)
             for child in children.values():

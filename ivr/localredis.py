@@ -53,6 +53,10 @@ class LocalRedis:
         client.shutdown()
         client.close()
         self.process.wait(timeout=timeout_s)
+        self.start_again(timeout_s)
+
+    def start_again(self, timeout_s: float = 10.0) -> None:
+        """After the server exited (a restart, or a test of an outage): the same port and directory."""
         self.process = _spawn(self.args, self.port, Path(self.directory.name), timeout_s)
 
     def stop(self) -> None:

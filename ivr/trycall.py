@@ -45,13 +45,20 @@ def _queue_answer(text: str) -> str:
 
 
 def try_call(
-    app: Flask, keys: str | None, caller: str, called: str, at: datetime | None = None, shared: bool = False
+    app: Flask,
+    keys: str | None,
+    caller: str,
+    called: str,
+    at: datetime | None = None,
+    shared: bool = False,
+    verbose: bool = True,
 ) -> dict | None:
     """One simulated call. The hotline's clock follows the call's own timeline (the walker's
     `elapsed_s`: prompts spoken, timeouts, recordings, hold turns) from now, or from `at` (try
     peak hours, a holiday, after hours), so the ticket's times and duration read as a real call's.
     `shared` (the Redis of a running hotline, no `at`): never ahead of the real clock, or the
-    call's seat, callback and events would carry times later than real callers' after it."""
+    call's seat, callback and events would carry times later than real callers' after it.
+    `verbose`: the ticket worker's log too (RQ sets up its own handler at INFO otherwise)."""
     from callbacks.tickets import seed_reference_floor
 
     hotline = app.extensions["hotline"]
@@ -116,7 +123,9 @@ def try_call(
     click.echo(f"Call ended ({result.ended}). Ticket:")
     with app.app_context():
         hotline.dispatch_due_tickets()
-        SimpleWorker([TICKETS_QUEUE], connection=hotline.redis).work(burst=True)
+        SimpleWorker([TICKETS_QUEUE], connection=hotline.redis).work(
+            burst=True, logging_level="INFO" if verbose else "WARNING"
+        )
         # Beside a running hotline (the same Redis), its worker may have taken the job: wait
         # for it to land rather than show nothing.
         deadline = time.monotonic() + 10

@@ -114,6 +114,27 @@ def test_the_simulator_takes_a_time_and_a_private_database_comes_with_its_privat
     times = [step["at"] for step in ticket["path"]]
     assert times == sorted(times) and times[0] < times[-1]
     assert "--at" in _run(["call", "--at", "tomorrow"], env).stderr
+    # What the caller hears and the ticket: no development tokens (nothing to sign or call with
+    # them), no migration or worker log lines.
+    assert "development token" not in done.stdout
+    assert not [line for line in (done.stdout + done.stderr).splitlines() if " INFO " in line]
+
+
+def test_make_call_passes_spoken_words_whole(tmp_path):
+    """`make call KEYS="3,say:money back"`: the words reach the simulator as one item."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "PUBLIC_BASE_URL")}
+    done = subprocess.run(
+        ["make", "-s", "-o", "install", "call", f"PY={sys.executable}", "KEYS=3,say:money back,-"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
+    assert [step["node"] for step in ticket["path"]] == ["language", "main", "refund"]
+    assert ticket["path"][1]["inputs"][-1]["input"] == "speech"
 
 
 def test_agent_tokens_need_only_the_secret():
@@ -123,6 +144,9 @@ def test_agent_tokens_need_only_the_secret():
     done = _run(["agent-token", "a101"], {**env, "AGENT_TOKEN_SECRET": "s3cret"})
     assert done.returncode == 0 and done.stdout.strip() == agent_token("s3cret", "a101")
     assert _run(["agent-token", "a101"], env).returncode == 2
+    typo = _run(["agent-token", "a1O1"], {**env, "AGENT_TOKEN_SECRET": "s3cret"})
+    assert typo.returncode == 2 and not typo.stdout
+    assert "no agent 'a1O1' in config/hotline.yaml (agents: a101, " in typo.stderr
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -188,3 +212,35 @@ def test_make_run_starts_a_killed_worker_again_and_keeps_its_redis(redis_url, tm
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=30) == 0
         log.close()
+
+
+def test_make_run_stops_in_order_when_told_to_stop_again_and_again(tmp_path):
+    """`kill -- -<make's group>` reaches `ivr run` twice (make passes its SIGTERM on): a second
+    signal must not cut the shutdown short and stop the private Redis under a worker that is
+    still stopping — that logged a traceback a second until the worker was gone."""
+    import signal
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PUBLIC_BASE_URL")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'run.db'}"
+    log = open(tmp_path / "run.log", "w+")  # noqa: SIM115, PTH123
+    run = subprocess.Popen(
+        [sys.executable, "-m", "ivr", "run", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    try:
+        _until(lambda: "Hotline is running" in (tmp_path / "run.log").read_text())
+        children = _until(lambda: len(found := _children(run.pid)) >= 3 and found)  # Redis, worker, web
+        while run.poll() is None:
+            run.send_signal(signal.SIGTERM)
+            try:
+                run.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        assert run.returncode == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+        log.close()
+    text = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in text and "Redis unreachable" not in text and "Error 111" not in text, text[-3000:]
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import typing
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from ivr.menus.loader import ConfigError, load_config, parse_config
+from ivr.menus.model import HotlineConfig, TimeRange
 from ivr.settings import SettingsError
 from tests.conftest import ROOT, SHIPPED_CONFIG
 
@@ -225,6 +229,28 @@ def test_check_command_exit_codes_and_output(tmp_path):
     failed = subprocess.run([sys.executable, "-m", "ivr", "check", str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert failed.returncode == 1
     assert f"{bad}:" in failed.stderr and "unknown time zone 'Mars/Olympus'" in failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith(f"{bad}: 1 problem(s) in the settings themselves (")
+
+
+def test_the_checker_says_when_its_list_may_go_on():
+    """Field errors stop the whole-config checks (they need a config that parses): ops must not
+    read '2 problem(s)' as the full list and meet the next error only after fixing those."""
+    both = SHIPPED.replace("timezone: Asia/Tokyo", "timezone: Asia/Tokio").replace(
+        "goto: payment_charged_twice", "goto: charged_twice", 1
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(both, "hotline.yaml")
+    assert [p.split(": ", 1)[1] for p in caught.value.problems] == ["hours.timezone: unknown time zone 'Asia/Tokio'"]
+    assert not caught.value.complete
+    assert "node references" in caught.value.summary()
+    fixed = both.replace("timezone: Asia/Tokio", "timezone: Asia/Tokyo")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(fixed, "hotline.yaml")
+    assert caught.value.complete and caught.value.summary() == "2 problem(s)"
+    assert [p.split(": ", 2)[2] for p in caught.value.problems] == [
+        "unknown node 'charged_twice'",
+        "unreachable: no menu option or 'next' leads here",
+    ]
 
 
 def test_impossible_dates_are_reported_not_crashed_on():
@@ -462,3 +488,39 @@ def test_the_readme_shows_what_the_checker_really_prints():
         first = caught.value.problems[0]
         shown = first.split(" (YAML: ")[0]  # the README elides PyYAML's own words
         assert f"`{shown}" in readme, first
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:  # noqa: ANN001 - any typing annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
+
+
+def test_the_readme_reference_names_every_setting():
+    """Ops write configs from the README's table: a setting (or a required prompt) the model has
+    and the table never names is one they meet first as an error."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in table.splitlines():
+        if match := re.match(r"\| (.+?) \| .+ \|$", line):
+            for section in re.findall(r"`([a-z_]+)", match.group(1)):
+                rows[section] = rows.get(section, "") + line
+    written_as_text = {TimeRange}  # "09:00-18:00" in the file: opens/closes are no YAML keys
+    unnamed = []
+    for section, field in HotlineConfig.model_fields.items():
+        row = rows.get(section)
+        if row is None:
+            unnamed.append(section)
+            continue
+        todo, seen = _models_in(field.annotation), set(written_as_text)
+        while todo:
+            model = todo.pop()
+            if model in seen:
+                continue
+            seen.add(model)
+            for name, sub in model.model_fields.items():
+                if not re.search(rf"\b{name}\b", row):
+                    unnamed.append(f"{section}: {name} ({model.__name__})")
+                todo += _models_in(sub.annotation)
+    assert unnamed == []

@@ -167,7 +167,8 @@ def test_estimates_are_on_the_ticket_with_the_actual_wait(client, clock, busy_li
     assert block["result"] == "answered"
     told = [(e["before_queue"], e["position"], e["actual_remaining_s"]) for e in block["estimates"]]
     assert told == [(True, 5, 200), (False, 4, 140)]
-    assert all(e["spoken"][0] == "range" and e["lo_s"] < e["hi_s"] for e in block["estimates"])
+    assert all(e["spoken"]["kind"] == "range" and e["lo_s"] < e["hi_s"] for e in block["estimates"])
+    assert all(e["spoken"]["lo_min"] < e["spoken"]["hi_min"] for e in block["estimates"])
 
 
 def test_hang_ups_and_handle_times_feed_the_statistics(app, client, clock, busy_line):
@@ -276,7 +277,9 @@ def test_an_abandoned_wait_is_on_the_ticket_with_what_was_announced(client, cloc
     block = ticket["queue"]
     assert ticket["outcome"] == "abandoned" and block["result"] == "abandoned"
     assert block["wait_s"] == 5 + 95  # joined 5 s before the last caller, then 95 s of waiting
-    heard = [(e["before_queue"], e["position"], e["spoken"][0], e["actual_remaining_s"]) for e in block["estimates"]]
+    heard = [
+        (e["before_queue"], e["position"], e["spoken"]["kind"], e["actual_remaining_s"]) for e in block["estimates"]
+    ]
     assert heard == [(True, 4, "range", None)]
 
 

@@ -26,11 +26,25 @@ class Problem:
 
 
 class ConfigError(Exception):
-    """A config that must not go live. `problems` holds one formatted line per problem."""
+    """A config that must not go live. `problems` holds one formatted line per problem.
+    `complete` is False when the settings themselves were refused: the whole-config checks
+    (node references, reachability, translations, keys) need a config that parses, so more
+    problems may show once these are fixed, and ops should be told so."""
 
-    def __init__(self, problems: Sequence[str]):
+    def __init__(self, problems: Sequence[str], complete: bool = True):
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+        self.complete = complete
+
+    def summary(self) -> str:
+        """'3 problem(s)', with the warning that the list may go on when it was cut short."""
+        count = f"{len(self.problems)} problem(s)"
+        if self.complete:
+            return count
+        return (
+            f"{count} in the settings themselves (the whole-config checks - node references, "
+            "reachability, translations, keys - run once these are fixed)"
+        )
 
 
 def dotted(loc: Loc) -> str:
@@ -97,7 +111,7 @@ def parse_config(text: str, filename: str = "<config>") -> HotlineConfig:
         config = HotlineConfig.model_validate(data)
     except ValidationError as exc:
         problems = [Problem(tuple(e["loc"]), _reason(e)) for e in exc.errors()]
-        raise ConfigError(_format(problems, filename, tree)) from exc
+        raise ConfigError(_format(problems, filename, tree), complete=False) from exc
     found = [Problem(loc, reason) for loc, reason in check_config(config)]
     if found:
         raise ConfigError(_format(found, filename, tree))

@@ -87,7 +87,11 @@ def _queue_block(by_kind: dict[str, list[dict]], final: dict | None) -> dict | N
         left, result = None, "waiting"
     estimates = []
     for e in by_kind.get("wait_estimate", []):
-        shown = {k: e.get(k) for k in ("at", "position", "point_s", "lo_s", "hi_s", "spoken")}
+        shown = {k: e.get(k) for k in ("at", "position", "point_s", "lo_s", "hi_s")}
+        # The event keeps the words compactly ([kind, lo, hi]); the ticket names them as
+        # /api/queues does, so ops read one shape in both.
+        kind, lo_min, hi_min = (list(e.get("spoken") or []) + [None, None, None])[:3]
+        shown["spoken"] = {"kind": kind, "lo_min": lo_min, "hi_min": hi_min} if kind else None
         shown["before_queue"] = bool(e.get("before_queue"))
         # The actual remaining wait next to what was promised: accuracy on real traffic.
         shown["actual_remaining_s"] = round((left - _at(e)).total_seconds()) if left and result == "answered" else None
