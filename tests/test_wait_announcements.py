@@ -163,8 +163,13 @@ def test_estimates_are_on_the_ticket_with_the_actual_wait(client, clock, busy_li
     hotline = client.application.extensions["hotline"]
     hotline.calls.append(sid(5), [make_event("agent_accepted", clock.now, agent="a101")])
     signed_post(client, "/voice/status", call_form(sid(5), CallStatus="completed", CallDuration="400"))
-    block = ticket_for(sid(5))["queue"]
+    ticket = ticket_for(sid(5))
+    block = ticket["queue"]
     assert block["result"] == "answered"
+    # The path shows the caller heard the wait and stayed (the offer's Gather fell through).
+    stayed = ticket["path"][-1]
+    assert stayed["node"] == "agent_payment"
+    assert [(i["input"], i["result"]) for i in stayed["inputs"]] == [("-", "stayed")]
     told = [(e["before_queue"], e["position"], e["actual_remaining_s"]) for e in block["estimates"]]
     assert told == [(True, 5, 200), (False, 4, 140)]
     assert all(e["spoken"]["kind"] == "range" and e["lo_s"] < e["hi_s"] for e in block["estimates"])

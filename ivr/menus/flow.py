@@ -344,7 +344,9 @@ class Flow:
         if not isinstance(node, TransferNode):
             return self._recover(call, lang_id, f"join from a node that is not a transfer: {node_id!r}")
         queue = queue if queue in self.config.queues else node.queue
-        events: list[dict] = []
+        # Only the offer's silence leads here (a Gather falling through): on the ticket's path,
+        # so it shows the caller heard the wait and chose to stay.
+        events: list[dict] = [self._input_event(node_id, node, "-", "stayed")]
         twiml = self._join(call, lang_id, node_id, queue, [], events)
         self._log(call, events)
         return twiml
