@@ -65,11 +65,13 @@ def dispatch_due(redis: Redis, queue: Queue, batch: int = 500) -> int:
 
 
 def seed_reference_floor() -> None:
-    """Keep Redis's reference sequence above every stored ticket id. Run where a process starts
-    next to the database (worker, migrations, local commands) and by every sync, so a Redis that
-    lost its data hands out fresh references, not ones callers already hold."""
+    """Keep Redis's reference sequence above every stored ticket id, and its callback ids above
+    those on tickets. Run where a process starts next to the database (worker, migrations, local
+    commands) and by a sync that met a taken reference, so a Redis that lost its data hands out
+    fresh references and callback ids, not ones callers and ops already hold."""
     hotline = services()
     hotline.calls.raise_reference_floor(hotline.store.max_reference())
+    hotline.callbacks.raise_id_floor(hotline.store.max_callback_id())
 
 
 def sync_ticket(call_sid: str) -> int:

@@ -39,7 +39,7 @@ return ref
 
 # KEYS: sequence. ARGV: floor. Keeps the sequence above references already in the ticket store
 # (after Redis lost its data, say), so a reference is never handed out twice.
-_RAISE_FLOOR = """
+RAISE_FLOOR = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
@@ -70,7 +70,7 @@ class CallLog:
         self.ttl_s = ttl_s
         self.roundtrip = roundtrip or RoundTrip(redis)
         self._start = redis.register_script(_START_CALL)
-        self._floor = redis.register_script(_RAISE_FLOOR)
+        self._floor = redis.register_script(RAISE_FLOOR)
 
     def start(self, call_sid: str, event: dict) -> int:
         """Record the call's first event and return its ticket reference (one round trip)."""

@@ -23,6 +23,7 @@ from callbacks.dialer import (
     take_dial_slot,
 )
 from callbacks.dispatcher import dispatch_once
+from callbacks.tickets import seed_reference_floor
 from ivr.calllog import events_key
 from ivr.menus.loader import load_config
 from ivr.queues.callbacks import Callback, member
@@ -179,6 +180,24 @@ def test_a_peak_caller_books_a_callback_with_their_caller_id(app, client, clock,
         [],
     )
     assert [p["node"] for p in ticket["path"]][-2:] == ["agent_payment", "callback_number"]
+
+
+@pytest.mark.any_database  # the floor is read from the tickets, in both stores
+def test_a_redis_that_lost_its_data_hands_out_no_callback_id_a_ticket_already_has(app, client, hotline, ticket_for):
+    """Without AOF (or with it lost) Redis starts from nothing: the next callback must not be
+    'callback 1' again while a ticket, and the ops who read it, know callback 1 as another's."""
+    book_with_caller_id(client, 1)
+    first = the_callback(hotline)
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed", CallDuration="60"))
+    before = ticket_for(sid(1))
+    assert before["callback"]["id"] == first.id
+    hotline.redis.flushdb()
+    with app.app_context():
+        seed_reference_floor()  # what a worker, `make run` and `db-upgrade` do as they start
+    book_with_caller_id(client, 2, frm="+819011112222")
+    second = the_callback(hotline, "+819011112222")
+    assert int(second.id) > int(first.id)
+    assert hotline.calls.reference(sid(2)) > before["id"]
 
 
 def test_another_number_is_normalised_read_back_and_invalid_ones_refused(app, client, hotline, ticket_for):

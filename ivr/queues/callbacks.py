@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from redis import Redis, WatchError
 from redis.client import Pipeline
 
+from ivr.calllog import RAISE_FLOOR
 from ivr.queues.state import TAG, Seat, caller_key, seat_in, waiting_key, wake_in
 
 STATUSES = ("pending", "scheduled", "dialling", "done", "failed", "cancelled")
@@ -156,6 +157,12 @@ class CallbackBook:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._claim = redis.register_script(_CLAIM)
+        self._floor = redis.register_script(RAISE_FLOOR)
+
+    def raise_id_floor(self, floor: int) -> None:
+        """Keep fresh ids above `floor` (the tickets' highest): a Redis that lost its data must
+        not hand out an id that tickets, and ops, already know as another callback."""
+        self._floor(keys=[SEQUENCE], args=[floor])
 
     # ----- drafts: a caller choosing a number -----------------------------------------------
 
