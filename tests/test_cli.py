@@ -22,14 +22,7 @@ def test_python_m_ivr_call_walks_the_menu_and_prints_the_ticket(redis_url, tmp_p
         "TWILIO_AUTH_TOKEN": "cli-token",
     }
     env.pop("PUBLIC_BASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "ivr", "call", "--keys", "3,3,2,-"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
+    done = _run(["call", "--keys", "3,3,2,-"], env)
     assert done.returncode == 0, done.stderr
     assert "[en-US] You can follow a refund in the app" in done.stdout
     ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
@@ -71,10 +64,10 @@ def test_the_worker_waits_for_jobs_on_a_client_of_its_own(make_app):
     assert [q.name for q in worker.queues] == ["routing", "callbacks", "tickets"]
 
 
-def _run(args: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ivr", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
-    )
+def _run(args: list[str], env: dict, timeout: float = 60, command: tuple = ()) -> subprocess.CompletedProcess:
+    """`python -m ivr <args>` (or `command` + args) from the repository's folder, as a newcomer runs it."""
+    command = command or (sys.executable, "-m", "ivr")
+    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
 def test_make_run_refuses_a_port_in_use_and_an_invalid_config_with_the_checkers_words(redis_url, tmp_path):
@@ -123,14 +116,8 @@ def test_the_simulator_takes_a_time_and_a_private_database_comes_with_its_privat
 def test_make_call_passes_spoken_words_whole(tmp_path):
     """`make call KEYS="3,say:money back"`: the words reach the simulator as one item."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "PUBLIC_BASE_URL")}
-    done = subprocess.run(
-        ["make", "-s", "-o", "install", "call", f"PY={sys.executable}", "KEYS=3,say:money back,-"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
+    make = ("make", "-s", "-o", "install")
+    done = _run(["call", f"PY={sys.executable}", "KEYS=3,say:money back,-"], env, command=make)
     assert done.returncode == 0, done.stderr
     ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
     assert [step["node"] for step in ticket["path"]] == ["language", "main", "refund"]
