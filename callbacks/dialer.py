@@ -23,6 +23,7 @@ from twilio.base.exceptions import TwilioRestException
 
 from ivr.phone import may_take_texts
 from ivr.privacy import mask_number
+from ivr.queues.callback_desk import attempt_mode
 from ivr.queues.callbacks import Callback, member
 from ivr.services import services
 
@@ -150,7 +151,7 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     caller_id = current_app.config.get("TWILIO_CALLER_ID")
     if not caller_id:
         raise RuntimeError("TWILIO_CALLER_ID is unset: callbacks need the hotline's number as From")
-    agent_first = desk.policy.dial_mode == "agent_first"
+    agent_first = attempt_mode(desk.policy, attempt) == "agent_first"
     to = _dial_target(desk, callback, attempt)
     if to is None:  # the agent left the config while reserved: back to the seat
         desk.attempt_over(callback.id, n, "released")
@@ -253,7 +254,7 @@ def settle_lost_dial(callback_id: str, n: int) -> str:
     if callback is None or not callback.dialling(n):
         return "settled"
     attempt = callback.attempt
-    agent_first = desk.policy.dial_mode == "agent_first"
+    agent_first = attempt_mode(desk.policy, attempt) == "agent_first"
     placed = attempt.get("call_sid")
     to = _dial_target(desk, callback, attempt)
     if not placed and to and attempt.get("dial_started_at"):
@@ -270,7 +271,7 @@ def settle_lost_dial(callback_id: str, n: int) -> str:
 def _dial_target(desk, callback: Callback, attempt: dict) -> str | None:  # noqa: ANN001 - a CallbackDesk
     """Whom the attempt's create-call rings: the customer, or (agent first) the reserved agent;
     None when that agent is no longer in the config."""
-    if desk.policy.dial_mode != "agent_first":
+    if attempt_mode(desk.policy, attempt) != "agent_first":
         return callback.number
     agent = next((a for a in desk.plan.config.agents if a.id == attempt.get("agent")), None)
     return (agent.phone or f"client:{agent.client}") if agent is not None else None

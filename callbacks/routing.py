@@ -13,8 +13,10 @@ from rq.job import Job, JobStatus
 from twilio.base.exceptions import TwilioRestException
 
 from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id, settle_lost_dial
+from ivr.menus.model import HotlineConfig
+from ivr.queues.callback_desk import attempt_mode
 from ivr.queues.callbacks import callback_id_of
-from ivr.queues.lines import agent_lines
+from ivr.queues.lines import agent_lines, new_home, served_lines
 from ivr.services import services
 
 log = logging.getLogger(__name__)
@@ -59,12 +61,36 @@ def _settle_lost_dial_once(callback_id: str, n: int) -> None:
     )
 
 
+def rehome_dropped_lines(config: HotlineConfig) -> int:
+    """Callers and callbacks waiting in a line a reload dropped (a queue renamed or removed, a
+    language no longer served) would wait for ever: no agent is matched with a line the config
+    does not name. Move them to a line it does, at their places. One SMEMBERS a pass; web
+    processes still on the old config for a moment may seat someone there again: the next pass
+    moves them too."""
+    routing_state = services().routing
+    moved = 0
+    for queue, lang in sorted(routing_state.lines() - served_lines(config)):
+        home = new_home(config, queue, lang)
+        count = routing_state.rehome(queue, lang, home.by_node, home.fallback_queue, home.lang_in)
+        if count:
+            log.warning(
+                "line %s/%s is not in the config any more: %d waiting moved at their places (to %s)",
+                queue,
+                lang,
+                count,
+                ", ".join(f"{q}/{lg}" for q, lg in sorted(home.lang_in.items())),
+            )
+        moved += count
+    return moved
+
+
 def route(queue: Queue) -> int:
     """One routing pass: end due wrap-ups, reserve agents for callers, queue the connections."""
     hotline = services()
     plan = hotline.config.current()
     now_ms = int(hotline.clock().timestamp() * 1000)
     routing = plan.config.routing
+    rehome_dropped_lines(plan.config)
     hotline.routing.end_wrap_ups(routing.wrap_up_s * 1000, now_ms)
     # A reservation outlives a connection only if its webhooks never came: release it.
     limit_ms = (routing.ring_timeout_s + routing.accept_timeout_s + 60) * 1000
@@ -94,7 +120,7 @@ def route(queue: Queue) -> int:
                 # A customer-first call was placed and rang the customer, but its webhooks never
                 # came (our web tier down, say): that counts as an attempt, or a customer could
                 # be rung without end. Our other failures put the callback back in its place.
-                rang = placed and plan.config.callbacks.dial_mode == "customer_first"
+                rang = placed and attempt_mode(plan.config.callbacks, callback.attempt) == "customer_first"
                 desk.attempt_over(callback_id, callback.attempt["n"], "no_result" if rang else "released")
                 if placed:
                     hotline.callbacks_queue.enqueue(cancel_call, placed, retry=CONNECT_RETRY, result_ttl=0)

@@ -207,7 +207,7 @@ def callback_step(lang: str, step: str, what: str):
     of the step `number` (the caller ID?), `entry` (type a number) or `readback` (confirm)."""
     the_flow = flow()
     lang, _ = the_flow.plan.language(lang)
-    if step not in STEPS or what not in ("answer", "silence") or not the_flow.callbacks_on:
+    if step not in STEPS or what not in ("answer", "silence") or not the_flow.callbacks_kept:
         return twiml(the_flow._recover(call(), lang, f"unknown callback step {step}/{what}"))
     if what == "answer":
         return twiml(the_flow.callbacks.answer(call(), lang, step, attempt()))
@@ -218,7 +218,7 @@ def callback_step(lang: str, step: str, what: str):
 def callback_pending(lang: str, callback_id: str):
     """A caller with a pending callback: 1 keeps it, 2 cancels it, anything else goes on."""
     the_flow = flow()
-    if not the_flow.callbacks_on:
+    if not the_flow.callbacks_kept:
         return twiml(the_flow.start_menu(call(), [], lang))
     desk = services().callback_desk()
     return twiml(the_flow.callbacks.pending_answer(call(), lang, callback_id, lambda i: desk.cancel(i, "caller")))

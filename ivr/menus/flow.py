@@ -111,7 +111,15 @@ class Flow:
 
     @property
     def callbacks_on(self) -> bool:
+        """Callbacks may be offered (and new ones booked)."""
         return self.config.callbacks.enabled and self.callback_book is not None
+
+    @property
+    def callbacks_kept(self) -> bool:
+        """Callbacks already promised are honoured: booked ones are still made (the router does
+        not look at `enabled`), so their callers still hear of them and may cancel, and a caller
+        who took the offer before ops turned callbacks off finishes booking."""
+        return self.callback_book is not None
 
     @property
     def callback_key(self) -> str | None:
@@ -129,7 +137,7 @@ class Flow:
                 pipe.hget(BY_NUMBER, call.caller)
                 pipe.hget(BY_CALLER, call.caller)
 
-            wanted = self.callbacks_on and bool(call.caller)
+            wanted = self.callbacks_kept and bool(call.caller)
             _, extra = self.calls.start_with(call.sid, start, also if wanted else None)
             pending_id = next((found for found in extra if found is not None), None)
         except RedisError:
@@ -583,7 +591,7 @@ class Flow:
             return render.closed(self.config, self.urls, lang_id, node_id, texts, 1, offer)
         if result == "leave":
             # The caller took the callback offer while waiting (their seat is in the draft).
-            taken = self.callbacks.after_leave(call, lang_id) if self.callbacks_on else None
+            taken = self.callbacks.after_leave(call, lang_id) if self.callbacks_kept else None
             return taken if taken is not None else self._enter(call, lang_id, self.config.menu.root, [])
         return self._recover(call, lang_id, f"queue result {result}")
 
@@ -593,8 +601,14 @@ class Flow:
         lang_id, _ = self.plan.language(lang_id)
         queue_config = self.config.queues.get(queue, QueueConfig())
         now_s = self.now.timestamp()
+        line = (queue, lang_id)
         try:
-            current = estimate_for(self.routing, self.config, call.sid, queue, lang_id, now_s)
+            if line not in self.plan.lines:
+                # The URL names a line a reload dropped: the router moved the caller's seat to a
+                # line it serves (callbacks/routing.py), so ask about that one.
+                seat = self.routing.seat(call.sid)
+                line = (seat.queue, seat.lang) if seat else line
+            current = estimate_for(self.routing, self.config, call.sid, *line, now_s)
         except RedisError:
             log.warning("call %s: Redis unavailable, holding without an announcement", call.sid)
             current = None

@@ -17,6 +17,7 @@ from ivr.hours import Hours
 from ivr.menus.graph import reachable_in_order
 from ivr.menus.loader import ConfigError, load_config
 from ivr.menus.model import HotlineConfig, InfoNode, Language, MenuNode, Node
+from ivr.queues.lines import served_lines
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Plan:
     branches: dict[str, str]  # node -> branch it belongs to (own or inherited from its parent)
     agents: dict[str, str]  # node -> transfer node its agent key reaches (own or inherited)
     version: str = field(default="")
+    lines: frozenset[tuple[str, str]] = frozenset()  # the (queue, language) lines agents serve
     # Rendered TwiML by its inputs (see Flow._memo); a new config gets a new, empty cache.
     rendered: dict[tuple, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -45,7 +47,7 @@ class Plan:
                 branches[node_id] = branch
             own_agent = node.agent if isinstance(node, MenuNode) else None
             agents[node_id] = own_agent or agents.get(parent) or config.input.agent_node
-        return cls(config, Hours(config.hours), parents, branches, agents, version)
+        return cls(config, Hours(config.hours), parents, branches, agents, version, frozenset(served_lines(config)))
 
     def node(self, node_id: str) -> Node | None:
         return self.config.menu.nodes.get(node_id)

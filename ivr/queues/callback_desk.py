@@ -97,7 +97,7 @@ class CallbackDesk:
                 return None
             cb.status, cb.scheduled_ms, cb.updated_ms = target, None, self.now_ms
             if target == "dialling":
-                cb.attempts.append({"n": len(cb.attempts) + 1, "agent": None, "at": self.now.isoformat()})
+                cb.attempts.append(self._new_attempt(cb, None))
             moved.append(True)
             return cb
 
@@ -130,6 +130,11 @@ class CallbackDesk:
 
     # ----- attempts ---------------------------------------------------------------------
 
+    def _new_attempt(self, cb: Callback, agent_id: str | None) -> dict:
+        # The dial mode is the attempt's, fixed as it starts: a reload that switches it must not
+        # make a retry look for the call at the other end (and place it again) or count it wrong.
+        return {"n": len(cb.attempts) + 1, "agent": agent_id, "at": self.now.isoformat(), "mode": self.policy.dial_mode}
+
     def reserve(self, callback_id: str, agent_id: str) -> Callback | None:
         """The router reserved `agent_id` for this callback (its seat left the line): a new
         attempt starts. None when the callback is no longer pending (cancelled meanwhile)."""
@@ -138,7 +143,7 @@ class CallbackDesk:
             if cb.status != "pending":
                 return None
             cb.status, cb.agent, cb.updated_ms = "dialling", agent_id, self.now_ms
-            cb.attempts.append({"n": len(cb.attempts) + 1, "agent": agent_id, "at": self.now.isoformat()})
+            cb.attempts.append(self._new_attempt(cb, agent_id))
             return cb
 
         updated = self.book.update(callback_id, start)
@@ -333,3 +338,8 @@ class CallbackDesk:
         if hours.is_open(when):
             return when
         return hours.next_opening(when) or when
+
+
+def attempt_mode(policy, attempt: dict | None) -> str:  # noqa: ANN001 - the callbacks config
+    """The dial mode an attempt was started in (the config's for attempts from before it was kept)."""
+    return (attempt or {}).get("mode") or policy.dial_mode

@@ -3,8 +3,10 @@ whose skills the agent has, in the languages both speak."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ivr.menus.checks import queue_skills
-from ivr.menus.model import HotlineConfig
+from ivr.menus.model import HotlineConfig, TransferNode
 
 
 def agent_lines(config: HotlineConfig) -> dict[str, list[tuple[str, str, int]]]:
@@ -26,3 +28,35 @@ def agents_for(config: HotlineConfig, queue: str, lang: str) -> list[str]:
     return [
         agent for agent, lines in agent_lines(config).items() if any(q == queue and lg == lang for q, lg, _ in lines)
     ]
+
+
+def served_lines(config: HotlineConfig) -> set[tuple[str, str]]:
+    """Every (queue, language) line the config serves."""
+    return {(name, lang) for name, queue in config.queues.items() for lang in queue.languages or config.languages}
+
+
+@dataclass(frozen=True)
+class NewHome:
+    """Where the callers of a line the config no longer serves go: their transfer node's queue
+    (`by_node`), else `fallback_queue`; in `lang_in[that queue]`."""
+
+    by_node: dict[str, str]
+    fallback_queue: str
+    lang_in: dict[str, str]
+
+
+def new_home(config: HotlineConfig, queue: str, lang: str) -> NewHome:
+    """For a line dropped by a reload: a queue renamed or removed (its callers follow the transfer
+    node that queued them, or go to the agent node's queue), or a language no longer served there
+    (the same queue, in the default language if it serves it, else its first)."""
+    if queue in config.queues:
+        by_node, fallback = {}, queue
+    else:
+        by_node = {nid: node.queue for nid, node in config.menu.nodes.items() if isinstance(node, TransferNode)}
+        agent_node = config.menu.nodes.get(config.input.agent_node)
+        fallback = agent_node.queue if isinstance(agent_node, TransferNode) else next(iter(config.queues))
+    lang_in = {}
+    for name in {fallback, *by_node.values()}:
+        served = list(config.queues[name].languages or config.languages)
+        lang_in[name] = next(choice for choice in (lang, config.default_language, served[0]) if choice in served)
+    return NewHome(by_node, fallback, lang_in)

@@ -30,8 +30,17 @@ STATUSES = ("available", "reserved", "busy", "wrap_up", "away", "offline")
 SETTABLE = ("available", "away", "offline")  # what an agent may set; the rest follow calls
 
 
+LINES = f"{TAG}:lines"  # every waiting set ever used: how lines a new config dropped are found
+
+
 def waiting_key(queue: str, lang: str) -> str:
     return f"{TAG}:waiting:{queue}:{lang}"
+
+
+def line_of(key: str) -> tuple[str, str]:
+    """(queue, language) of a waiting set's key (queue names and language ids have no ':')."""
+    _, _, queue, lang = key.split(":", 3)
+    return queue, lang
 
 
 def caller_key(call_sid: str) -> str:
@@ -168,6 +177,40 @@ return 1
 """
 WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher blocks on it
 
+# KEYS: the old line, LINES. ARGV: caller-hash prefix, callback-record prefix, waiting-set prefix,
+# fallback queue, n, then n (node, queue) pairs, then (queue, language) pairs: each queue's
+# language for this line's callers. Moves up to 200 members (returns how many; 0 when the line
+# is empty, and then it leaves the registry). ZADD NX: someone already in the new line keeps
+# their own (earlier) seat.
+_REHOME = """
+local caller, record, waiting, fallback, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local by_node, lang_in = {}, {}
+for i = 6, 5 + 2 * n, 2 do by_node[ARGV[i]] = ARGV[i + 1] end
+for i = 6 + 2 * n, #ARGV, 2 do lang_in[ARGV[i]] = ARGV[i + 1] end
+local members = redis.call('ZRANGE', KEYS[1], 0, 199, 'WITHSCORES')
+if #members == 0 then
+  redis.call('SREM', KEYS[2], KEYS[1])
+  return 0
+end
+for j = 1, #members, 2 do
+  local member, score = members[j], members[j + 1]
+  local node = redis.call('HGET', caller .. member, 'node')
+  local queue = (node and by_node[node]) or fallback
+  local lang = lang_in[queue]
+  local line = waiting .. queue .. ':' .. lang
+  redis.call('ZADD', line, 'NX', score, member)
+  redis.call('SADD', KEYS[2], line)
+  redis.call('ZREM', KEYS[1], member)
+  if redis.call('EXISTS', caller .. member) == 1 then
+    redis.call('HSET', caller .. member, 'queue', queue, 'lang', lang)
+  end
+  if string.sub(member, 1, 3) == 'cb:' and redis.call('EXISTS', record .. string.sub(member, 4)) == 1 then
+    redis.call('HSET', record .. string.sub(member, 4), 'queue', queue, 'lang', lang)
+  end
+end
+return #members / 2
+"""
+
 # KEYS: AGENT_STATUS, AGENT_CALL, the new call's seat hash, AGENT_SINCE. ARGV: agent, old call,
 # new call, now ms, then the seat's field/value pairs. A reservation follows its caller to another call (a callback's
 # seat becomes the customer's live call when they answer), only if it is still that reservation.
@@ -182,10 +225,11 @@ redis.call('HSET', KEYS[3], unpack(ARGV, 5))
 return 1
 """
 
-# KEYS: gone marker, waiting set, caller hash, wake list. ARGV: call, arrival ms, seat fields...
+# KEYS: gone marker, waiting set, caller hash, wake list, LINES. ARGV: call, arrival ms, seat fields...
 _JOIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[5], KEYS[2])
 redis.call('HSET', KEYS[3], unpack(ARGV, 3))
 redis.call('PERSIST', KEYS[3])
 redis.call('LPUSH', KEYS[4], 1)
@@ -209,6 +253,7 @@ def seat_in(pipe: Pipeline, seat: Seat) -> None:
     """Add 'seat this caller in their line (an earlier arrival is kept), reserved for nobody' to
     a pipeline."""
     pipe.zadd(waiting_key(seat.queue, seat.lang), {seat.call_sid: seat.arrived_ms}, nx=True)
+    pipe.sadd(LINES, waiting_key(seat.queue, seat.lang))
     pipe.hset(caller_key(seat.call_sid), mapping=_seat_fields(seat))
     pipe.persist(caller_key(seat.call_sid))
     pipe.hdel(caller_key(seat.call_sid), "agent")
@@ -227,11 +272,12 @@ class RoutingState:
         self.roundtrip = roundtrip or RoundTrip(redis)
         self._match = redis.register_script(_MATCH)
         self._transition = redis.register_script(_TRANSITION)
+        self._rehome = redis.register_script(_REHOME)
 
     def join_in(self, pipe: Pipeline, seat: Seat) -> None:
         """Add 'put this caller in line, and wake the dispatcher' to a webhook's pipeline; a caller
         whose call has already ended (its final status overtook this webhook) is not seated."""
-        keys = [gone_key(seat.call_sid), waiting_key(seat.queue, seat.lang), caller_key(seat.call_sid), WAKE_KEY]
+        keys = [gone_key(seat.call_sid), waiting_key(seat.queue, seat.lang), caller_key(seat.call_sid), WAKE_KEY, LINES]
         fields = [value for pair in _seat_fields(seat).items() for value in pair]
         pipe.eval(_JOIN, len(keys), *keys, seat.call_sid, seat.arrived_ms, *fields)
 
@@ -393,6 +439,32 @@ class RoutingState:
             )
             for agent, status in statuses.items()
         }
+
+    # ----- lines a new config no longer serves ------------------------------------------
+
+    def lines(self) -> set[tuple[str, str]]:
+        """Every (queue, language) line callers have been seated in. A dataset from before the
+        registry existed is read once by SCAN, and registered."""
+        keys = self.redis.smembers(LINES)
+        if not keys and not self.redis.exists(LINES):
+            keys = set(self.redis.scan_iter(match=f"{TAG}:waiting:*", count=1000))
+            self.redis.sadd(LINES, *keys, waiting_key("", ""))  # the marker keeps the set existing
+        return {line_of(key.decode() if isinstance(key, bytes) else key) for key in keys} - {("", "")}
+
+    def rehome(
+        self, queue: str, lang: str, by_node: dict[str, str], fallback_queue: str, lang_in: dict[str, str]
+    ) -> int:
+        """Move everyone waiting in (queue, lang) — a line the config no longer serves — to a line
+        it does, each at their original arrival (their place among the callers there). A
+        member's new queue is its transfer node's (`by_node`) or `fallback_queue`; its new
+        language `lang_in[new queue]`. Seats and callback records follow. Returns how many moved."""
+        moved = 0
+        args: list[object] = [f"{TAG}:caller:", f"{TAG}:cb:", f"{TAG}:waiting:", fallback_queue, len(by_node)]
+        args += [v for pair in by_node.items() for v in pair]
+        args += [v for pair in lang_in.items() for v in pair]
+        while batch := self._rehome(keys=[waiting_key(queue, lang), LINES], args=args):
+            moved += int(batch)
+        return moved
 
     # ----- matching -----------------------------------------------------------------------
 
