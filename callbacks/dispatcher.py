@@ -11,6 +11,7 @@ import uuid
 
 from flask import Flask
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callbacks.routing import route
 from callbacks.tickets import dispatch_due
@@ -55,7 +56,7 @@ def run_dispatcher(app: Flask, stop: threading.Event, interval_s: float = 1.0) -
                 if unreachable:
                     log.warning("dispatcher: Redis answers again")
                     unreachable = False
-            except RedisConnectionError as exc:
+            except (RedisConnectionError, RedisTimeoutError) as exc:  # down, or hung (SIGSTOP, a full disk)
                 # Once per outage, not a traceback a second: the outage is the news, and the
                 # worker's own log says the same.
                 if not unreachable:

@@ -61,6 +61,14 @@ def _settle_lost_dial_once(callback_id: str, n: int) -> None:
     )
 
 
+DIAL_SETTINGS = ("TWILIO_ACCOUNT_SID", "TWILIO_CALLER_ID", "PUBLIC_BASE_URL")
+
+
+def dial_settings_missing() -> list[str]:
+    """The settings an outbound call needs that are unset (the REST account, From, webhook URLs)."""
+    return [name for name in DIAL_SETTINGS if not current_app.config.get(name)]
+
+
 def rehome_dropped_lines(config: HotlineConfig) -> int:
     """Callers and callbacks waiting in a line a reload dropped (a queue renamed or removed, a
     language no longer served) would wait for ever: no agent is matched with a line the config
@@ -133,7 +141,10 @@ def route(queue: Queue) -> int:
         hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
         hotline.routing.back_to_line(call_sid)
     # Callbacks are dialled only within business hours; live callers are served regardless.
-    callbacks_ok = plan.hours.is_open(hotline.clock())
+    # ... and only with what a dial needs: without it an agent would be reserved, a dial fail,
+    # the reservation time out and the agent be reserved again for ever, the callback stuck in
+    # `dialling` where ops cannot cancel it. Undialled, it keeps its place (and can be cancelled).
+    callbacks_ok = plan.hours.is_open(hotline.clock()) and not dial_settings_missing()
     if callbacks_ok:
         # A scheduled callback whose seat job never ran (lost with a crash, say) still comes back.
         for callback_id in hotline.callbacks.overdue(now_ms - OVERDUE_GRACE_MS):

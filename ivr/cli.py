@@ -58,15 +58,18 @@ def db_upgrade_command() -> None:
 def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) for the hotline's queues."""
     from callbacks.dispatcher import dispatch_once, run_dispatcher
+    from callbacks.routing import dial_settings_missing
     from callbacks.tickets import seed_reference_floor
     from ivr.services import services
 
     seed_reference_floor()
     hotline_services = services()
-    needed = ("TWILIO_ACCOUNT_SID", "TWILIO_CALLER_ID", "PUBLIC_BASE_URL")
-    missing = [k for k in needed if not current_app.config.get(k)]
+    missing = dial_settings_missing()
     if missing and hotline_services.config.current().config.callbacks.enabled:
-        click.echo(f"warning: {', '.join(missing)} unset: agents cannot be connected and callbacks cannot be dialled")
+        click.echo(
+            f"warning: {', '.join(missing)} unset: agents cannot be connected, and callbacks wait in line "
+            "undialled (they keep their places) until these are set"
+        )
     if not missing:
         # Build the REST client before forking: each job's work-horse would import it again
         # (~85 ms a dial, bench/callbacks.py).

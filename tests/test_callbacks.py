@@ -573,6 +573,24 @@ def test_a_callback_customer_sent_back_to_line_who_hangs_up_has_the_whole_story_
     assert asked["agent"] is None
 
 
+def test_without_a_caller_id_to_dial_from_callbacks_wait_undialled_and_live_callers_are_served(make_app, sleeps):
+    """TWILIO_CALLER_ID unset (a worker started without it): no agent is reserved for a dial
+    that must fail — it would be again and again, the callback stuck 'dialling', uncancellable."""
+    app = make_app(TWILIO_CALLER_ID="", SLEEP=sleeps)
+    client, hotline = app.test_client(), app.extensions["hotline"]
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", 0)
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "pending"
+    assert hotline.routing.agents()["a103"][0] == "available"
+    assert signed_post(client, f"/api/callbacks/{callback.id}/cancel", {}, headers=OPS).status_code == 200
+    queue_caller(client, TRANSFER, call_form(sid(2), Digits="0"))
+    with app.app_context():
+        dispatch_once()
+    assert hotline.routing.agents()["a103"][0] == "reserved"
+
+
 def test_callbacks_and_live_callers_are_served_in_arrival_order(app, client, clock, hotline, no_unexpected_http):
     clock.advance(5)
     queue_caller(client, TRANSFER, call_form(sid(1), Digits="0", From="+819011110001"))

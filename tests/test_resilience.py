@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from ivr.localredis import free_port
 from ivr.menus.loader import load_config
@@ -22,6 +23,21 @@ def test_callers_are_served_with_redis_down(make_app, caplog):
     assert signed_post(client, "/voice/status", call_form(CallStatus="completed")).status_code == 204
     assert client.get("/healthz").status_code == 503
     assert "Redis unavailable" in caplog.text
+
+
+def test_a_call_whose_start_met_redis_down_still_has_its_numbers_and_start_on_the_ticket(make_app, clock, ticket_for):
+    """Redis was down for the call's first webhooks and back for its final status: the ticket
+    takes the numbers from the status callback and its start from Twilio's duration."""
+    down = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    parse(signed_post(down, "/voice/incoming", call_form(CallStatus="ringing")))
+    client = make_app().test_client()
+    done = call_form(CallStatus="completed", CallDuration="30")
+    assert signed_post(client, "/voice/status", done).status_code == 204
+    ticket = ticket_for(done["CallSid"])
+    assert (ticket["caller"], ticket["called"]) == (done["From"], done["To"])
+    assert ticket["duration_s"] == 30
+    started, ended = (datetime.fromisoformat(ticket[k]) for k in ("started_at", "ended_at"))
+    assert ended == clock.now and (ended - started).total_seconds() == 30
 
 
 def test_fallback_is_static_and_works_without_redis_or_database(make_app):

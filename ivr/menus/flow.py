@@ -709,6 +709,10 @@ class Flow:
 
     def status(self, call: Call, form) -> None:  # noqa: ANN001
         seq = form.get("SequenceNumber")
+        # The numbers again, as the ticket sees them (a call we placed: the customer is `To`):
+        # a call whose first webhook met Redis down has no start event to take them from.
+        outbound = (form.get("Direction") or "").startswith("outbound")
+        caller, called = (call.called, call.caller) if outbound else (call.caller, call.called)
         event = make_event(
             "status",
             self.now,
@@ -716,6 +720,8 @@ class Flow:
             status=call.status,
             duration_s=whole_seconds(form.get("CallDuration")) if form.get("CallDuration") else None,
             seq=bounded_int(seq, _MOST_SEQUENCE) if seq else None,
+            caller=caller,
+            called=called,
         )
         if call.status in TERMINAL_STATUSES:
             # A caller who hangs up while queued must not keep a place (the Enqueue action may

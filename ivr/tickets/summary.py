@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ivr.menus.flow import TERMINAL_STATUSES
 
@@ -34,9 +34,17 @@ def summarize(events: list[dict]) -> dict:
         by_kind.setdefault(event["kind"], []).append(event)
     start = (by_kind.get("call") or [None])[0]
     final = next((e for e in reversed(by_kind.get("status", [])) if e["status"] in TERMINAL_STATUSES), None)
-    started_at = _at(start) if start else (_at(events[0]) if events else None)
     ended_at = _at(final) if final else None
     duration = final.get("duration_s") if final else None
+    if start:
+        started_at = _at(start)
+    elif ended_at and duration is not None:
+        # No start event (Redis was down at the first webhook): Twilio's duration says when.
+        started_at = ended_at - timedelta(seconds=duration)
+    else:
+        started_at = _at(events[0]) if events else None
+    # The numbers from the start event, else from a status callback (they carry them too).
+    numbers = start or next((e for e in by_kind.get("status", []) if e.get("caller") or e.get("called")), None) or {}
     if duration is None and started_at and ended_at:
         duration = max(0, round((ended_at - started_at).total_seconds()))
     languages = [e["lang"] for e in events if e["kind"] in ("language", "visit")]
@@ -44,8 +52,8 @@ def summarize(events: list[dict]) -> dict:
     if not branches and start and start.get("branch"):
         branches = [start["branch"]]  # a callback call walks no menu: its callback's reason
     return {
-        "caller": start.get("caller", "") if start else "",
-        "called": start.get("called", "") if start else "",
+        "caller": numbers.get("caller", ""),
+        "called": numbers.get("called", ""),
         "language": languages[-1] if languages else None,
         "started_at": started_at,
         "ended_at": ended_at,
