@@ -52,17 +52,29 @@ def test_query_by_call_sid_caller_and_since(app, walker, run_jobs, clock):
     assert ids("?since=" + quote(tokyo)) == [second.call_sid]
     an_hour_before = (clock.now - timedelta(seconds=3601)).astimezone(ZoneInfo("Asia/Tokyo")).isoformat()
     assert ids("?since=" + quote(an_hour_before)) == [second.call_sid, first.call_sid]
+    # Without a zone: the hotline's (Tokyo) clock, as ops read it.
+    naive_tokyo = clock.now.astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None).isoformat()
+    assert ids("?since=" + quote(naive_tokyo)) == [second.call_sid]
     ticket = client.get(f"/api/tickets?call_sid={second.call_sid}", headers=API).get_json()["tickets"][0]
     by_id = client.get(f"/api/tickets/{ticket['id']}", headers=API)
     assert by_id.status_code == 200 and by_id.get_json() == ticket
     assert ticket["language"] == "ja"
 
 
-@pytest.mark.parametrize("query", ["?since=yesterday", "?limit=0", "?limit=abc", "?limit=100000"])
+@pytest.mark.parametrize("query", ["?since=yesterday", "?limit=0", "?limit=abc", "?limit=100000", "?calller=1"])
 def test_bad_query_is_400_with_a_reason(client, query):
     response = client.get(f"/api/tickets{query}", headers=API)
     assert response.status_code == 400
     assert response.get_json()["error"]
+
+
+def test_a_mistyped_filter_is_refused_not_ignored(client):
+    """`?calller=…` answering every ticket would look like the caller's history."""
+    for path, known in (("/api/tickets?calller=%2B81", "call_sid, caller"), ("/api/callbacks?stauts=done", "status")):
+        response = client.get(path, headers=API)
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert error.startswith("unknown parameter(s) ") and known in error, error
 
 
 def test_unknown_ticket_is_404(client):

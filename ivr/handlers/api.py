@@ -55,6 +55,7 @@ def json_outside_routes(error):
 @bp.get("/tickets")
 def list_tickets():
     """Tickets filtered by call_sid, caller (E.164 or national) and since (ISO 8601)."""
+    _only_args("call_sid", "caller", "since", "limit")
     limit = _int_arg("limit", 50, 1, 500)
     tickets = services().store.find(
         call_sid=request.args.get("call_sid") or None,
@@ -72,6 +73,13 @@ def get_ticket(ticket_id: int):
     if ticket is None:
         abort(404, description=f"no ticket {ticket_id}")
     return jsonify(ticket_json(ticket))
+
+
+def _only_args(*known: str) -> None:
+    """A filter ops mistype (`?calller=…`) must not quietly answer with everything."""
+    unknown = sorted(set(request.args) - set(known))
+    if unknown:
+        abort(400, description=f"unknown parameter(s) {', '.join(unknown)}; this endpoint takes {', '.join(known)}")
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -105,7 +113,8 @@ def _since_arg() -> datetime | None:
         since = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         abort(400, description="since must be an ISO 8601 time, e.g. 2026-11-22T09:00:00+09:00")
-    return since if since.tzinfo else since.replace(tzinfo=UTC)
+    # Without a zone, the hotline's own: ops read the hotline's clock (as the simulator's --at).
+    return since if since.tzinfo else since.replace(tzinfo=services().config.current().hours.zone)
 
 
 @bp.get("/agents")
@@ -215,6 +224,7 @@ def _iso_ms(ms: int) -> str | None:
 @bp.get("/callbacks")
 def list_callbacks():
     """Callbacks, newest first: ?status=pending|scheduled|dialling|done|failed|cancelled&queue=…"""
+    _only_args("status", "queue", "limit")
     status = request.args.get("status") or None
     if status is not None and status not in CALLBACK_STATUSES:
         abort(400, description=f"status must be one of {', '.join(CALLBACK_STATUSES)}")
