@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -246,9 +247,21 @@ def test_a_broken_config_change_is_refused_and_the_old_one_stays_live(make_app, 
     app = make_app(HOTLINE_CONFIG=str(path))
     path.write_text(path.read_text(encoding="utf-8").replace("goto: refund_how", "goto: nowhere"), encoding="utf-8")
     holder = app.extensions["hotline"].config
+    live = holder.current().version
     assert holder.reload_if_changed() is False
     assert "refund_how" in holder.current().config.menu.nodes
     parse(signed_post(app.test_client(), "/voice/en/node/refund", call_form()))
+    # Ops see on /healthz that their publish did not go live, and why.
+    health = app.test_client().get("/healthz").get_json()
+    assert health["status"] == "ok" and health["config"] == live
+    refused = health["config_refused"]
+    assert refused["version"] != live and refused["count"] == len(refused["problems"]) >= 1
+    assert "unknown node 'nowhere'" in refused["problems"][0]
+    # Fixed and published again: live, and nothing refused any more.
+    path.write_text(path.read_text(encoding="utf-8").replace("goto: nowhere", "goto: refund_how"), encoding="utf-8")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
+    assert holder.reload_if_changed() is True
+    assert "config_refused" not in app.test_client().get("/healthz").get_json()
 
 
 def test_random_callers_never_hit_dead_air_or_an_error(walker, clock):

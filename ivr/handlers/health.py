@@ -1,4 +1,6 @@
-"""GET /healthz: is this process able to serve calls (config, Redis) and write tickets (database)."""
+"""GET /healthz: is this process able to serve calls (config, Redis) and write tickets (database).
+GET /livez: is it answering at all — what a load balancer should probe (a Redis blip fails
+/healthz on every host at once, while callers are still served: see the README)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     hotline = services()
-    checks = {"config": hotline.config.current().version}
+    checks: dict[str, object] = {"config": hotline.config.current().version}
+    if hotline.config.refused:
+        checks["config_refused"] = hotline.config.refused  # a publish that did not go live, and why
     try:
         hotline.redis.ping()
         checks["redis"] = "ok"
@@ -29,3 +33,9 @@ def healthz():
         checks["database"] = f"unavailable: {type(exc).__name__}"
     healthy = checks["redis"] == "ok"
     return jsonify(status="ok" if healthy else "degraded", **checks), 200 if healthy else 503
+
+
+@bp.get("/livez")
+def livez():
+    """The process answers: touches neither Redis nor the database."""
+    return jsonify(status="ok")

@@ -84,6 +84,9 @@ class ConfigHolder:
         self._stamp = self._file_stamp()
         self._plan = Plan.build(load_config(self.path), version=self._version())
         self._checked = time.monotonic()
+        # The last change refused while the previous config stays live (None once one is taken):
+        # /healthz shows it, so ops see that their publish did not go live, and why.
+        self.refused: dict | None = None
 
     def current(self) -> Plan:
         if self.interval_s and time.monotonic() - self._checked >= self.interval_s:
@@ -101,12 +104,22 @@ class ConfigHolder:
                 self._plan = Plan.build(load_config(self.path), version=self._version())
             except ConfigError as exc:
                 log.error("config change refused; the previous config stays live:\n%s", exc)
+                self._refuse(exc.problems)
                 return False
-            except Exception:  # a live call must never fail because of a bad publish
+            except Exception as exc:  # a live call must never fail because of a bad publish
                 log.exception("config change refused (unexpected error); the previous config stays live")
+                self._refuse([f"{self.path}: unexpected error {type(exc).__name__}"])
                 return False
+            self.refused = None
             log.info("config reloaded from %s (version %s)", self.path, self._plan.version)
             return True
+
+    def _refuse(self, problems: list[str]) -> None:
+        try:
+            version = self._version()
+        except OSError:
+            version = None  # the file is gone or unreadable: that is the problem
+        self.refused = {"version": version, "problems": problems[:20], "count": len(problems)}
 
     def _file_stamp(self) -> tuple[float, int] | None:
         try:
