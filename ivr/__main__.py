@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(args.port)
     import click
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from ivr.devserver import app_or_reasons, local_environment
     from ivr.trycall import parse_at, try_call
@@ -75,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         app = app_or_reasons("no call made")
         if app is None:
             return 2
-        ticket = try_call(app, args.keys, args.caller, args.called, at, shared=shared, verbose=args.verbose)
+        try:
+            ticket = try_call(app, args.keys, args.caller, args.called, at, shared=shared, verbose=args.verbose)
+        except (RedisError, SQLAlchemyError) as exc:
+            # The simulator is a caller: a hotline whose Redis or database is down is news, not a bug.
+            which = "Redis" if isinstance(exc, RedisError) else "ticket database"
+            print(f"the hotline's {which} did not answer ({type(exc).__name__}: {exc}); no call made", file=sys.stderr)
+            return 2
     print(json.dumps(ticket, ensure_ascii=False, indent=2))
     return 0
 

@@ -136,6 +136,9 @@ def main(port: int) -> int:
             from callbacks.tickets import seed_reference_floor
 
             seed_reference_floor()
+        # The simulator must try the config this hotline runs, not the shipped one.
+        live_config = os.environ.get("HOTLINE_CONFIG")
+        config_env = f" HOTLINE_CONFIG={live_config}" if live_config else ""
         public = os.environ.get("PUBLIC_BASE_URL")
         base = public or f"http://localhost:{port}"
         host = os.environ.get("HOST", "127.0.0.1")  # loopback: a tunnel (ngrok) reaches it there
@@ -179,9 +182,9 @@ def main(port: int) -> int:
                 f"  Primary handler fails:  POST {base}/voice/fallback\n"
                 f"  Call status changes:    POST {base}/voice/status\n"
                 f"{tunnel}{private}"
-                f"Try a call without a phone (a private Redis and database):  make call KEYS=3,2,1\n"
+                f"Try a call without a phone (a private Redis and database):{config_env}  make call KEYS=3,2,1\n"
                 f"... or into this running hotline, its tickets in its API:\n"
-                f"  REDIS_URL={os.environ['REDIS_URL']} DATABASE_URL={app.config['DATABASE_URL']} \\\n"
+                f"  REDIS_URL={os.environ['REDIS_URL']} DATABASE_URL={app.config['DATABASE_URL']}{config_env} \\\n"
                 f"    make call KEYS=3,2,1\n"
                 f"Health: {base}/healthz    Press Ctrl-C to stop.\n",
                 flush=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -113,6 +114,17 @@ def test_the_simulator_takes_a_time_and_a_private_database_comes_with_its_privat
     assert not [line for line in (done.stdout + done.stderr).splitlines() if " INFO " in line]
 
 
+def test_the_simulator_says_plainly_when_the_hotlines_redis_is_down(tmp_path):
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
+    }
+    done = _run(["call", "--keys", "3"], env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "the hotline's Redis did not answer (ConnectionError" in done.stderr
+
+
 def test_make_call_passes_spoken_words_whole(tmp_path):
     """`make call KEYS="3,say:money back"`: the words reach the simulator as one item."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "PUBLIC_BASE_URL")}
@@ -210,6 +222,8 @@ def test_make_run_stops_in_order_when_told_to_stop_again_and_again(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PUBLIC_BASE_URL")}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'run.db'}"
+    env["HOTLINE_CONFIG"] = str(tmp_path / "live.yaml")  # a config of ops' own
+    shutil.copy(ROOT / "config" / "hotline.yaml", tmp_path / "live.yaml")
     log = open(tmp_path / "run.log", "w+")  # noqa: SIM115, PTH123
     run = subprocess.Popen(
         [sys.executable, "-m", "ivr", "run", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
@@ -229,5 +243,7 @@ def test_make_run_stops_in_order_when_told_to_stop_again_and_again(tmp_path):
             run.kill()
         log.close()
     text = (tmp_path / "run.log").read_text()
+    # The line to try a call into this hotline names the config it runs.
+    assert f"DATABASE_URL={env['DATABASE_URL']} HOTLINE_CONFIG={env['HOTLINE_CONFIG']} " in text
     assert "Traceback" not in text and "Redis unreachable" not in text and "Error 111" not in text, text[-3000:]
     assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
