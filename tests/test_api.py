@@ -125,6 +125,14 @@ def test_agents_set_their_status_and_queues_show_live_state(app, client, clock):
     assert client.post("/api/agents/a103/status", json={"status": "busy"}, headers=API).status_code == 400
     assert client.post("/api/agents/nobody/status", json={"status": "away"}, headers=API).status_code == 404
     assert client.post("/api/agents/a103/status", json={"status": "away"}).status_code == 401
+    # `curl -d '{"status":"away"}'` without a JSON content type: told so, not "status must be …".
+    for content_type in ("application/x-www-form-urlencoded", None):  # curl -d; no type at all
+        as_form = client.post(
+            "/api/agents/a103/status", data='{"status": "away"}', headers=API, content_type=content_type
+        )
+        assert as_form.status_code == 400 and "Content-Type: application/json" in as_form.get_json()["error"]
+    forced = client.post("/api/agents/a103/status", json={"status": "away", "force": "yes"}, headers=API)
+    assert forced.status_code == 400 and '"force"' in forced.get_json()["error"]
     for n in range(2):
         clock.advance(30)
         form = call_form(f"CA{n:032x}", Digits="0")

@@ -891,6 +891,9 @@ def test_ops_list_filter_and_cancel_callbacks(app, client, clock, hotline):
     assert client.post(f"/api/callbacks/{first['id']}/cancel", headers=OPS).status_code == 409
     assert client.post("/api/callbacks/999/cancel", headers=OPS).status_code == 404
     assert client.get("/api/callbacks?status=cancelled", headers=OPS).get_json()["count"] == 1
+    one = client.get(f"/api/callbacks/{first['id']}", headers=OPS)
+    assert one.status_code == 200 and (one.get_json()["id"], one.get_json()["status"]) == (first["id"], "cancelled")
+    assert client.get("/api/callbacks/999", headers=OPS).status_code == 404
     # The other callback moved up.
     assert client.get("/api/callbacks?status=pending", headers=OPS).get_json()["callbacks"][0]["position"] == 1
 

@@ -151,6 +151,8 @@ def set_agent_status(agent_id: str):
     status = body.get("status") or request.form.get("status")
     if status not in SETTABLE:
         abort(400, description=f"status must be one of {', '.join(SETTABLE)}")
+    if "force" in body and not isinstance(body["force"], bool):
+        abort(400, description='"force" must be true or false')
     holding = on_call(hotline.routing, agent_id, int(hotline.clock().timestamp() * 1000))
     if holding and body.get("force") is not True:
         abort(409, description=f'agent {agent_id} is on a call ({holding}); "force": true overrides a stuck status')
@@ -235,6 +237,16 @@ def list_callbacks():
     now_ms = int(services().clock().timestamp() * 1000)
     found = book.listing(status=status, queue=queue, limit=_int_arg("limit", 100, 1, 1000), now_ms=now_ms)
     return jsonify(callbacks=[_callback_json(book, c) for c in found], count=len(found))
+
+
+@bp.get("/callbacks/<callback_id>")
+def get_callback(callback_id: str):
+    """One callback by id, as the listing shows it."""
+    book = services().callbacks
+    callback = book.get(callback_id)
+    if callback is None:
+        abort(404, description=f"no callback {callback_id}")
+    return jsonify(_callback_json(book, callback))
 
 
 @bp.post("/callbacks/<callback_id>/cancel")

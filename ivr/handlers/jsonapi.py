@@ -16,6 +16,10 @@ def json_object() -> dict:
     JSON is something else (a list, a string, a number)."""
     body = request.get_json(silent=True)
     if body is None:
+        keys = list(request.form) or ([request.get_data(as_text=True)] if not request.mimetype else [])
+        if any(key.lstrip().startswith(("{", "[")) for key in keys):
+            # `curl -d '{"status": "away"}'` sends JSON as a form: say so, not "status must be …".
+            abort(400, description="that looks like JSON sent as a form: add the header Content-Type: application/json")
         return {}
     if not isinstance(body, dict):
         abort(400, description='send a JSON object, e.g. {"status": "available"}')
