@@ -27,6 +27,13 @@ def broken(edit) -> list[str]:
     return caught.value.problems
 
 
+def stale_key_aside(problems: list[str]) -> list[str]:
+    """The problems but the three prompts still saying key 3 (the key a test edited away)."""
+    stale = [p for p in problems if "says key 3, which is no option" in p]
+    assert len(stale) == 3, problems  # one per language
+    return [p for p in problems if p not in stale]
+
+
 def only(problems: list[str]) -> str:
     assert len(problems) == 1, problems
     return problems[0]
@@ -64,14 +71,15 @@ def test_duplicate_option_keys():
     def edit(d):
         d["menu"]["nodes"]["refund"]["options"][2]["key"] = "1"
 
-    assert "menu.nodes.refund.options[2].key: duplicate key '1' (also options[0])" in only(broken(edit))
+    problems = broken(edit)
+    assert "menu.nodes.refund.options[2].key: duplicate key '1' (also options[0])" in only(stale_key_aside(problems))
 
 
 def test_option_key_clashing_with_a_global_key():
     def edit(d):
         d["menu"]["nodes"]["refund"]["options"][2]["key"] = "*"
 
-    assert "is the back key in every menu" in only(broken(edit))
+    assert "is the back key in every menu" in only(stale_key_aside(broken(edit)))
 
 
 def test_duplicate_yaml_keys_are_not_silently_overwritten():
@@ -524,3 +532,19 @@ def test_the_readme_reference_names_every_setting():
                     unnamed.append(f"{section}: {name} ({model.__name__})")
                 todo += _models_in(sub.annotation)
     assert unnamed == []
+
+
+def test_a_prompt_still_saying_a_removed_option_is_refused():
+    """Option 4 removed, its words left: callers pressing 4 would hear 'that is not an option'."""
+
+    def edit(d):
+        d["menu"]["nodes"]["payment"]["options"] = [
+            o for o in d["menu"]["nodes"]["payment"]["options"] if o["key"] != "4"
+        ]
+        del d["menu"]["nodes"]["payment_cross_border"]
+
+    problems = broken(edit)
+    assert sorted(p.split(": ", 2)[1] for p in problems) == [
+        f"menu.nodes.payment.prompt.{lang}" for lang in ("en", "ja", "zh")
+    ]
+    assert all("says key 4, which is no option of this menu nor a global key" in p for p in problems)

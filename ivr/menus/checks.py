@@ -3,6 +3,7 @@ and that every text a caller may hear exists in every configured language."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import get_args
 
@@ -171,20 +172,34 @@ def _check_keywords(config: HotlineConfig) -> Iterator[Finding]:
 
 
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
+_LONE_DIGIT = re.compile(r"(?<![0-9])[0-9](?![0-9])")
 
 
 def _check_prompts_name_keys(config: HotlineConfig) -> Iterator[Finding]:
     """A menu's prompt must say each of its digit keys in every language: an option added with
     the English prompt alone would be a key Japanese and Mandarin callers are never told of."""
+    keys = config.input.keys
+    global_keys = {keys.agent, keys.repeat, keys.back}
     for node_id, node in config.menu.nodes.items():
         if not isinstance(node, MenuNode):
             continue
+        own = {option.key for option in node.options}
         for lang_id, text in node.prompt.items():
             said = text.translate(_FULL_WIDTH)
+            loc = ("menu", "nodes", node_id, "prompt", lang_id)
             for i, option in enumerate(node.options):
                 if option.key.isdigit() and option.key not in said:
-                    loc = ("menu", "nodes", node_id, "prompt", lang_id)
                     yield loc, f"never says key {option.key} (options[{i}], to {option.goto!r}): write it as a digit"
+            # The other way round: an option removed with its words left in the prompt sends
+            # callers to "that is not an option". A lone digit in a menu prompt is a key.
+            for stray in sorted(set(_LONE_DIGIT.findall(said)) - own - global_keys):
+                yield (
+                    loc,
+                    (
+                        f"says key {stray}, which is no option of this menu nor a global key (an option removed, "
+                        "its words left?); write a number that is no key in words"
+                    ),
+                )
 
 
 def _edges(config: HotlineConfig) -> dict[str, list[str]]:
