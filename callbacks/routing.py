@@ -13,11 +13,12 @@ from rq.job import Job, JobStatus
 from twilio.base.exceptions import TwilioRestException
 
 from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id, settle_lost_dial
-from ivr.menus.model import HotlineConfig
+from ivr.menus.runtime import Plan
 from ivr.queues.callback_desk import attempt_mode
 from ivr.queues.callbacks import callback_id_of
 from ivr.queues.lines import agent_lines, new_home, served_lines
 from ivr.services import services
+from ivr.settings import dial_settings_missing
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +62,24 @@ def _settle_lost_dial_once(callback_id: str, n: int) -> None:
     )
 
 
-DIAL_SETTINGS = ("TWILIO_ACCOUNT_SID", "TWILIO_CALLER_ID", "PUBLIC_BASE_URL")
+# How long a config version counts as still run by some router after its last pass: longer than
+# a pass (1 s) and a reload's lag (2 s), with room for a busy worker.
+CONFIG_SEEN_WINDOW_MS = 30_000
 
 
-def dial_settings_missing() -> list[str]:
-    """The settings an outbound call needs that are unset (the REST account, From, webhook URLs)."""
-    return [name for name in DIAL_SETTINGS if not current_app.config.get(name)]
-
-
-def rehome_dropped_lines(config: HotlineConfig) -> int:
+def rehome_dropped_lines(plan: Plan, now_ms: int) -> int:
     """Callers and callbacks waiting in a line a reload dropped (a queue renamed or removed, a
     language no longer served) would wait for ever: no agent is matched with a line the config
-    does not name. Move them to a line it does, at their places. One SMEMBERS a pass; web
-    processes still on the old config for a moment may seat someone there again: the next pass
+    does not name. Move them to a line it does, at their places — once no router still runs a
+    config that serves it (several hosts switch one by one). Two round trips a pass; web
+    processes still on the old config for a moment may seat someone there again: a later pass
     moves them too."""
     routing_state = services().routing
+    config = plan.config
+    served = served_lines(config)
+    still_served = routing_state.lines_served_now(plan.version, served, now_ms, CONFIG_SEEN_WINDOW_MS)
     moved = 0
-    for queue, lang in sorted(routing_state.lines() - served_lines(config)):
+    for queue, lang in sorted(routing_state.lines() - still_served):
         home = new_home(config, queue, lang)
         count = routing_state.rehome(queue, lang, home.by_node, home.fallback_queue, home.lang_in)
         if count:
@@ -98,7 +100,7 @@ def route(queue: Queue) -> int:
     plan = hotline.config.current()
     now_ms = int(hotline.clock().timestamp() * 1000)
     routing = plan.config.routing
-    rehome_dropped_lines(plan.config)
+    rehome_dropped_lines(plan, now_ms)
     hotline.routing.end_wrap_ups(routing.wrap_up_s * 1000, now_ms)
     # A reservation outlives a connection only if its webhooks never came: release it.
     limit_ms = (routing.ring_timeout_s + routing.accept_timeout_s + 60) * 1000

@@ -58,9 +58,9 @@ def db_upgrade_command() -> None:
 def worker_command(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) for the hotline's queues."""
     from callbacks.dispatcher import dispatch_once, run_dispatcher
-    from callbacks.routing import dial_settings_missing
     from callbacks.tickets import seed_reference_floor
     from ivr.services import services
+    from ivr.settings import dial_settings_missing
 
     seed_reference_floor()
     hotline_services = services()

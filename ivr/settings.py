@@ -58,3 +58,14 @@ def read_settings(environ: Mapping[str, str], overrides: Mapping[str, object] | 
 def default_database_url(instance_path: str) -> str:
     os.makedirs(instance_path, exist_ok=True)
     return f"sqlite:///{os.path.join(instance_path, 'hotline.db')}"
+
+
+# What an outbound call needs (the REST account, its From, absolute webhook URLs).
+DIAL_SETTINGS = ("TWILIO_ACCOUNT_SID", "TWILIO_CALLER_ID", "PUBLIC_BASE_URL")
+
+
+def dial_settings_missing() -> list[str]:
+    """The settings an outbound call needs that this app has not got."""
+    from flask import current_app
+
+    return [name for name in DIAL_SETTINGS if not current_app.config.get(name)]

@@ -584,6 +584,7 @@ def test_without_a_caller_id_to_dial_from_callbacks_wait_undialled_and_live_call
     run_routing(app)
     assert hotline.callbacks.get(callback.id).status == "pending"
     assert hotline.routing.agents()["a103"][0] == "available"
+    assert client.get("/healthz").get_json()["dialling"] == "unavailable: TWILIO_CALLER_ID unset"
     assert signed_post(client, f"/api/callbacks/{callback.id}/cancel", {}, headers=OPS).status_code == 200
     queue_caller(client, TRANSFER, call_form(sid(2), Digits="0"))
     with app.app_context():

@@ -548,3 +548,17 @@ def test_a_prompt_still_saying_a_removed_option_is_refused():
         f"menu.nodes.payment.prompt.{lang}" for lang in ("en", "ja", "zh")
     ]
     assert all("says key 4, which is no option of this menu nor a global key" in p for p in problems)
+
+
+def test_numbers_that_are_no_keys_are_no_stray_keys():
+    """Hours, days and ranges in a menu prompt are numbers, not keys the menu lacks."""
+
+    def edit(d):
+        prompt = d["menu"]["nodes"]["refund"]["prompt"]
+        prompt["ja"] = "返金は5〜7営業日、受付は8時から18時、8:30開始です。" + prompt["ja"]
+        prompt["zh"] = "退款需要5至7个工作日，24小时服务。" + prompt["zh"]
+        prompt["en"] = "Refunds take 5-7 business days; we open at 8:30, 6 days a week. " + prompt["en"]
+
+    data = yaml.safe_load(SHIPPED)
+    edit(data)
+    parse_config(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "hotline.yaml")  # no error

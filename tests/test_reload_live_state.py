@@ -282,8 +282,35 @@ def test_lines_from_before_the_registry_are_found_once_by_a_scan(make_app, tmp_p
     hotline = app.extensions["hotline"]
     hotline.routing.join(Seat(sid(1), "payment", "en", now_ms(clock), "agent_payment", "payment"))
     hotline.redis.delete(LINES)
+    # The new code seats someone elsewhere before the router first looks: the set now exists.
+    hotline.routing.join(Seat(sid(2), "general", "en", now_ms(clock), "agent", "agent"))
     publish(app, path, payment_renamed())
     with app.app_context():
         dispatch_once()
     assert hotline.routing.seat(sid(1)).queue == "payments"
-    assert hotline.routing.lines() == {("payments", "en")}
+    assert hotline.routing.lines() == {("payments", "en"), ("general", "en")}
+
+
+def test_routers_on_two_config_versions_do_not_move_callers_back_and_forth(make_app, tmp_path, sleeps, clock):
+    """Hosts switch one by one: until no router runs the old config, a line it serves stays put
+    (and the new config's lines are not moved back by the old routers)."""
+    for host in ("old", "new"):
+        (tmp_path / host).mkdir()
+    old_app, _ = live_app(make_app, tmp_path / "old", sleeps)
+    new_app, _ = live_app(make_app, tmp_path / "new", sleeps, payment_renamed())
+    queue_caller(old_app.test_client(), "/voice/en/node/payment/choice?attempt=1", call_form(sid(1), Digits="0"))
+    hotline = old_app.extensions["hotline"]
+    seen = []
+    for app in (old_app, new_app, old_app, new_app):
+        clock.advance(1)
+        with app.app_context():
+            dispatch_once()
+        seen.append(hotline.routing.seat(sid(1)).queue)
+    assert seen == ["payment"] * 4  # the old hosts still serve it
+    clock.advance(31)  # every router has moved on to the new config
+    with new_app.app_context():
+        dispatch_once()
+    assert hotline.routing.seat(sid(1)).queue == "payments"
+    with old_app.app_context():  # a straggler on the old config does not move them back
+        dispatch_once()
+    assert hotline.routing.seat(sid(1)).queue == "payments"

@@ -153,3 +153,15 @@ def test_a_waiting_caller_missing_from_our_line_is_seated_at_the_next_hold_turn(
     routing = app.extensions["hotline"].routing
     parse(signed_post(client, "/voice/en/hold/refund", call_form(sid(301), CallStatus="ringing")))
     assert routing.position(sid(301), "refund", "en") == 1
+
+
+def test_a_live_caller_behind_hundreds_of_callbacks_that_cannot_be_dialled_is_served(state):
+    """Callbacks that may not be dialled (closed, or no caller ID to dial from) are passed over,
+    however many wait at the head of the line."""
+    for n in range(450):
+        state.join(Seat(f"cb:{n}", "payment", "ja", T0 + n))
+    state.join(Seat(sid(1), "payment", "ja", T0 + 1000))
+    state.set_agent_status("a", "available", T0)
+    [match] = state.match({"a": [("payment", "ja", 0)]}, T0 + 2000, callbacks_ok=False)
+    assert match.call_sid == sid(1)
+    assert state.position("cb:0", "payment", "ja") == 1  # the callbacks keep their places

@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.services import services
+from ivr.settings import dial_settings_missing
 
 bp = Blueprint("health", __name__)
 
@@ -16,7 +17,12 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     hotline = services()
-    checks: dict[str, object] = {"config": hotline.config.current().version}
+    plan = hotline.config.current()
+    checks: dict[str, object] = {"config": plan.version}
+    missing = dial_settings_missing()
+    if missing and plan.config.callbacks.enabled:
+        # Callbacks are still booked (they keep their places) but none is dialled until then.
+        checks["dialling"] = f"unavailable: {', '.join(missing)} unset"
     if hotline.config.refused:
         checks["config_refused"] = hotline.config.refused  # a publish that did not go live, and why
     try:

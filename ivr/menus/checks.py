@@ -172,7 +172,10 @@ def _check_keywords(config: HotlineConfig) -> Iterator[Finding]:
 
 
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
-_LONE_DIGIT = re.compile(r"(?<![0-9])[0-9](?![0-9])")
+# A digit said as a key: "press 4", "4を(押して)", "(请)按4". Only these count for the stray-key
+# rule: "5〜7営業日", "8:30", "24小时" are numbers, not keys (a language written otherwise is not
+# checked for strays; the forward rule, that every key is said, still holds for it).
+_KEY_MENTION = re.compile(r"(?i:press)\s*([0-9])(?![0-9])|(?<![0-9])([0-9])\s*を|按\s*([0-9])(?![0-9])")
 
 
 def _check_prompts_name_keys(config: HotlineConfig) -> Iterator[Finding]:
@@ -191,15 +194,10 @@ def _check_prompts_name_keys(config: HotlineConfig) -> Iterator[Finding]:
                 if option.key.isdigit() and option.key not in said:
                     yield loc, f"never says key {option.key} (options[{i}], to {option.goto!r}): write it as a digit"
             # The other way round: an option removed with its words left in the prompt sends
-            # callers to "that is not an option". A lone digit in a menu prompt is a key.
-            for stray in sorted(set(_LONE_DIGIT.findall(said)) - own - global_keys):
-                yield (
-                    loc,
-                    (
-                        f"says key {stray}, which is no option of this menu nor a global key (an option removed, "
-                        "its words left?); write a number that is no key in words"
-                    ),
-                )
+            # callers to "that is not an option".
+            mentioned = {digit for groups in _KEY_MENTION.findall(said) for digit in groups if digit}
+            for stray in sorted(mentioned - own - global_keys):
+                yield loc, f"says key {stray}, which is no option of this menu nor a global key (an option removed?)"
 
 
 def _edges(config: HotlineConfig) -> dict[str, list[str]]:

@@ -606,8 +606,10 @@ class Flow:
             if line not in self.plan.lines:
                 # The URL names a line a reload dropped: the router moved the caller's seat to a
                 # line it serves (callbacks/routing.py), so ask about that one.
+                # (A second round trip, for these callers only, and only until their wait ends.)
                 seat = self.routing.seat(call.sid)
                 line = (seat.queue, seat.lang) if seat else line
+                queue_config = self.config.queues.get(line[0], queue_config)  # its music, its pace
             current = estimate_for(self.routing, self.config, call.sid, *line, now_s)
         except RedisError:
             log.warning("call %s: Redis unavailable, holding without an announcement", call.sid)

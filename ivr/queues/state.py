@@ -31,6 +31,8 @@ SETTABLE = ("available", "away", "offline")  # what an agent may set; the rest f
 
 
 LINES = f"{TAG}:lines"  # every waiting set ever used: how lines a new config dropped are found
+SCANNED = f"{TAG}:waiting::"  # a member of LINES once the waiting sets from before it were read in
+CONFIGS = f"{TAG}:configs"  # config version -> the lines it serves and when a router last ran it
 
 
 def waiting_key(queue: str, lang: str) -> str:
@@ -86,9 +88,14 @@ local now, prefix, n_agents, callbacks_ok = ARGV[1], ARGV[2], tonumber(ARGV[3]),
 local function head(key)
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if callbacks_ok or not first[1] or string.sub(first[1], 1, 3) ~= 'cb:' then return first end
-  local window = redis.call('ZRANGE', key, 0, 199, 'WITHSCORES')
-  for j = 1, #window, 2 do
-    if string.sub(window[j], 1, 3) ~= 'cb:' then return {window[j], window[j + 1]} end
+  -- Page on past the callbacks (there may be hundreds at a line's head when dials cannot be
+  -- placed for a while), up to 10,000 of them.
+  for start = 0, 9800, 200 do
+    local window = redis.call('ZRANGE', key, start, start + 199, 'WITHSCORES')
+    for j = 1, #window, 2 do
+      if string.sub(window[j], 1, 3) ~= 'cb:' then return {window[j], window[j + 1]} end
+    end
+    if #window < 400 then return {} end
   end
   return {}
 end
@@ -445,11 +452,38 @@ class RoutingState:
     def lines(self) -> set[tuple[str, str]]:
         """Every (queue, language) line callers have been seated in. A dataset from before the
         registry existed is read once by SCAN, and registered."""
-        keys = self.redis.smembers(LINES)
-        if not keys and not self.redis.exists(LINES):
-            keys = set(self.redis.scan_iter(match=f"{TAG}:waiting:*", count=1000))
-            self.redis.sadd(LINES, *keys, waiting_key("", ""))  # the marker keeps the set existing
-        return {line_of(key.decode() if isinstance(key, bytes) else key) for key in keys} - {("", "")}
+        keys = {key.decode() if isinstance(key, bytes) else key for key in self.redis.smembers(LINES)}
+        if SCANNED not in keys:
+            # Not the set's absence: a caller seated by the new code before this first look
+            # creates it, and the lines from before would never be read.
+            keys |= {key.decode() for key in self.redis.scan_iter(match=f"{TAG}:waiting:*", count=1000)}
+            self.redis.sadd(LINES, *keys, SCANNED)
+        return {line_of(key) for key in keys if key != SCANNED}
+
+    def lines_served_now(self, version: str, served: set[tuple[str, str]], now_ms: int, window_ms: int) -> set:
+        """Note that a router runs config `version` (serving `served`); return the lines any config
+        a router ran within `window_ms` serves. While hosts switch config one by one, a line the
+        new one dropped is still the old one's, and the other way round: neither may be moved
+        until every router has moved on, or they would move callers back and forth."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(CONFIGS, version, json.dumps({"lines": sorted(served), "seen_ms": now_ms}))
+            pipe.hgetall(CONFIGS)
+            _, reported = pipe.execute()
+        lines, stale = set(served), []
+        for name, raw in reported.items():
+            try:
+                entry = json.loads(raw)
+                recent = now_ms - int(entry["seen_ms"]) <= window_ms
+                known = {(queue, lang) for queue, lang in entry["lines"]}
+            except (ValueError, KeyError, TypeError):
+                recent, known = False, set()
+            if recent:
+                lines |= known
+            else:
+                stale.append(name)
+        if stale:
+            self.redis.hdel(CONFIGS, *stale)
+        return lines
 
     def rehome(
         self, queue: str, lang: str, by_node: dict[str, str], fallback_queue: str, lang_in: dict[str, str]
