@@ -16,7 +16,7 @@ from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callb
 from ivr.menus.runtime import Plan
 from ivr.queues.callback_desk import attempt_mode
 from ivr.queues.callbacks import callback_id_of
-from ivr.queues.lines import agent_lines, new_home, served_lines
+from ivr.queues.lines import agent_lines, rehome_line, served_lines
 from ivr.services import services
 from ivr.settings import dial_settings_missing
 
@@ -80,17 +80,16 @@ def rehome_dropped_lines(plan: Plan, now_ms: int) -> int:
     still_served = routing_state.lines_served_now(plan.version, served, now_ms, CONFIG_SEEN_WINDOW_MS)
     moved = 0
     for queue, lang in sorted(routing_state.lines() - still_served):
-        home = new_home(config, queue, lang)
-        count = routing_state.rehome(queue, lang, home.by_node, home.fallback_queue, home.lang_in)
-        if count:
+        moved_here = rehome_line(routing_state, services().calls, config, queue, lang, services().clock())
+        if moved_here:
             log.warning(
                 "line %s/%s is not in the config any more: %d waiting moved at their places (to %s)",
                 queue,
                 lang,
-                count,
-                ", ".join(f"{q}/{lg}" for q, lg in sorted(home.lang_in.items())),
+                len(moved_here),
+                ", ".join(sorted({f"{q}/{lg}" for _, q, lg in moved_here})),
             )
-        moved += count
+        moved += len(moved_here)
     return moved
 
 

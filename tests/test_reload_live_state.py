@@ -80,7 +80,7 @@ def reserved_for(hotline, agent_id: str) -> tuple[str, str | None]:
 # ----- a queue renamed or removed -----------------------------------------------------------
 
 
-def test_callers_waiting_in_a_renamed_queue_are_still_served(make_app, tmp_path, sleeps, clock):
+def test_callers_waiting_in_a_renamed_queue_are_still_served(make_app, tmp_path, sleeps, clock, ticket_for):
     app, path = live_app(make_app, tmp_path, sleeps)
     client, hotline = app.test_client(), app.extensions["hotline"]
     queue_caller(client, "/voice/en/node/payment/choice?attempt=1", call_form(sid(1), Digits="0"))
@@ -99,6 +99,11 @@ def test_callers_waiting_in_a_renamed_queue_are_still_served(make_app, tmp_path,
     with app.app_context():
         dispatch_once()
     assert reserved_for(hotline, "a103") == ("reserved", sid(1)), "the caller waits in a line nobody serves"
+    # The ticket tells it: served from `payments`, moved there from `payment` by the reload.
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed", CallDuration="90"))
+    block = ticket_for(sid(1))["queue"]
+    assert block["queue"] == "payments"
+    assert [(m["from"], m["to"]) for m in block["moved"]] == [("payment/en", "payments/en")]
 
 
 def test_a_dropped_line_keeps_its_callers_order_among_those_already_in_the_new_one(make_app, tmp_path, sleeps, clock):

@@ -23,7 +23,7 @@ from ivr.menus.model import Agent, TransferNode
 from ivr.menus.runtime import Plan
 from ivr.queues.callback_desk import note_callback
 from ivr.queues.callbacks import CallbackBook, record_key
-from ivr.queues.lines import new_home
+from ivr.queues.lines import rehome_line
 from ivr.queues.live import note_handled
 from ivr.queues.state import RoutingState, Seat
 
@@ -134,8 +134,7 @@ class AgentCalls:
         if seat is not None and (seat.queue, seat.lang) not in self.plan.lines:
             # Their line was dropped by a reload while an agent was reserved: to the line the
             # router would move it to (now, so Twilio's queue and our seat agree), at their place.
-            home = new_home(self.config, seat.queue, seat.lang)
-            self.routing.rehome(seat.queue, seat.lang, home.by_node, home.fallback_queue, home.lang_in)
+            rehome_line(self.routing, self.calls, self.config, seat.queue, seat.lang, self.now)
             seat = self.routing.seat(call_sid) or seat
             position = self.routing.position(call_sid, seat.queue, seat.lang)
         self._log(call_sid, [make_event("agent_missed", self.now, agent=agent_id, reason=reason, position=position)])

@@ -4,9 +4,12 @@ whose skills the agent has, in the languages both speak."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from ivr.calllog import CallLog, make_event
 from ivr.menus.checks import queue_skills
 from ivr.menus.model import HotlineConfig, TransferNode
+from ivr.queues.state import RoutingState
 
 
 def agent_lines(config: HotlineConfig) -> dict[str, list[tuple[str, str, int]]]:
@@ -60,3 +63,21 @@ def new_home(config: HotlineConfig, queue: str, lang: str) -> NewHome:
         served = list(config.queues[name].languages or config.languages)
         lang_in[name] = next(choice for choice in (lang, config.default_language, served[0]) if choice in served)
     return NewHome(by_node, fallback, lang_in)
+
+
+def rehome_line(
+    routing: RoutingState, calls: CallLog, config: HotlineConfig, queue: str, lang: str, now: datetime
+) -> list[tuple[str, str, str]]:
+    """Move a dropped line's callers to their new home (`new_home`), and note it on each live
+    caller's ticket: its queue block then names the line they were served from, and the move.
+    Returns what moved: (member, queue, language)."""
+    home = new_home(config, queue, lang)
+    moved = routing.rehome(queue, lang, home.by_node, home.fallback_queue, home.lang_in)
+    notes = {
+        member: [make_event("line_moved", now, from_queue=queue, from_lang=lang, queue=new_queue, lang=new_lang)]
+        for member, new_queue, new_lang in moved
+        if not member.startswith("cb:")  # a callback's seat: its record follows, its call is later
+    }
+    if notes:
+        calls.append_many(notes)
+    return moved

@@ -186,9 +186,9 @@ WAKE_KEY = f"{TAG}:wake"  # pushed when callers or agents change; the dispatcher
 
 # KEYS: the old line, LINES. ARGV: caller-hash prefix, callback-record prefix, waiting-set prefix,
 # fallback queue, n, then n (node, queue) pairs, then (queue, language) pairs: each queue's
-# language for this line's callers. Moves up to 200 members (returns how many; 0 when the line
-# is empty, and then it leaves the registry). ZADD NX: someone already in the new line keeps
-# their own (earlier) seat.
+# language for this line's callers. Moves up to 200 members and returns {member, queue, language,
+# ...} (empty when the line is, and then it leaves the registry). ZADD NX: someone already in the
+# new line keeps their own (earlier) seat.
 _REHOME = """
 local caller, record, waiting, fallback, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local by_node, lang_in = {}, {}
@@ -197,8 +197,9 @@ for i = 6 + 2 * n, #ARGV, 2 do lang_in[ARGV[i]] = ARGV[i + 1] end
 local members = redis.call('ZRANGE', KEYS[1], 0, 199, 'WITHSCORES')
 if #members == 0 then
   redis.call('SREM', KEYS[2], KEYS[1])
-  return 0
+  return {}
 end
+local out = {}
 for j = 1, #members, 2 do
   local member, score = members[j], members[j + 1]
   local node = redis.call('HGET', caller .. member, 'node')
@@ -214,8 +215,11 @@ for j = 1, #members, 2 do
   if string.sub(member, 1, 3) == 'cb:' and redis.call('EXISTS', record .. string.sub(member, 4)) == 1 then
     redis.call('HSET', record .. string.sub(member, 4), 'queue', queue, 'lang', lang)
   end
+  out[#out + 1] = member
+  out[#out + 1] = queue
+  out[#out + 1] = lang
 end
-return #members / 2
+return out
 """
 
 # KEYS: AGENT_STATUS, AGENT_CALL, the new call's seat hash, AGENT_SINCE. ARGV: agent, old call,
@@ -487,17 +491,19 @@ class RoutingState:
 
     def rehome(
         self, queue: str, lang: str, by_node: dict[str, str], fallback_queue: str, lang_in: dict[str, str]
-    ) -> int:
+    ) -> list[tuple[str, str, str]]:
         """Move everyone waiting in (queue, lang) — a line the config no longer serves — to a line
         it does, each at their original arrival (their place among the callers there). A
         member's new queue is its transfer node's (`by_node`) or `fallback_queue`; its new
-        language `lang_in[new queue]`. Seats and callback records follow. Returns how many moved."""
-        moved = 0
+        language `lang_in[new queue]`. Seats and callback records follow. Returns (member, new
+        queue, new language) for each one moved."""
+        moved: list[tuple[str, str, str]] = []
         args: list[object] = [f"{TAG}:caller:", f"{TAG}:cb:", f"{TAG}:waiting:", fallback_queue, len(by_node)]
         args += [v for pair in by_node.items() for v in pair]
         args += [v for pair in lang_in.items() for v in pair]
         while batch := self._rehome(keys=[waiting_key(queue, lang), LINES], args=args):
-            moved += int(batch)
+            values = [v.decode() if isinstance(v, bytes) else v for v in batch]
+            moved += [(values[i], values[i + 1], values[i + 2]) for i in range(0, len(values), 3)]
         return moved
 
     # ----- matching -----------------------------------------------------------------------

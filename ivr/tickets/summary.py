@@ -108,8 +108,14 @@ def _queue_block(by_kind: dict[str, list[dict]], final: dict | None) -> dict | N
         {"agent": e["agent"], "at": e["at"], "result": e.get("reason", "missed")}
         for e in by_kind.get("agent_missed", [])
     ]
+    # A reload dropped the line they waited in: the router moved them (their place kept).
+    moves = [
+        {"at": e["at"], "from": f"{e['from_queue']}/{e['from_lang']}", "to": f"{e['queue']}/{e['lang']}"}
+        for e in by_kind.get("line_moved", [])
+    ]
     return {
-        "queue": joined[0].get("queue"),
+        "queue": by_kind["line_moved"][-1]["queue"] if moves else joined[0].get("queue"),
+        "moved": moves,
         "entered_at": entered.isoformat(),
         "left_at": left.isoformat() if left else None,
         "wait_s": round((left - entered).total_seconds()) if left else None,
