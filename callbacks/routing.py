@@ -16,7 +16,7 @@ from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callb
 from ivr.menus.runtime import Plan
 from ivr.queues.callback_desk import attempt_mode
 from ivr.queues.callbacks import callback_id_of
-from ivr.queues.lines import agent_lines, rehome_line, served_lines
+from ivr.queues.lines import agent_lines, rehome_line
 from ivr.services import services
 from ivr.settings import dial_settings_missing
 
@@ -71,16 +71,13 @@ def rehome_dropped_lines(plan: Plan, now_ms: int) -> int:
     """Callers and callbacks waiting in a line a reload dropped (a queue renamed or removed, a
     language no longer served) would wait for ever: no agent is matched with a line the config
     does not name. Move them to a line it does, at their places — once no router still runs a
-    config that serves it (several hosts switch one by one). Two round trips a pass; web
-    processes still on the old config for a moment may seat someone there again: a later pass
-    moves them too."""
-    routing_state = services().routing
-    config = plan.config
-    served = served_lines(config)
-    still_served = routing_state.lines_served_now(plan.version, served, now_ms, CONFIG_SEEN_WINDOW_MS)
+    config that serves it (several hosts switch one by one). One round trip a pass when nothing
+    was dropped; web processes still on the old config for a moment may seat someone there
+    again: a later pass moves them too."""
+    hotline = services()
     moved = 0
-    for queue, lang in sorted(routing_state.lines() - still_served):
-        moved_here = rehome_line(routing_state, services().calls, config, queue, lang, services().clock())
+    for queue, lang in sorted(hotline.routing.dropped_lines(plan.version, plan.lines, now_ms, CONFIG_SEEN_WINDOW_MS)):
+        moved_here = rehome_line(hotline.routing, hotline.calls, plan.config, queue, lang, hotline.clock())
         if moved_here:
             log.warning(
                 "line %s/%s is not in the config any more: %d waiting moved at their places (to %s)",
@@ -145,7 +142,7 @@ def route(queue: Queue) -> int:
     # ... and only with what a dial needs: without it an agent would be reserved, a dial fail,
     # the reservation time out and the agent be reserved again for ever, the callback stuck in
     # `dialling` where ops cannot cancel it. Undialled, it keeps its place (and can be cancelled).
-    callbacks_ok = plan.hours.is_open(hotline.clock()) and not dial_settings_missing()
+    callbacks_ok = plan.hours.is_open(hotline.clock()) and not dial_settings_missing(current_app.config)
     if callbacks_ok:
         # A scheduled callback whose seat job never ran (lost with a crash, say) still comes back.
         for callback_id in hotline.callbacks.overdue(now_ms - OVERDUE_GRACE_MS):

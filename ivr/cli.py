@@ -64,7 +64,7 @@ def worker_command(burst: bool) -> None:
 
     seed_reference_floor()
     hotline_services = services()
-    missing = dial_settings_missing()
+    missing = dial_settings_missing(current_app.config)
     if missing and hotline_services.config.current().config.callbacks.enabled:
         click.echo(
             f"warning: {', '.join(missing)} unset: agents cannot be connected, and callbacks wait in line "

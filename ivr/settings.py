@@ -64,8 +64,6 @@ def default_database_url(instance_path: str) -> str:
 DIAL_SETTINGS = ("TWILIO_ACCOUNT_SID", "TWILIO_CALLER_ID", "PUBLIC_BASE_URL")
 
 
-def dial_settings_missing() -> list[str]:
-    """The settings an outbound call needs that this app has not got."""
-    from flask import current_app
-
-    return [name for name in DIAL_SETTINGS if not current_app.config.get(name)]
+def dial_settings_missing(settings: Mapping[str, object]) -> list[str]:
+    """The settings an outbound call needs that `settings` (an app's config) lacks."""
+    return [name for name in DIAL_SETTINGS if not settings.get(name)]

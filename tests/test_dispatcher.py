@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from callbacks.dispatcher import run_dispatcher
 from ivr.localredis import start_local_redis
-
-
-def _until(what, timeout_s: float = 20):  # noqa: ANN001 - a real Redis process is on the other side
-    deadline = time.monotonic() + timeout_s
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from tests.test_cli import _until
 
 
 def test_a_redis_outage_is_logged_once_and_its_end_too(make_app, caplog):

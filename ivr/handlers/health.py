@@ -4,7 +4,7 @@ GET /livez: is it answering at all — what a load balancer should probe (a Redi
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,7 +19,7 @@ def healthz():
     hotline = services()
     plan = hotline.config.current()
     checks: dict[str, object] = {"config": plan.version}
-    missing = dial_settings_missing()
+    missing = dial_settings_missing(current_app.config)
     if missing and plan.config.callbacks.enabled:
         # Callbacks are still booked (they keep their places) but none is dialled until then.
         checks["dialling"] = f"unavailable: {', '.join(missing)} unset"

@@ -454,26 +454,31 @@ class RoutingState:
     # ----- lines a new config no longer serves ------------------------------------------
 
     def lines(self) -> set[tuple[str, str]]:
-        """Every (queue, language) line callers have been seated in. A dataset from before the
-        registry existed is read once by SCAN, and registered."""
-        keys = {key.decode() if isinstance(key, bytes) else key for key in self.redis.smembers(LINES)}
+        """Every (queue, language) line callers have been seated in."""
+        return self._registered(self.redis.smembers(LINES))
+
+    def _registered(self, members: Iterable[bytes | str]) -> set[tuple[str, str]]:
+        """The lines of LINES's members. A dataset from before the registry existed is read once
+        by SCAN, and registered — once its marker is missing, not the set: a caller seated by
+        the new code before the first look creates the set, and the old lines would be missed."""
+        keys = {key.decode() if isinstance(key, bytes) else key for key in members}
         if SCANNED not in keys:
-            # Not the set's absence: a caller seated by the new code before this first look
-            # creates it, and the lines from before would never be read.
             keys |= {key.decode() for key in self.redis.scan_iter(match=f"{TAG}:waiting:*", count=1000)}
             self.redis.sadd(LINES, *keys, SCANNED)
         return {line_of(key) for key in keys if key != SCANNED}
 
-    def lines_served_now(self, version: str, served: set[tuple[str, str]], now_ms: int, window_ms: int) -> set:
-        """Note that a router runs config `version` (serving `served`); return the lines any config
-        a router ran within `window_ms` serves. While hosts switch config one by one, a line the
-        new one dropped is still the old one's, and the other way round: neither may be moved
-        until every router has moved on, or they would move callers back and forth."""
+    def dropped_lines(self, version: str, served: frozenset, now_ms: int, window_ms: int) -> set[tuple[str, str]]:
+        """Lines callers were seated in that no config a router ran within `window_ms` serves; and
+        note that a router runs `version` (serving `served`) now. One round trip. While hosts
+        switch config one by one, a line the new one dropped is still the old one's, and the
+        other way round: neither may be moved until every router has moved on, or they would
+        move callers back and forth."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(CONFIGS, version, json.dumps({"lines": sorted(served), "seen_ms": now_ms}))
             pipe.hgetall(CONFIGS)
-            _, reported = pipe.execute()
-        lines, stale = set(served), []
+            pipe.smembers(LINES)
+            _, reported, members = pipe.execute()
+        still_served, stale = set(served), []
         for name, raw in reported.items():
             try:
                 entry = json.loads(raw)
@@ -482,12 +487,12 @@ class RoutingState:
             except (ValueError, KeyError, TypeError):
                 recent, known = False, set()
             if recent:
-                lines |= known
+                still_served |= known
             else:
                 stale.append(name)
         if stale:
             self.redis.hdel(CONFIGS, *stale)
-        return lines
+        return self._registered(members) - still_served
 
     def rehome(
         self, queue: str, lang: str, by_node: dict[str, str], fallback_queue: str, lang_in: dict[str, str]
