@@ -6,8 +6,9 @@ then measures, in one process against a real redis-server:
 - waitUrl: signed `POST /voice/en/hold/payment` requests through the WSGI app (the webhook
   Twilio loops while a caller waits: position, estimate, announcement), for callers anywhere in
   the line, each request an announcing turn (read, estimate, render, write);
-- routing: one dispatcher pass that matches a freshly available agent with the longest-waiting
-  caller (`callbacks.routing.route` minus the RQ job it queues), then puts the agent back.
+- routing: one dispatcher pass that checks for lines a reload dropped and matches a freshly
+  available agent with the longest-waiting caller (`callbacks.routing.route` minus the RQ job
+  it queues), then puts the agent back.
 
 It prints p50 / p99 per N and checks the target: p50 at 100,000 no more than 1.3x the p50 at 10.
 
@@ -32,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 from twilio.request_validator import RequestValidator  # noqa: E402
 
+from callbacks.routing import CONFIG_SEEN_WINDOW_MS  # noqa: E402
 from ivr import create_app  # noqa: E402
 from ivr.localredis import start_local_redis  # noqa: E402
 from ivr.queues.lines import agent_lines  # noqa: E402
@@ -93,12 +95,15 @@ def measure_wait_url(app, sids: list[str], requests: int, rng: random.Random) ->
 
 def measure_routing(app, rounds: int) -> list[float]:
     hotline = app.extensions["hotline"]
-    lines = agent_lines(hotline.config.current().config)
+    plan = hotline.config.current()
+    lines = agent_lines(plan.config)
     samples = []
     with app.app_context():
         for k in range(rounds):
             hotline.routing.set_agent_status("a103", "available", 1_000 + k)
             start = time.perf_counter()
+            # What every pass does before matching: is any line dropped by a reload (one round trip).
+            assert not hotline.routing.dropped_lines(plan.version, plan.lines, 2_000 + k, CONFIG_SEEN_WINDOW_MS)
             matches = hotline.routing.match(lines, 2_000 + k)
             samples.append((time.perf_counter() - start) * 1000)
             assert len(matches) == 1, matches
