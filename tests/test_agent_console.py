@@ -124,3 +124,35 @@ def test_a_busy_status_older_than_any_call_holds_no_one(app, client, clock):
     assert client.post("/agent/api/status", headers=auth("a101"), json={"status": "offline"}).status_code == 409
     routing.set_agent_status("a101", "busy", now_ms - 5 * 3600 * 1000, call_sid="cb:41")
     assert client.post("/agent/api/status", headers=auth("a101"), json={"status": "offline"}).status_code == 200
+
+
+def test_an_agent_removed_by_a_reload_finishes_the_call_they_hold(make_app, tmp_path, sleeps, clock, ticket_for):
+    """Ops take a101 off the roster while they talk to a caller: they still see that call and
+    save its wrap-up, and once the wrap-up is over their sign-in ends like any removed agent's."""
+    from tests.test_reload_live_state import live_app, publish, shipped
+
+    app, path = live_app(make_app, tmp_path, sleeps)
+    client, hotline = app.test_client(), app.extensions["hotline"]
+    connect_call(app, client, clock)
+    without_a101 = shipped()
+    without_a101["agents"] = [a for a in without_a101["agents"] if a["id"] != "a101"]
+    publish(app, path, without_a101)
+
+    me = client.get("/agent/api/me", headers=auth("a101")).get_json()
+    assert (me["id"], me["on_roster"], me["status"], me["call"]["call_sid"]) == ("a101", False, "busy", CALLER)
+    assert client.get("/agent/api/me", headers=auth("a101", "wrong")).status_code == 401
+    # Availability is for agents on the roster: a removed one takes no more calls.
+    assert client.post("/agent/api/status", json={"status": "available"}, headers=auth("a101")).status_code == 401
+    assert client.get("/agent/api/me", headers=auth("a102")).get_json()["on_roster"] is True
+
+    done = call_form(CALLER, DialCallStatus="completed", DialBridged="true", DialCallDuration="300")
+    assert [child.tag for child in parse(signed_post(client, "/voice/ja/connect/a101/done", done))] == ["Say", "Hangup"]
+    assert hotline.routing.agents()["a101"][0] == "wrap_up"
+    body = {"call_sid": CALLER, "disposition": "resolved", "notes": "card re-added"}
+    assert client.post("/agent/api/disposition", json=body, headers=auth("a101")).status_code == 200
+    assert (ticket_for(CALLER)["disposition"], ticket_for(CALLER)["notes"]) == ("resolved", "card re-added")
+
+    clock.advance(31)
+    hotline.routing.end_wrap_ups(30_000, int(clock.now.timestamp() * 1000))
+    assert client.get("/agent/api/me", headers=auth("a101")).status_code == 401
+    assert client.post("/agent/api/disposition", json=body, headers=auth("a101")).status_code == 401

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.calllog import make_event
-from ivr.handlers.jsonapi import json_object, on_call, redis_unavailable
+from ivr.handlers.jsonapi import MAX_HELD_MS, json_object, on_call, redis_unavailable
 from ivr.menus.model import Agent
 from ivr.queues.callbacks import Callback, callback_id_of
 from ivr.queues.state import SETTABLE
@@ -37,13 +37,29 @@ def _secret() -> str:
     return secret
 
 
-def signed_in_agent() -> Agent:
+def signed_in_agent(finishing_a_call: bool = False) -> Agent:
+    """The agent the request's token signs in. `finishing_a_call`: also one a reload removed from
+    the config while a call holds them (reserved, busy, wrap-up), so they can see that call and
+    save its wrap-up; once it is over, removal is what ends their sign-in."""
     header = request.headers.get("Authorization", "")
     agent_id, _, token = header.removeprefix("Bearer ").partition(":")
     agent = next((a for a in services().config.current().config.agents if a.id == agent_id), None)
+    if agent is None and finishing_a_call and token:
+        agent = _removed_agent_holding_a_call(agent_id)
     if agent is None or not token or not hmac.compare_digest(token.encode(), agent_token(_secret(), agent_id).encode()):
         abort(401, description="sign in with your agent id and token")
     return agent
+
+
+def _removed_agent_holding_a_call(agent_id: str) -> Agent | None:
+    hotline = services()
+    status, since_ms, call_sid = hotline.routing.agents().get(agent_id, ("offline", 0, None))
+    now_ms = int(hotline.clock().timestamp() * 1000)
+    holding = status == "wrap_up" or on_call(hotline.routing, agent_id, now_ms) is not None
+    if not (call_sid and holding and now_ms - since_ms <= MAX_HELD_MS):
+        return None
+    # Not in the config any more: only its id is known (no phone, skills or languages to route by).
+    return Agent.model_construct(id=agent_id, name=agent_id, phone=None, client=None, skills={}, languages=[])
 
 
 @bp.errorhandler(400)
@@ -67,12 +83,14 @@ def page():
 @bp.get("/api/me")
 def me():
     """The agent, their status, and the caller being connected to them (the screen pop)."""
-    agent = signed_in_agent()
+    agent = signed_in_agent(finishing_a_call=True)
     hotline = services()
     status, since_ms, call_sid = hotline.routing.agents().get(agent.id, ("offline", 0, None))
     return jsonify(
         id=agent.id,
         name=agent.name,
+        # False: a reload removed this agent; the call they hold is theirs to finish, no more.
+        on_roster=any(a.id == agent.id for a in hotline.config.current().config.agents),
         status=status,
         since=datetime.fromtimestamp(since_ms / 1000, UTC).isoformat() if since_ms else None,
         call=screen_pop(call_sid) if call_sid and status in ("reserved", "busy", "wrap_up") else None,
@@ -182,7 +200,7 @@ def set_status():
 @bp.post("/api/disposition")
 def disposition():
     """Wrap-up notes and a disposition for a call this agent took, saved onto its ticket."""
-    agent = signed_in_agent()
+    agent = signed_in_agent(finishing_a_call=True)
     hotline = services()
     body = json_object()
     call_sid, value = str(body.get("call_sid", "")), body.get("disposition")
