@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ivr.cli import build_worker
 from ivr.localredis import free_port
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHIPPED_CONFIG
 
 
 def test_python_m_ivr_call_walks_the_menu_and_prints_the_ticket(redis_url, tmp_path):
@@ -146,6 +146,23 @@ def test_agent_tokens_need_only_the_secret():
     typo = _run(["agent-token", "a1O1"], {**env, "AGENT_TOKEN_SECRET": "s3cret"})
     assert typo.returncode == 2 and not typo.stdout
     assert "no agent 'a1O1' in config/hotline.yaml (agents: a101, " in typo.stderr
+
+
+def test_the_flask_cli_refuses_missing_settings_and_a_broken_config_in_one_line(tmp_path):
+    """`flask --app wsgi hotline …` as the Procfile's worker and release run it: the reason, not a
+    traceback ending in it."""
+    flask = (str(Path(sys.executable).with_name("flask")), "--app", "wsgi", "hotline")
+    bare = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    unset = _run(["db-upgrade"], bare, command=flask)
+    assert unset.returncode == 2 and "Traceback" not in unset.stderr
+    assert unset.stderr.startswith("hotline: missing setting(s) TWILIO_AUTH_TOKEN, REDIS_URL")
+    broken = tmp_path / "hotline.yaml"
+    shipped = SHIPPED_CONFIG.read_text(encoding="utf-8")
+    broken.write_text(shipped.replace("timezone: Asia/Tokyo", "timezone: Asia/Tokio"), encoding="utf-8")
+    env = {**bare, "TWILIO_AUTH_TOKEN": "t", "REDIS_URL": "redis://127.0.0.1:1/0", "HOTLINE_CONFIG": str(broken)}
+    refused = _run(["worker"], env, command=flask)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"{broken}:" in refused.stderr and "hours.timezone" in refused.stderr and "Asia/Tokio" in refused.stderr
 
 
 def _children(pid: int) -> dict[int, str]:
