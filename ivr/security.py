@@ -51,8 +51,26 @@ def signed_url(req: Request, config: Config, encoded: bool = True) -> str:
     return req.host_url.rstrip("/") + tail
 
 
+class _SignedParams(dict):
+    """The form as the validator reads it, at half the cost: its `get_values` asks for `getall`
+    first, which werkzeug's MultiDict lacks, and pays an AttributeError per parameter (~11 µs of
+    ~24 for a webhook's 14 fields). The keys are the form's; `getall` returns every value."""
+
+    __slots__ = ("form",)
+
+    def getall(self, name: str) -> list[str]:
+        return self.form.getlist(name)
+
+
+def _signed_params(form) -> _SignedParams:  # noqa: ANN001 - a werkzeug MultiDict
+    params = _SignedParams.fromkeys(form.keys())
+    params.form = form
+    return params
+
+
 def _signature_matches(validator: RequestValidator, req: Request, config: Config, form, signature: str) -> bool:  # noqa: ANN001
     url = signed_url(req, config)
+    form = _signed_params(form)
     # One HMAC for the URL as requested; the validator's full check (which also tries the URL
     # with and without the default port, as Twilio signs either way) only when that misses.
     if hmac.compare_digest(validator.compute_signature(url, form), signature):

@@ -32,6 +32,22 @@ def test_signature_over_different_params_is_403(client):
     assert response.status_code == 403
 
 
+def test_a_field_sent_twice_is_signed_over_both_values(client):
+    """Twilio signs every value of a repeated field (sorted); both must match, and changing one
+    of them is refused like any tampering."""
+    from werkzeug.datastructures import MultiDict
+
+    form = MultiDict(call_form())
+    form.setlist("StirVerstat", ["TN-Validation-Passed-A", "TN-Validation-Passed-B"])
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/incoming", form)
+    headers = {"X-Twilio-Signature": signature}
+    assert client.post("/voice/incoming", data=form, headers=headers, base_url=BASE_URL).status_code == 200
+    form.setlist("StirVerstat", ["TN-Validation-Passed-A", "TN-Validation-Failed"])
+    assert client.post("/voice/incoming", data=form, headers=headers, base_url=BASE_URL).status_code == 403
+    form.setlist("StirVerstat", ["TN-Validation-Passed-A"])
+    assert client.post("/voice/incoming", data=form, headers=headers, base_url=BASE_URL).status_code == 403
+
+
 def test_signed_against_public_base_url_not_the_internal_host(client):
     # The app sees http://10.0.0.5:8000 behind the proxy; Twilio signed the public https URL.
     response = signed_post(client, "/voice/incoming", call_form(), base_url="http://10.0.0.5:8000")
