@@ -24,7 +24,7 @@ from twilio.base.exceptions import TwilioRestException
 from ivr.phone import may_take_texts
 from ivr.privacy import mask_number
 from ivr.queues.callback_desk import attempt_mode
-from ivr.queues.callbacks import Callback, member
+from ivr.queues.callbacks import DIAL_PAUSE_S, Callback, member
 from ivr.services import services
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ SMS_RETRY = Retry(max=5, interval=[10, 60, 300, 900, 1800])
 # Twilio errors that no retry can fix: the number is invalid, unreachable, not permitted,
 # blocked or has opted out. The callback fails at once (no more attempts).
 PERMANENT_ERRORS = frozenset({21211, 21214, 21215, 21216, 21217, 21401, 21407, 21421, 21610, 13223, 13224, 13225})
+# HTTP statuses of a create-call that say our account cannot dial (authentication, permission,
+# an account Twilio does not know), whoever the number.
+ACCOUNT_ERRORS = frozenset({401, 403, 404})
 PACE_KEY = "{routing}:cb-pace"
 # A job sleeps at most this long for its slot; a slot further off is kept, and the job comes back
 # at that time through RQ's scheduler, so a long pacing queue never holds workers asleep (live
@@ -139,6 +142,14 @@ def place_callback(callback_id: str, attempt_no: int, slot_us: int | None = None
         # lapses before our last retry, and the outbox tells us whether it reached Twilio).
         raise DialInProgress(f"callback {callback_id} attempt {attempt_no} is being dialled by another job")
     try:
+        # Read again under the lock: another run may have dialled between our first read and
+        # the lock (its outbox entries are what tell this run not to dial again).
+        callback = desk.book.get(callback_id)
+        if callback is None or not callback.dialling(attempt_no):
+            return "stale"
+        attempt = callback.attempt
+        if attempt.get("call_sid") or attempt.get("result"):
+            return "already placed"
         return _dial(callback, attempt, slot_us)
     finally:
         desk.book.release_dial_lock(callback_id, attempt_no, token)
@@ -183,7 +194,11 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
         # matching leaves callbacks alone until opening), no attempt counted against the customer.
         desk.attempt_over(callback.id, n, "closed")
         return "closed"
-    desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
+    started = desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
+    if started is None or not started.dialling(n) or started.attempt.get("result") or started.attempt.get("call_sid"):
+        # Settled while we looked in Twilio's list or waited for our pacing slot (its
+        # reservation timed out, say): nobody waits for this dial any more.
+        return "stale"
     answer_url, status_url = _urls(callback.id, n, agent_first)
     params: dict[str, object] = {
         "to": to,
@@ -218,29 +233,87 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
             log.warning("callback %s to %s: Twilio refused (%s)", callback.id, mask_number(callback.number), exc.code)
             desk.attempt_over(callback.id, n, f"rejected:{exc.code}", final=True)
             return "rejected"
+        if exc.status in ACCOUNT_ERRORS:
+            # Refused for our account's sake (credentials rotated, the account suspended), not
+            # the customer's: every dial would fail alike. Pause dialling (the router dials none
+            # meanwhile; /healthz says why) and put the callback back in its place, uncounted.
+            why = f"Twilio answered {exc.status} ({exc.code}) to a dial at {hotline.clock().isoformat()}"
+            log.error("callbacks: %s; dialling paused for %d s", why, DIAL_PAUSE_S)
+            hotline.callbacks.pause_dialling(why)
+            desk.attempt_over(callback.id, n, "released")
+            return "paused"
         if exc.status and 400 <= exc.status < 500 and exc.status != 429:
-            # Refused for a reason no quick retry fixes (our credentials, the account): a failed
-            # attempt, retried after the spacing like no answer, so it cannot loop on an agent.
+            # Refused for a reason no quick retry fixes: a failed attempt, retried after the
+            # spacing like no answer, so it cannot loop on an agent.
             log.error("callback %s attempt %d: Twilio answered %s (%s)", callback.id, n, exc.status, exc.code)
             desk.attempt_over(callback.id, n, f"error:{exc.code or exc.status}")
             return "error"
         if _last_try():
-            desk.attempt_over(callback.id, n, "released")  # the agent is freed; the seat kept
+            if exc.status and exc.status < 500:  # a rate limit: Twilio placed nothing
+                desk.attempt_over(callback.id, n, "released")  # the agent is freed; the seat kept
+            else:
+                _resolve_unknown_dial_later(callback.id, n)
         raise
     except Exception:
-        # Unknown: the request may have reached Twilio. The next run checks before dialling.
+        # Unknown: the request may have reached Twilio. The next run checks before dialling;
+        # after the last one, a job asks Twilio's call list before the attempt is settled.
         if _last_try():
-            desk.attempt_over(callback.id, n, "released")
+            _resolve_unknown_dial_later(callback.id, n)
         raise
     recorded = desk.record_dial(callback.id, n, "call_sid", call.sid)
-    if recorded is None or not recorded.dialling(n):
+    if recorded is None or not recorded.dialling(n) or recorded.attempt.get("call_sid") != call.sid:
         # The attempt was given up on while Twilio took the request (its reservation timed
-        # out, say): nobody waits for this call, so it must not ring.
+        # out, say), or another run's call is the attempt's: nobody waits for this call, so it
+        # must not ring.
         log.warning("callback %s attempt %d: given up while dialling; cancelling %s", callback.id, n, call.sid)
         cancel_call(call.sid)
         return "cancelled"
     log.info("callback %s attempt %d: dialled %s", callback.id, n, mask_number(callback.number))
     return "dialled"
+
+
+def _resolve_unknown_dial_later(callback_id: str, n: int) -> None:
+    """The attempt's last create-call ended with no answer from Twilio (a timeout, a 5xx): the
+    call may exist. Settling it as never placed would let the next attempt ring the customer a
+    second time, so a job asks Twilio first (`resolve_unknown_dial`)."""
+    services().callbacks_queue.enqueue(
+        resolve_unknown_dial,
+        callback_id,
+        n,
+        job_id=f"cb-unknown-{callback_id}-{n}",
+        retry=DIAL_RETRY,
+        job_timeout=60,
+        result_ttl=0,
+    )
+
+
+def resolve_unknown_dial(callback_id: str, n: int) -> str:
+    """Attempt n's dial ended unknown after its last try: adopt the call if Twilio's list shows
+    it (it rings now; its webhooks settle it as any other), else it was never placed and the
+    callback goes back to its place. Dials nothing. If this job fails too, the attempt stays
+    dialling with its start in the outbox, and the router's sweep settles it through Twilio's
+    call list (`settle_lost_dial`)."""
+    hotline = services()
+    desk = hotline.callback_desk()
+    callback = desk.book.get(callback_id)
+    if callback is None or not callback.dialling(n):
+        return "settled"
+    attempt = callback.attempt
+    if attempt.get("call_sid") or attempt.get("result"):
+        return "already placed"
+    to = _dial_target(desk, callback, attempt)
+    placed = None
+    if to and attempt.get("dial_started_at"):
+        placed = _find_placed_call(to, attempt, current_app.config.get("TWILIO_CALLER_ID") or "")
+    if placed:
+        recorded = desk.record_dial(callback_id, n, "call_sid", placed)
+        if recorded is not None and recorded.dialling(n) and recorded.attempt.get("call_sid") == placed:
+            log.warning("callback %s attempt %d: adopted call %s its dial placed unanswered", callback_id, n, placed)
+            return "adopted"
+        cancel_call(placed)
+        return "settled"
+    desk.attempt_over(callback_id, n, "released")
+    return "never placed"
 
 
 def settle_lost_dial(callback_id: str, n: int) -> str:
@@ -344,14 +417,35 @@ def send_failure_sms(callback_id: str) -> str:
     body = config.prompts.callback_failed_sms[lang_id].format(
         hotline=config.name_in(lang_id), reference=str(callback.reference or "")
     )
-    try:
-        hotline.twilio().messages.create(to=callback.number, from_=current_app.config["TWILIO_CALLER_ID"], body=body)
-    except TwilioRestException as exc:
-        if exc.code in PERMANENT_ERRORS or (exc.status and 400 <= exc.status < 500 and exc.status != 429):
-            log.warning("callback %s: failure text refused (%s)", callback_id, exc.code)
-            return "refused"
-        raise
     desk = hotline.callback_desk()
+    caller_id = current_app.config["TWILIO_CALLER_ID"]
+    # The outbox, as for dials: a run whose create-message lost its reply (a timeout, a 5xx)
+    # may have sent the text, so a retry looks in Twilio's message list before sending again.
+    began_ms = hotline.callbacks.failure_text_began(callback_id, desk.now_ms)
+    if began_ms is not None and _text_already_sent(callback.number, caller_id, body, began_ms):
+        log.warning("callback %s: the failure text an earlier run sent reached Twilio; not sent again", callback_id)
+    else:
+        try:
+            hotline.twilio().messages.create(to=callback.number, from_=caller_id, body=body)
+        except TwilioRestException as exc:
+            if exc.code in PERMANENT_ERRORS or (exc.status and 400 <= exc.status < 500 and exc.status != 429):
+                log.warning("callback %s: failure text refused (%s)", callback_id, exc.code)
+                hotline.callbacks.failure_text_refused(callback_id)
+                desk.note(callback, "callback_sms_refused", event_id=f"cb-{callback.id}-sms-refused", code=exc.code)
+                return "refused"
+            if exc.status and exc.status < 500:  # a rate limit: nothing was sent
+                hotline.callbacks.failure_text_refused(callback_id)
+            raise
     desk.book.mark_sms_sent(callback_id, desk.now_ms)
     desk.note(callback, "callback_sms", event_id=f"cb-{callback.id}-sms")
     return "sent"
+
+
+def _text_already_sent(number: str, caller_id: str, body: str, began_ms: int) -> bool:
+    """Whether Twilio holds our text to `number` created since an earlier run began sending it."""
+    since = datetime.fromtimestamp(began_ms / 1000, UTC) - timedelta(seconds=30)  # clock slack
+    for message in services().twilio().messages.list(to=number, from_=caller_id, limit=20):
+        created = message.date_created
+        if message.body == body and (created is None or created >= since):
+            return True
+    return False

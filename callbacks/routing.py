@@ -90,6 +90,35 @@ def rehome_dropped_lines(plan: Plan, now_ms: int) -> int:
     return moved
 
 
+def _settle_stale_attempt(desk, callback, since_ms: int, now_ms: int, limit_ms: int) -> str:  # noqa: ANN001
+    """A callback attempt that has been dialling for longer than any dial, ring and machine
+    detection take: 'waiting' (not that long yet, or Twilio is being asked), else 'settled'
+    (or 'gone': the callback moved on meanwhile). Its agent, if any, is the caller's to free."""
+    attempt = callback.attempt if callback is not None else None
+    started = attempt.get("dial_started_at") if attempt else None
+    if started:  # the ringing window starts when the dial does (pacing may delay it)
+        since_ms = max(since_ms, int(datetime.fromisoformat(started).timestamp() * 1000))
+    if since_ms + limit_ms > now_ms:
+        return "waiting"
+    if attempt is None or not callback.dialling(attempt["n"]):
+        return "gone"
+    if started and not attempt.get("call_sid"):
+        # The dial began and nothing came back: its job died (with its whole worker, say), and
+        # nobody knows whether Twilio placed the call. A job asks Twilio's call list before the
+        # attempt is settled, so a placed call is never placed again.
+        _settle_lost_dial_once(callback.id, attempt["n"])
+        return "waiting"
+    placed = attempt.get("call_sid")
+    # A customer-first call was placed and rang the customer, but its webhooks never came (our
+    # web tier down, say): that counts as an attempt, or a customer could be rung without end.
+    # Our other failures put the callback back in its place.
+    rang = placed and attempt_mode(desk.policy, attempt) == "customer_first"
+    desk.attempt_over(callback.id, attempt["n"], "no_result" if rang else "released")
+    if placed:
+        services().callbacks_queue.enqueue(cancel_call, placed, retry=CONNECT_RETRY, result_ttl=0)
+    return "settled"
+
+
 def route(queue: Queue) -> int:
     """One routing pass: end due wrap-ups, reserve agents for callers, queue the connections."""
     hotline = services()
@@ -108,28 +137,9 @@ def route(queue: Queue) -> int:
         if callback_id is not None:
             callback = hotline.callbacks.get(callback_id)
             since = hotline.routing.agents().get(agent_id, ("", now_ms, None))[1]
-            started = callback.attempt.get("dial_started_at") if callback and callback.attempt else None
-            if started:  # the ringing window starts when the dial does (pacing may delay it)
-                since = max(since, int(datetime.fromisoformat(started).timestamp() * 1000))
-            if since + callback_limit_ms > now_ms:
-                continue
-            current = callback is not None and callback.dialling(callback.attempt["n"] if callback.attempt else 0)
-            if current and started and not callback.attempt.get("call_sid"):
-                # The dial began and nothing came back: its job died (with its whole worker,
-                # say), and nobody knows whether Twilio placed the call. A job asks Twilio's call
-                # list before the attempt is settled, so a placed call is never placed again.
-                _settle_lost_dial_once(callback_id, callback.attempt["n"])
+            if _settle_stale_attempt(desk, callback, since, now_ms, callback_limit_ms) == "waiting":
                 continue
             log.warning("agent %s: reservation for callback %s timed out; released", agent_id, callback_id)
-            if current:
-                placed = callback.attempt.get("call_sid")
-                # A customer-first call was placed and rang the customer, but its webhooks never
-                # came (our web tier down, say): that counts as an attempt, or a customer could
-                # be rung without end. Our other failures put the callback back in its place.
-                rang = placed and attempt_mode(plan.config.callbacks, callback.attempt) == "customer_first"
-                desk.attempt_over(callback_id, callback.attempt["n"], "no_result" if rang else "released")
-                if placed:
-                    hotline.callbacks_queue.enqueue(cancel_call, placed, retry=CONNECT_RETRY, result_ttl=0)
             hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
             # A dispatcher that died between the match and the reservation's record left the
             # callback pending with its seat out of line: put it back at its arrival.
@@ -138,11 +148,23 @@ def route(queue: Queue) -> int:
         log.warning("agent %s: reservation for call %s timed out; released", agent_id, call_sid)
         hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
         hotline.routing.back_to_line(call_sid)
+    # Without the agent gate no agent is reserved, so no reservation times out: an attempt whose
+    # webhooks never came (or whose dial job was lost) is found by when it began.
+    for callback_id in hotline.callbacks.dialling_before(now_ms - callback_limit_ms):
+        callback = hotline.callbacks.get(callback_id)
+        if callback is not None and not callback.agent and callback.status == "dialling" and callback.attempt:
+            began_ms = int(datetime.fromisoformat(callback.attempt["at"]).timestamp() * 1000)
+            if _settle_stale_attempt(desk, callback, began_ms, now_ms, callback_limit_ms) == "settled":
+                log.warning("callback %s: its attempt never reported back; settled", callback_id)
     # Callbacks are dialled only within business hours; live callers are served regardless.
     # ... and only with what a dial needs: without it an agent would be reserved, a dial fail,
     # the reservation time out and the agent be reserved again for ever, the callback stuck in
     # `dialling` where ops cannot cancel it. Undialled, it keeps its place (and can be cancelled).
-    callbacks_ok = plan.hours.is_open(hotline.clock()) and not dial_settings_missing(current_app.config)
+    callbacks_ok = (
+        plan.hours.is_open(hotline.clock())
+        and not dial_settings_missing(current_app.config)
+        and hotline.callbacks.dialling_paused() is None  # Twilio refused our account a moment ago
+    )
     if callbacks_ok:
         # A scheduled callback whose seat job never ran (lost with a crash, say) still comes back.
         for callback_id in hotline.callbacks.overdue(now_ms - OVERDUE_GRACE_MS):

@@ -15,7 +15,7 @@ from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from callbacks.dispatcher import dispatch_once
-from ivr.queues.callbacks import BY_NUMBER, member, record_key
+from ivr.queues.callbacks import BY_NUMBER, DIAL_PAUSE, member, record_key
 from tests.test_callbacks import (  # noqa: F401 - the shared fixtures
     CALLS_URL,
     HOTLINE_NUMBER,
@@ -212,9 +212,12 @@ def test_asking_again_as_the_callback_closes_books_a_new_one(app, client, hotlin
     assert hotline.callbacks.get(first.id).status == "cancelled"
 
 
-def test_a_refusal_no_quick_retry_fixes_is_a_failed_attempt_not_a_loop(app, client, clock, hotline, no_unexpected_http):
-    """Twilio answers 401 (our credentials): no RQ retry storm, no endless requeue tying up an
-    agent; a failed attempt, retried after the spacing like no answer."""
+def test_twilio_refusing_our_account_pauses_dialling_and_costs_the_customer_nothing(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """Twilio answers 401 (our credentials were rotated): no RQ retry storm, no endless requeue
+    tying up an agent, and none of the customer's attempts used up. Dialling pauses (ops see why
+    in /healthz), the callback keeps its place, and after the pause the next dial tries again."""
     book_with_caller_id(client, 1)
     callback = the_callback(hotline)
     hotline.routing.set_agent_status("a103", "available", now_ms(clock))
@@ -222,6 +225,17 @@ def test_a_refusal_no_quick_retry_fixes_is_a_failed_attempt_not_a_loop(app, clie
     no_unexpected_http.add(responses.POST, CALLS_URL, status=401, json=error)
     run_routing(app)
     current = hotline.callbacks.get(callback.id)
-    assert current.status == "scheduled" and current.attempts[-1]["result"] == "error:20003"
-    assert len(dials(no_unexpected_http)) == 1
+    assert current.status == "pending" and [a["result"] for a in current.attempts] == ["released"]
+    assert hotline.callbacks.position(current) == 1
     assert hotline.routing.agents()["a103"][0] == "available"
+    health = client.get("/healthz").get_json()
+    assert health["dialling"].startswith("paused for ") and "Twilio answered 401 (20003)" in health["dialling"]
+    for _ in range(3):
+        run_routing(app)  # paused: the agent is not reserved for it, nothing is dialled
+    assert len(dials(no_unexpected_http)) == 1 and hotline.routing.agents()["a103"][0] == "available"
+    hotline.redis.delete(DIAL_PAUSE)  # the pause is over (its TTL, on Redis's clock, lapsed)
+    no_unexpected_http.replace(responses.POST, CALLS_URL, status=201, json={"sid": out_sid(2), "status": "queued"})
+    run_routing(app)
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "dialling" and current.attempt["n"] == 2 and current.attempt["call_sid"] == out_sid(2)
+    assert "dialling" not in client.get("/healthz").get_json()

@@ -26,6 +26,7 @@ from tests.test_callbacks import (
     CONFIG,
     HOTLINE_NUMBER,
     MESSAGES_URL,
+    OPS,
     PROMPTS,
     app_with_callbacks,
     book_and_dial,
@@ -34,6 +35,7 @@ from tests.test_callbacks import (
     expect_dial,
     now_ms,
     out_sid,
+    run_due_scheduled,
     run_routing,
     run_rq_retry,
     the_callback,
@@ -440,3 +442,101 @@ def test_a_customer_answering_a_callback_cancelled_meanwhile_is_told_so(
     hello = PROMPTS.callback_this_is["en"].format(hotline=CONFIG.name_in("en"))
     assert [s.text for s in says(root)] == [hello, PROMPTS.callback_cancelled["en"], PROMPTS.callback_goodbye["en"]]
     assert verbs(root)[-1] == "Hangup"
+
+
+# ----- the last try's reply is lost: look before the next attempt rings again ------------------
+
+
+def _every_reply_lost(make_app, tmp_path, sleeps, clock, mock, last_reached_twilio: bool, then: list):
+    """Each of the dial job's six runs (one and RQ's five retries) sends the create-call and loses
+    Twilio's reply (a connection reset); the first five never reached Twilio, the last one did
+    when `last_reached_twilio`. Pacing off, so each retry is the same job's. Returns (app, client,
+    services, callback, the create-calls seen)."""
+    app = app_with_callbacks(make_app, tmp_path, sleeps, calls_per_second=0)
+    client, hotline = app.test_client(), app.extensions["hotline"]
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    posts = scripted_calls(mock, [requests.ConnectionError("reset")] * 6 + then)
+
+    def calls_list(_request):
+        reached = last_reached_twilio and len(posts) == 6
+        created = [(out_sid(6), "+819012345678", clock.now.astimezone(UTC))] if reached else []
+        return 200, {}, json.dumps(listing(*created))
+
+    mock.add_callback(responses.GET, CALLS_URL, callback=calls_list)
+    run_routing(app)
+    for _ in range(5):
+        run_dial_retries(app)  # the last run's failure queues the look-up; the burst runs it
+    return app, client, hotline, callback, posts
+
+
+def test_a_call_the_last_try_placed_unanswered_is_adopted_not_placed_again(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    app, client, hotline, callback, posts = _every_reply_lost(
+        make_app, tmp_path, sleeps, clock, no_unexpected_http, True, []
+    )
+    current = hotline.callbacks.get(callback.id)
+    assert len(posts) == 6 and current.status == "dialling" and current.attempt["call_sid"] == out_sid(6)
+    run_routing(app)
+    assert len(posts) == 6, "the customer's phone rang for a second call of the same attempt"
+    # ... and the call it adopted goes on as any other: the customer answers, Emma is connected.
+    answer = call_form(out_sid(6), From=HOTLINE_NUMBER, To="+819012345678", Direction="outbound-api")
+    root = parse(signed_post(client, f"/voice/callback/{callback.id}/1/answer", {**answer, "AnsweredBy": "human"}))
+    assert verbs(root) == ["Say", "Dial"] and root.find("Dial").find("Client").text == "emma"
+    assert hotline.callbacks.get(callback.id).status == "done"
+
+
+def test_when_the_last_try_placed_nothing_the_callback_keeps_its_place_and_is_dialled_once_more(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    app, client, hotline, callback, posts = _every_reply_lost(
+        make_app, tmp_path, sleeps, clock, no_unexpected_http, False, [7]
+    )
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "pending" and current.attempts[0]["result"] == "released"
+    assert hotline.routing.agents()["a103"][0] == "available"
+    run_routing(app)  # matched again: attempt 2, one dial
+    current = hotline.callbacks.get(callback.id)
+    assert len(posts) == 7 and current.attempt["n"] == 2 and current.attempt["call_sid"] == out_sid(7)
+
+
+def test_an_attempts_call_is_the_first_one_recorded(app, client, clock, hotline):
+    """Two runs that both dialled one attempt: the first call recorded stays the attempt's (the
+    other run sees it is not and cancels its own), whichever order their news comes in."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    with app.app_context():
+        desk = hotline.callback_desk()
+        assert desk.reserve(callback.id, "a103") is not None
+        assert desk.record_dial(callback.id, 1, "call_sid", out_sid(1)).attempt["call_sid"] == out_sid(1)
+        assert desk.record_dial(callback.id, 1, "call_sid", out_sid(2)).attempt["call_sid"] == out_sid(1)
+        assert desk.record_dial(callback.id, 1, "call_sid", out_sid(1)).attempt["call_sid"] == out_sid(1)
+
+
+def test_without_the_agent_gate_an_attempt_whose_webhooks_never_came_is_settled(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    """No agent is reserved, so no reservation times out: the sweep finds the attempt by when it
+    began, stops its call and counts it (it rang the customer); the callback is retried and
+    ops can cancel it again."""
+    app = app_with_callbacks(make_app, tmp_path, sleeps, agent_gate=False, calls_per_second=0)
+    hotline, client = app.extensions["hotline"], app.test_client()
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    expect_dial(no_unexpected_http, 1)
+    run_due_scheduled(app, clock)  # the seat job: dialling, and the dial goes out
+    assert hotline.callbacks.get(callback.id).status == "dialling"
+    cancel_url = f"{CALLS_URL[:-5]}/{out_sid(1)}.json"
+    no_unexpected_http.add(responses.POST, cancel_url, json={"sid": out_sid(1), "status": "canceled"})
+    clock.advance(60)
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).status == "dialling"  # still within its ringing window
+    clock.advance(400)
+    run_routing(app)
+    current = hotline.callbacks.get(callback.id)
+    assert [(a["result"], a.get("call_sid")) for a in current.attempts] == [("no_result", out_sid(1))]
+    assert current.status == "scheduled"
+    assert [c.request.url for c in no_unexpected_http.calls].count(cancel_url) == 1
+    assert client.post(f"/api/callbacks/{callback.id}/cancel", headers=OPS).status_code == 200

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import parse_qs
@@ -381,6 +382,33 @@ def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hot
     assert step(client, "/voice/incoming", 7).find("Gather").get("action") == "/voice/language?attempt=1"
 
 
+def test_a_callback_still_in_line_at_closing_is_promised_for_the_opening_not_for_now(app, client, clock, hotline):
+    """Booked while open, not yet called back when the line closed (it stays in line for the
+    opening): whoever asks about it meanwhile hears it comes after the opening."""
+    from tests.conftest import CLOSED_TIME
+
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    clock.now = CLOSED_TIME  # Saturday 22:00 in Tokyo; opens Monday at 9:00
+    opening = "on Monday, November 30, at 9 AM"
+    step(client, "/voice/incoming", 5)
+    root = step(client, f"/voice/en/callback/pending/{callback.id}", 5, Digits="1")
+    assert texts(root)[0] == PROMPTS.callback_kept_scheduled["en"].format(opening=opening)
+    # Asked again for the same number from another phone, on the closed line:
+    other = "+819055556666"
+    step(client, "/voice/incoming", 6, From=other)
+    step(client, TRANSFER, 6, Digits="0", From=other)
+    step(client, OFFER_CHOICE, 6, Digits="2", From=other)
+    step(client, "/voice/en/callback/number/answer?attempt=1", 6, Digits="2", From=other)
+    step(client, "/voice/en/callback/entry/answer?attempt=1", 6, Digits="09012345678", From=other)
+    root = step(client, "/voice/en/callback/readback/answer?attempt=1", 6, Digits="1", From=other)
+    reference = " ".join(str(callback.reference))
+    assert texts(root)[0] == PROMPTS.callback_booked_closed["en"].format(
+        last4="5 6 7 8", opening=opening, reference=reference
+    )
+    assert the_callback(hotline).status == "pending" and the_callback(hotline).id == callback.id
+
+
 def test_a_wait_past_closing_offers_a_callback_at_the_callers_turn_or_after_the_next_opening(
     app, client, clock, hotline, no_unexpected_http
 ):
@@ -679,6 +707,55 @@ def test_no_answer_is_retried_after_the_spacing_then_failed_with_a_text(
     assert len([c for c in no_unexpected_http.calls if c.request.url == MESSAGES_URL]) == 1
 
 
+@pytest.mark.parametrize("reached_twilio", [True, False])
+def test_a_failure_text_whose_reply_was_lost_is_looked_up_before_it_is_sent_again(
+    app, client, clock, hotline, no_unexpected_http, reached_twilio
+):
+    """The create-message times out; RQ runs the job again. If Twilio took the text, the retry
+    finds it in the message list and sends nothing; if not, it sends it: one text either way."""
+    from email.utils import format_datetime
+
+    import requests
+
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    fail_every_attempt(app, client, clock, hotline, no_unexpected_http, callback)
+    body = PROMPTS.callback_failed_sms["en"].format(
+        hotline=CONFIG.name["en"], reference=hotline.calls.reference(sid(1))
+    )
+    posts = []
+
+    def create(request):
+        posts.append(parse_qs(request.body))
+        if len(posts) == 1:
+            return requests.ReadTimeout("Twilio took the text; its reply never came")
+        return 201, {}, json.dumps({"sid": "SM" + "2" * 32})
+
+    def listing(_request):
+        sent = [
+            {
+                "sid": "SM" + "1" * 32,
+                "to": "+819012345678",
+                "from": HOTLINE_NUMBER,
+                "body": body,
+                "date_created": format_datetime(clock.now.astimezone(UTC), usegmt=True),
+            }
+        ]
+        return (
+            200,
+            {},
+            json.dumps({"messages": sent if reached_twilio else [], "next_page_uri": None, "page": 0, "page_size": 20}),
+        )
+
+    no_unexpected_http.add_callback(responses.POST, MESSAGES_URL, callback=create)
+    no_unexpected_http.add_callback(responses.GET, MESSAGES_URL, callback=listing)
+    with app.app_context():
+        SimpleWorker([hotline.callbacks_queue], connection=hotline.redis).work(burst=True)
+        run_rq_retry(hotline)
+    assert len(posts) == (1 if reached_twilio else 2)
+    assert hotline.callbacks.get(callback.id).sms_sent_ms is not None
+
+
 def test_a_landline_whose_callback_failed_is_not_sent_a_text(app, client, clock, hotline, no_unexpected_http):
     landline = "+81312345678"  # 03-1234-5678, Tokyo
     book_with_caller_id(client, 1, frm=landline)
@@ -760,7 +837,9 @@ def test_a_dial_whose_result_is_unknown_is_looked_up_before_any_redial(app, clie
     assert hotline.callbacks.get(callback.id).attempts[0]["call_sid"] == out_sid(1)
 
 
-def test_an_invalid_number_reported_by_twilio_fails_at_once(app, client, clock, hotline, no_unexpected_http):
+def test_an_invalid_number_reported_by_twilio_fails_at_once(
+    app, client, clock, hotline, no_unexpected_http, ticket_for
+):
     book_with_caller_id(client, 1)
     callback = the_callback(hotline)
     hotline.routing.set_agent_status("a103", "available", now_ms(clock))
@@ -774,6 +853,9 @@ def test_an_invalid_number_reported_by_twilio_fails_at_once(app, client, clock, 
     assert (current.status, current.reason) == ("failed", "rejected:21211")
     assert hotline.routing.agents()["a103"][0] == "available"
     assert scheduled_times(app) == []
+    signed_post(client, "/voice/status", call_form(sid(1), CallStatus="completed"))
+    block = ticket_for(sid(1))["callback"]
+    assert (block["sms_sent"], block["sms_refused"]) == (False, 21211)
 
 
 def test_a_rate_limited_dial_is_retried_and_the_seat_kept(app, client, clock, hotline, no_unexpected_http):
@@ -1142,6 +1224,44 @@ def test_listings_and_counts_cover_every_callback_however_many(app, client, cloc
     assert len(client.get("/api/callbacks?limit=1000", headers=OPS).get_json()["callbacks"]) == 1000
     queues = {q["queue"]: q for q in client.get("/api/queues", headers=OPS).get_json()["queues"]}
     assert queues["payment"]["callbacks"]["pending"] == 1202 and queues["refund"]["callbacks"]["pending"] == 3
+
+
+def test_the_ops_listing_keeps_what_is_open_or_recently_closed_however_long_ago_it_was_asked(
+    app, client, clock, hotline
+):
+    """The index is trimmed of old entries whose record expired, not of every old entry: a
+    callback asked for three weeks ago and still open, or closed yesterday, stays listed."""
+    from ivr.queues.callbacks import record_key
+
+    weeks_ago = now_ms(clock) - 21 * 24 * 3_600_000
+
+    def book(n: int) -> str:
+        callback, _ = hotline.callbacks.request(
+            Callback(
+                id="",
+                status="scheduled",
+                number=f"+8190{n:08d}",
+                call_sid=sid(6000 + n),
+                lang="en",
+                queue="payment",
+                node="agent_payment",
+                branch="payment",
+                arrived_ms=weeks_ago + n,
+                requested_ms=weeks_ago + n,
+                scheduled_ms=now_ms(clock) + 3_600_000,
+            )
+        )
+        return callback.id
+
+    still_open, closed_yesterday, long_gone = book(1), book(2), book(3)
+    with app.app_context():
+        for callback_id in (closed_yesterday, long_gone):
+            assert hotline.callback_desk().cancel(callback_id, "ops") == "cancelled"
+    hotline.redis.delete(record_key(long_gone))  # its 14 days after closing are over
+    listed = {c["id"]: c["status"] for c in client.get("/api/callbacks", headers=OPS).get_json()["callbacks"]}
+    assert listed == {still_open: "scheduled", closed_yesterday: "cancelled"}
+    queue = client.get("/api/callbacks?queue=payment", headers=OPS).get_json()["callbacks"]
+    assert {c["id"] for c in queue} == {still_open, closed_yesterday}
 
 
 def test_a_walked_call_takes_the_offer_while_holding_and_books_with_its_caller_id(walker, hotline, ticket_for):

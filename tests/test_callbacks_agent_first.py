@@ -155,6 +155,26 @@ def test_the_agents_completed_status_before_the_dial_action_still_counts_the_tal
     assert hotline.callbacks.get(dialling.id).attempts[0]["result"] == "connected"
 
 
+@pytest.mark.parametrize("action_first", [True, False])
+def test_an_agent_hanging_up_while_the_customers_phone_rings_is_not_counted_against_the_customer(
+    app, client, clock, hotline, dialling, no_unexpected_http, action_first
+):
+    """Whichever of Twilio's two reports comes first — the Dial's action (the Dial cancelled,
+    the agent's call over) or the agent's call status — the attempt is our side's miss: the
+    callback keeps its place and all its attempts."""
+    cb = f"/voice/callback/{dialling.id}/1"
+    parse(signed_post(client, f"{cb}/agent", agent_leg()))
+    parse(signed_post(client, f"{cb}/agent/accept", agent_leg(Digits="1")))
+    action = agent_leg(CallStatus="completed", DialCallStatus="canceled", DialCallSid="CA" + "c" * 32)
+    status = agent_leg(CallStatus="completed")
+    for path, form in [(f"{cb}/agent/done", action), (f"{cb}/agent/status", status)][:: 1 if action_first else -1]:
+        signed_post(client, path, form)
+    current = hotline.callbacks.get(dialling.id)
+    assert [a["result"] for a in current.attempts] == ["agent_hung_up"]
+    assert current.status == "pending" and hotline.callbacks.position(current) == 1
+    assert hotline.routing.agents()["a103"][0] == "available"
+
+
 @pytest.mark.parametrize(("cancel", "said"), [(False, "callback_not_now"), (True, "callback_cancelled")])
 def test_a_customer_answering_after_the_attempt_was_given_up_hears_where_it_stands(
     app, client, hotline, dialling, cancel, said

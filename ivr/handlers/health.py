@@ -28,6 +28,9 @@ def healthz():
     try:
         hotline.redis.ping()
         checks["redis"] = "ok"
+        paused = hotline.callbacks.dialling_paused()
+        if paused is not None and "dialling" not in checks:
+            checks["dialling"] = f"paused for {paused[1]} s more: {paused[0]}"
     except RedisError as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     try:

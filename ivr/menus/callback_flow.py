@@ -260,6 +260,13 @@ class CallbackFlow:
             text = prompts.callback_booked_past_closing[lang_id].format(
                 last4=last_digits(number), position=position or 1, opening=past_closing, reference=ref
             )
+        elif callback.status == "pending" and not open_now:
+            # Still in line from before closing: nobody is called back until the line opens.
+            lang = self.config.languages[lang_id]
+            when = describe_opening(opening, self.now, lang) if opening else "—"
+            text = prompts.callback_booked_closed[lang_id].format(
+                last4=last_digits(number), opening=when, reference=ref
+            )
         elif callback.status == "pending" or open_now:
             # Open: in line, or (without the agent gate) due now.
             text = prompts.callback_booked[lang_id].format(
@@ -333,8 +340,13 @@ class CallbackFlow:
                 self.flow._log(call, [self._input("callback_pending", "1", "already_over")])
                 return self.flow.start_menu(call, [prompts.callback_over[lang_id]], lang_id)
             self.flow._log(call, [self._input("callback_pending", "1", "kept")])
+            hours = self.plan.hours
+            when = None
             if current.status == "scheduled" and (current.scheduled_ms or 0) > self.now_ms:  # waits for a time
-                when = datetime.fromtimestamp(current.scheduled_ms / 1000, self.plan.hours.zone)
+                when = datetime.fromtimestamp(current.scheduled_ms / 1000, hours.zone)
+            elif current.status == "pending" and not hours.is_open(self.now):
+                when = hours.next_opening(self.now)  # in line from before closing: called after opening
+            if when is not None:
                 opening = describe_opening(when, self.now, self.config.languages[lang_id])
                 kept = prompts.callback_kept_scheduled[lang_id].format(opening=opening)
                 return render.speak_and_hang_up(self.config, lang_id, [kept])

@@ -286,10 +286,21 @@ class AgentFirstCalls:
                 pipe.execute()
             vr.hangup()
             return vr
-        result = "machine" if answered_by in MACHINE else (form.get("DialCallStatus") or "no-answer")
+        if answered_by in MACHINE:
+            result = "machine"
+        elif call.status in TERMINAL_STATUSES or form.get("DialCallStatus") == "canceled":
+            # The agent hung up while the customer's phone rang (Twilio cancels the Dial): our
+            # side ended it, so it is not counted against the customer — as when the agent's
+            # status callback, not this action, brings the news first (`agent_status`).
+            result = "agent_hung_up"
+        else:
+            result = form.get("DialCallStatus") or "no-answer"
         # The agent did their part: free again (the desk frees only agents still reserved).
         self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "available", now_ms)
         settled = self.desk.attempt_over(callback_id, n, result, form.get("DialCallSid"))
+        if result == "agent_hung_up":
+            vr.hangup()  # nobody hears it: the agent's call is over
+            return vr
         lang_id, lang = self._agent_lang(callback)
         prompts = self.config.prompts
         missed = prompts.callback_customer_missed_last if settled == "failed" else prompts.callback_customer_missed

@@ -155,6 +155,8 @@ class CallbackDesk:
         def put(cb: Callback) -> Callback | None:
             if not cb.attempts or cb.attempts[-1]["n"] != n:
                 return None
+            if field == "call_sid" and cb.attempts[-1].get("call_sid") not in (None, "", value):
+                return None  # the attempt's call is another's (two runs dialled): the first stays
             cb.attempts[-1][field] = value
             cb.updated_ms = self.now_ms
             return cb

@@ -30,6 +30,7 @@ BY_CALLER = f"{TAG}:cb-by-caller"  # the asking caller's number, when the callba
 INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops; trimmed by age)
 OPEN_INDEX = f"{TAG}:cb-open"  # id -> requested ms, open callbacks only
 SCHEDULED = f"{TAG}:cb-scheduled"  # id -> ms it is due back in line (the sweep's safety net)
+DIALLING = f"{TAG}:cb-dialling"  # id -> ms its attempt began (the sweep's net for lost dials)
 SEQUENCE = f"{TAG}:cb-seq"
 # Every call sid a callback attempt placed -> ms recorded: a redial's look-up in Twilio's call
 # list must never adopt a call that belongs to another attempt (agent first, the agent gets a
@@ -40,6 +41,22 @@ PLACED_KEEP_MS = 24 * 3600 * 1000
 CLOSED_TTL_S = 14 * 24 * 3600
 _PAGE = 1000  # index entries read per round trip when listing
 DRAFT_TTL_S = 1800
+# The ops index's entries requested before ARGV[1] whose record (prefix ARGV[2]) has expired.
+_TRIM_INDEX = """
+local removed = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)) do
+  if redis.call('EXISTS', ARGV[2] .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+# Twilio refused a dial for our account's sake (credentials, a suspended account): no callback is
+# dialled for this long (each would fail the same way and use up the customer's attempts), then
+# the next dial tries again.
+DIAL_PAUSE = f"{TAG}:cb-dial-paused"
+DIAL_PAUSE_S = 300
 
 
 def member(callback_id: str) -> str:
@@ -266,7 +283,9 @@ class CallbackBook:
         read a page at a time until enough match, however many there are. Closed callbacks
         whose record expired drop out of the index."""
         if now_ms is not None:
-            self.redis.zremrangebyscore(INDEX, "-inf", now_ms - CLOSED_TTL_S * 1000)
+            # Not by age alone: a callback asked for long ago may still be open, or have closed
+            # yesterday (its record lives 14 days from then). Old entries whose record is gone.
+            self.redis.eval(_TRIM_INDEX, 1, INDEX, now_ms - CLOSED_TTL_S * 1000, record_key(""))
         index = OPEN_INDEX if status in OPEN else INDEX
         found: list[Callback] = []
         start = 0
@@ -324,6 +343,21 @@ class CallbackBook:
         """Scheduled callbacks due back in line before `before_ms` (their job was lost)."""
         return [i.decode() for i in self.redis.zrangebyscore(SCHEDULED, "-inf", before_ms, start=0, num=limit)]
 
+    def pause_dialling(self, why: str, seconds: int = DIAL_PAUSE_S) -> None:
+        self.redis.set(DIAL_PAUSE, why, ex=seconds)
+
+    def dialling_paused(self) -> tuple[str, int] | None:
+        """(why, seconds left) while dialling is paused, else None."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(DIAL_PAUSE)
+            pipe.ttl(DIAL_PAUSE)
+            why, ttl = pipe.execute()
+        return (why.decode(), max(int(ttl), 0)) if why is not None else None
+
+    def dialling_before(self, before_ms: int, limit: int = 100) -> list[str]:
+        """Callbacks whose attempt began before `before_ms` and is still dialling."""
+        return [i.decode() for i in self.redis.zrangebyscore(DIALLING, "-inf", before_ms, start=0, num=limit)]
+
     # ----- changes ----------------------------------------------------------------------
 
     def update(
@@ -370,6 +404,10 @@ class CallbackBook:
             pipe.zadd(SCHEDULED, {callback.id: callback.scheduled_ms})
         else:
             pipe.zrem(SCHEDULED, callback.id)
+        if callback.status == "dialling":  # NX: the attempt's start, not its latest outbox entry
+            pipe.zadd(DIALLING, {callback.id: callback.updated_ms}, nx=True)
+        else:
+            pipe.zrem(DIALLING, callback.id)
         if callback.status not in OPEN:
             pipe.zrem(OPEN_INDEX, callback.id)
             # Only if they still point here: a newer request for the number may own them.
@@ -396,6 +434,20 @@ class CallbackBook:
         if self.redis.set(key, token, nx=True, ex=CLOSED_TTL_S):
             return True
         return self.redis.get(key) == token.encode()
+
+    def failure_text_began(self, callback_id: str, now_ms: int) -> int | None:
+        """The failure text's outbox: None for the run that sends it first (its start is noted
+        now), else the ms an earlier run began sending, which may have reached Twilio."""
+        script = (
+            "local began = redis.call('GET', KEYS[1]) if began then return began end "
+            "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return false"
+        )
+        began = self.redis.eval(script, 1, f"{TAG}:cb-sms-began:{callback_id}", now_ms, CLOSED_TTL_S)
+        return int(began) if began is not None else None
+
+    def failure_text_refused(self, callback_id: str) -> None:
+        """Twilio refused the text (it sent nothing): a later run need not look for it."""
+        self.redis.delete(f"{TAG}:cb-sms-began:{callback_id}")
 
     def dial_lock(self, callback_id: str, attempt: int, token: str, ttl_s: int) -> bool:
         """One job at a time may dial an attempt (a second run waits for the first's outcome). A

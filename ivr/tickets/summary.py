@@ -165,6 +165,8 @@ def _callback_block(by_kind: dict[str, list[dict]]) -> dict | None:
         "result": status,  # PRODUCT.md's name for where the callback ended (or stands)
         "reason": closed.get("reason") if closed else None,
         "sms_sent": bool(by_kind.get("callback_sms")),
+        # Twilio refused the failure text (its code), so the caller was not told by text.
+        "sms_refused": next((e.get("code") for e in by_kind.get("callback_sms_refused", [])), None),
     }
 
 
