@@ -189,6 +189,12 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
             return "paced"
     if wait_s > 0:
         hotline.sleep(wait_s)  # at most MAX_PACING_SLEEP_S (+ PACED_EARLY_S back at a slot)
+    paused = hotline.callbacks.dialling_paused()
+    if paused is not None:
+        # Twilio refused our account a moment ago (no gate: this callback came due by itself):
+        # back to its place, due again once the pause is over.
+        desk.attempt_over(callback.id, n, "released", not_before=hotline.clock() + timedelta(seconds=paused[1]))
+        return "paused"
     if not desk.plan.hours.is_open(hotline.clock()):
         # A retried or paced dial that comes due after closing: not now. Back to its seat (the
         # matching leaves callbacks alone until opening), no attempt counted against the customer.
@@ -240,7 +246,7 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
             why = f"Twilio answered {exc.status} ({exc.code}) to a dial at {hotline.clock().isoformat()}"
             log.error("callbacks: %s; dialling paused for %d s", why, DIAL_PAUSE_S)
             hotline.callbacks.pause_dialling(why)
-            desk.attempt_over(callback.id, n, "released")
+            desk.attempt_over(callback.id, n, "released", not_before=hotline.clock() + timedelta(seconds=DIAL_PAUSE_S))
             return "paused"
         if exc.status and 400 <= exc.status < 500 and exc.status != 429:
             # Refused for a reason no quick retry fixes: a failed attempt, retried after the

@@ -239,3 +239,30 @@ def test_twilio_refusing_our_account_pauses_dialling_and_costs_the_customer_noth
     current = hotline.callbacks.get(callback.id)
     assert current.status == "dialling" and current.attempt["n"] == 2 and current.attempt["call_sid"] == out_sid(2)
     assert "dialling" not in client.get("/healthz").get_json()
+
+
+def test_without_the_agent_gate_a_pause_holds_callbacks_until_it_ends_not_in_a_loop(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    """No gate, a callback comes due by itself: Twilio's 401 pauses dialling, and the callback is
+    due again when the pause ends — not at once, round and round, using up its tries."""
+
+    app = app_with_callbacks(make_app, tmp_path, sleeps, agent_gate=False, calls_per_second=0)
+    hotline, client = app.extensions["hotline"], app.test_client()
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    error = {"code": 20003, "message": "Authenticate", "status": 401}
+    no_unexpected_http.add(responses.POST, CALLS_URL, status=401, json=error)
+    run_due_scheduled(app, clock)  # seated, dialled, refused: paused
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "scheduled" and [a["result"] for a in current.attempts] == ["released"]
+    assert current.scheduled_ms >= now_ms(clock) + 290_000  # due again once the pause is over
+    assert run_due_scheduled(app, clock) == 0 and len(dials(no_unexpected_http)) == 1
+    clock.advance(301)
+    hotline.redis.delete(DIAL_PAUSE)  # the pause is over (its TTL, on Redis's clock, lapsed)
+    no_unexpected_http.replace(responses.POST, CALLS_URL, status=201, json={"sid": out_sid(2), "status": "queued"})
+    assert run_due_scheduled(app, clock) >= 1
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "dialling" and current.attempt["call_sid"] == out_sid(2)
+    assert len(dials(no_unexpected_http)) == 2
+    assert current.scheduled_ms is None

@@ -168,18 +168,26 @@ class CallbackDesk:
         return self.book.update(callback_id, put, also=placed)
 
     def attempt_over(
-        self, callback_id: str, n: int, result: str, call_sid: str | None = None, final: bool = False
+        self,
+        callback_id: str,
+        n: int,
+        result: str,
+        call_sid: str | None = None,
+        final: bool = False,
+        not_before: datetime | None = None,
     ) -> str:
         """Attempt n ended without a conversation. The reserved agent is freed; the callback is
         retried after the configured spacing within business hours, or fails after the last
         attempt (or at once when `final`: the number cannot be called). Results in NOT_COUNTED
-        (our side failed) put it back in its place at once.
+        (our side failed) put it back in its place at once (without the agent gate, due again
+        at once, or at `not_before`: dialling is paused until then).
 
         What comes next is written with the result, in one compare-and-set: a retry's time (so
         the dispatcher's sweep seats it even if this process dies before its job is queued) and
         the failure text's job (so it is queued exactly when the callback fails)."""
         outcome: dict[str, str] = {}
         retry_at = self._retry_time()
+        due_again = max(not_before or self.now, self.now)
 
         def finish(cb: Callback) -> Callback | None:
             if not cb.dialling(n):
@@ -197,7 +205,7 @@ class CallbackDesk:
                 outcome["next"] = "failed"
             elif result in NOT_COUNTED:
                 cb.status = "pending" if self.policy.agent_gate else "scheduled"
-                cb.scheduled_ms = None if self.policy.agent_gate else self.now_ms
+                cb.scheduled_ms = None if self.policy.agent_gate else int(due_again.timestamp() * 1000)
                 outcome["next"] = "requeued"
             elif final or len(counted) >= self.policy.attempts:
                 cb.status, cb.reason, cb.scheduled_ms = "failed", result, None
@@ -241,7 +249,7 @@ class CallbackDesk:
             self.schedule(updated, retry_at)
             self.note(updated, "callback_scheduled", scheduled_for=utc_iso(retry_at), reason="retry")
         elif outcome["next"] == "requeued" and not self.policy.agent_gate:
-            self.schedule(updated, self.now)
+            self.schedule(updated, due_again)
         elif outcome["next"] == "failed":
             self.note(
                 updated, "callback_closed", event_id=f"cb-{updated.id}-closed", status="failed", reason=updated.reason
