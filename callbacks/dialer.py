@@ -318,7 +318,12 @@ def resolve_unknown_dial(callback_id: str, n: int) -> str:
             return "adopted"
         cancel_call(placed)
         return "settled"
-    desk.attempt_over(callback_id, n, "released")
+    # Twilio failed every try of this dial: back in its place, but not at once — each time this
+    # happens to a callback it waits longer (1, 2, 4, 8, then 15 minutes), so a long Twilio
+    # outage costs it a few uncounted attempts, not all of its tries within half an hour.
+    failed_before = sum(1 for a in callback.attempts[:-1] if a.get("result") == "released" and a.get("dial_started_at"))
+    later = hotline.clock() + timedelta(minutes=min(2**failed_before, 15))
+    desk.attempt_over(callback_id, n, "released", not_before=later)
     return "never placed"
 
 

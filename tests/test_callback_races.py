@@ -225,15 +225,19 @@ def test_twilio_refusing_our_account_pauses_dialling_and_costs_the_customer_noth
     no_unexpected_http.add(responses.POST, CALLS_URL, status=401, json=error)
     run_routing(app)
     current = hotline.callbacks.get(callback.id)
-    assert current.status == "pending" and [a["result"] for a in current.attempts] == ["released"]
-    assert hotline.callbacks.position(current) == 1
+    assert current.status == "scheduled" and [a["result"] for a in current.attempts] == ["released"]
+    assert current.scheduled_ms == now_ms(clock) + 300_000  # back in its place when the pause ends
     assert hotline.routing.agents()["a103"][0] == "available"
     health = client.get("/healthz").get_json()
     assert health["dialling"].startswith("paused for ") and "Twilio answered 401 (20003)" in health["dialling"]
     for _ in range(3):
-        run_routing(app)  # paused: the agent is not reserved for it, nothing is dialled
+        run_routing(app)  # paused: no agent is reserved for a callback, nothing is dialled
     assert len(dials(no_unexpected_http)) == 1 and hotline.routing.agents()["a103"][0] == "available"
+    clock.advance(301)
     hotline.redis.delete(DIAL_PAUSE)  # the pause is over (its TTL, on Redis's clock, lapsed)
+    assert run_due_scheduled(app, clock) == 1
+    assert hotline.callbacks.get(callback.id).status == "pending"  # in line again, at its arrival
+    assert hotline.callbacks.position(hotline.callbacks.get(callback.id)) == 1
     no_unexpected_http.replace(responses.POST, CALLS_URL, status=201, json={"sid": out_sid(2), "status": "queued"})
     run_routing(app)
     current = hotline.callbacks.get(callback.id)

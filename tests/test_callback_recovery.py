@@ -495,8 +495,13 @@ def test_when_the_last_try_placed_nothing_the_callback_keeps_its_place_and_is_di
         make_app, tmp_path, sleeps, clock, no_unexpected_http, False, [7]
     )
     current = hotline.callbacks.get(callback.id)
-    assert current.status == "pending" and current.attempts[0]["result"] == "released"
+    assert current.status == "scheduled" and current.attempts[0]["result"] == "released"
     assert hotline.routing.agents()["a103"][0] == "available"
+    # Twilio failed every try: back in its place in a minute, not at once.
+    assert current.scheduled_ms == now_ms(clock) + 60_000
+    clock.advance(60)
+    run_due_scheduled(app, clock)  # back in line at its original arrival
+    assert hotline.callbacks.position(hotline.callbacks.get(callback.id)) == 1
     run_routing(app)  # matched again: attempt 2, one dial
     current = hotline.callbacks.get(callback.id)
     assert len(posts) == 7 and current.attempt["n"] == 2 and current.attempt["call_sid"] == out_sid(7)

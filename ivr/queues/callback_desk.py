@@ -179,8 +179,8 @@ class CallbackDesk:
         """Attempt n ended without a conversation. The reserved agent is freed; the callback is
         retried after the configured spacing within business hours, or fails after the last
         attempt (or at once when `final`: the number cannot be called). Results in NOT_COUNTED
-        (our side failed) put it back in its place at once (without the agent gate, due again
-        at once, or at `not_before`: dialling is paused until then).
+        (our side failed) put it back in its place at once, or at `not_before` (dialling is
+        paused, or Twilio keeps failing) through a seat job that keeps its original arrival.
 
         What comes next is written with the result, in one compare-and-set: a retry's time (so
         the dispatcher's sweep seats it even if this process dies before its job is queued) and
@@ -204,8 +204,9 @@ class CallbackDesk:
                 cb.status, cb.reason, cb.scheduled_ms = "failed", "too_many_tries", None
                 outcome["next"] = "failed"
             elif result in NOT_COUNTED:
-                cb.status = "pending" if self.policy.agent_gate else "scheduled"
-                cb.scheduled_ms = None if self.policy.agent_gate else int(due_again.timestamp() * 1000)
+                later = due_again > self.now  # not back in line before then (Twilio is failing)
+                cb.status = "pending" if self.policy.agent_gate and not later else "scheduled"
+                cb.scheduled_ms = None if cb.status == "pending" else int(due_again.timestamp() * 1000)
                 outcome["next"] = "requeued"
             elif final or len(counted) >= self.policy.attempts:
                 cb.status, cb.reason, cb.scheduled_ms = "failed", result, None
@@ -248,7 +249,7 @@ class CallbackDesk:
         if outcome["next"] == "retry":
             self.schedule(updated, retry_at)
             self.note(updated, "callback_scheduled", scheduled_for=utc_iso(retry_at), reason="retry")
-        elif outcome["next"] == "requeued" and not self.policy.agent_gate:
+        elif outcome["next"] == "requeued" and updated.status == "scheduled":
             self.schedule(updated, due_again)
         elif outcome["next"] == "failed":
             self.note(
