@@ -127,12 +127,9 @@ def place_callback(callback_id: str, attempt_no: int, slot_us: int | None = None
     first), or the reserved agent, whose call then dials the customer (agent first)."""
     hotline = services()
     desk = hotline.callback_desk()
-    callback = desk.book.get(callback_id)
-    if callback is None or not callback.dialling(attempt_no):
-        return "stale"
-    attempt = callback.attempt
-    if attempt.get("call_sid") or attempt.get("result"):
-        return "already placed"
+    callback, why = _undialled(desk, callback_id, attempt_no)
+    if callback is None:
+        return why
     # The lock's token is the job's id: RQ runs a job again only after its last run ended, so a
     # lock under our own id is that run's, left by a work-horse killed while dialling.
     job = get_current_job()
@@ -144,15 +141,21 @@ def place_callback(callback_id: str, attempt_no: int, slot_us: int | None = None
     try:
         # Read again under the lock: another run may have dialled between our first read and
         # the lock (its outbox entries are what tell this run not to dial again).
-        callback = desk.book.get(callback_id)
-        if callback is None or not callback.dialling(attempt_no):
-            return "stale"
-        attempt = callback.attempt
-        if attempt.get("call_sid") or attempt.get("result"):
-            return "already placed"
-        return _dial(callback, attempt, slot_us)
+        callback, why = _undialled(desk, callback_id, attempt_no)
+        return _dial(callback, callback.attempt, slot_us) if callback is not None else why
     finally:
         desk.book.release_dial_lock(callback_id, attempt_no, token)
+
+
+def _undialled(desk, callback_id: str, n: int) -> tuple[Callback | None, str]:  # noqa: ANN001 - a CallbackDesk
+    """The callback while its attempt n is under way with neither a call nor a result yet; else
+    None and why not."""
+    callback = desk.book.get(callback_id)
+    if callback is None or not callback.dialling(n):
+        return None, "stale"
+    if callback.attempt.get("call_sid") or callback.attempt.get("result"):
+        return None, "already placed"
+    return callback, ""
 
 
 def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
@@ -301,12 +304,10 @@ def resolve_unknown_dial(callback_id: str, n: int) -> str:
     call list (`settle_lost_dial`)."""
     hotline = services()
     desk = hotline.callback_desk()
-    callback = desk.book.get(callback_id)
-    if callback is None or not callback.dialling(n):
-        return "settled"
+    callback, why = _undialled(desk, callback_id, n)
+    if callback is None:
+        return why
     attempt = callback.attempt
-    if attempt.get("call_sid") or attempt.get("result"):
-        return "already placed"
     to = _dial_target(desk, callback, attempt)
     placed = None
     if to and attempt.get("dial_started_at"):

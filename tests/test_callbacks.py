@@ -1280,6 +1280,18 @@ def test_a_walked_call_takes_the_offer_while_holding_and_books_with_its_caller_i
     assert ticket["queue"]["result"] == "callback"
 
 
+def test_a_caller_back_in_line_after_a_failed_number_who_hangs_up_there_abandoned(walker, hotline, ticket_for):
+    """They leave the line for the callback offer, give no number, are put back in line at their
+    place, and hang up while waiting: the ticket says abandoned, as its queue block does."""
+    keys = ["3", "2", "0", None, "queue:press:2", "2", None, None, None, "queue:hangup"]
+    result = walker(caller="+819012345678").dial(keys)
+    assert not result.problems, result.problems
+    assert PROMPTS.callback_no_number["en"] in [u.text for u in result.said]
+    assert hotline.callbacks.open_for("+819012345678") is None
+    ticket = ticket_for(result.call_sid)
+    assert (ticket["outcome"], ticket["queue"]["result"]) == ("abandoned", "abandoned")
+
+
 def test_a_walked_caller_types_another_number_ending_with_hash_as_the_prompt_asks(walker, hotline):
     """Twilio leaves the finishing key out of Digits; so does the walker."""
     result = walker(caller="+819012345678").dial(["3", "2", "0", "2", "2", "08033334444#", "1"])

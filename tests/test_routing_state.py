@@ -76,6 +76,22 @@ def test_away_and_offline_agents_get_no_one(state):
         state.set_agent_status("a", "sleeping", T0)
 
 
+def test_a_status_change_stamped_in_the_past_does_not_make_an_agent_look_idle_for_longer(state):
+    """A webhook handled by a host whose clock is behind (or the simulator's `--at` against a
+    running hotline) releases an agent: their idle time starts at the latest of the two."""
+    lines = {"a": [("payment", "ja", 0)], "b": [("payment", "ja", 0)]}
+    state.set_agent_status("a", "available", T0 + 500)
+    state.join(Seat(sid(1), "payment", "ja", T0 + 1))
+    [match] = state.match(lines, T0 + 1000)
+    assert match.agent_id == "a"
+    day_before = T0 - 24 * 3_600_000
+    assert state.transition("a", sid(1), ["reserved"], "available", day_before)
+    assert state.agents()["a"][:2] == ("available", T0 + 1000)
+    state.set_agent_status("b", "available", T0 + 900)  # idle longer than a, truly
+    state.join(Seat(sid(2), "payment", "ja", T0 + 2))
+    assert [m.agent_id for m in state.match(lines, T0 + 2000)] == ["b"]
+
+
 def test_a_caller_whose_agent_did_not_answer_keeps_their_place(state):
     lines = {"a": [("account", "en", 0)]}
     for n in range(1, 4):

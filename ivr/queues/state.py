@@ -170,6 +170,8 @@ return 1
 # KEYS: AGENT_STATUS, AGENT_SINCE, AGENT_CALL, WAKE. ARGV: agent, call, to-status, now ms, "1" to
 # keep the call, then the statuses it may move from. A compare-and-set: the agent moves only if
 # still on this call in one of those statuses (a late webhook cannot undo a newer reservation).
+# The status's time never goes back: a host whose clock is behind (or the simulator's `--at`
+# against a running hotline) must not make an agent look idle for hours (longest idle first).
 _TRANSITION = """
 local status = redis.call('HGET', KEYS[1], ARGV[1])
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -177,7 +179,8 @@ local allowed = false
 for i = 6, #ARGV do if status == ARGV[i] then allowed = true end end
 if not allowed then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+local since = math.max(tonumber(ARGV[4]), tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0'))
+redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', since))
 if ARGV[5] ~= '1' then redis.call('HDEL', KEYS[3], ARGV[1]) end
 if ARGV[3] == 'available' then redis.call('LPUSH', KEYS[4], 1) end
 return 1
@@ -231,7 +234,8 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'reserved' or redis.call('HGET', KEYS
   return 0
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+local since = math.max(tonumber(ARGV[4]), tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0'))
+redis.call('HSET', KEYS[4], ARGV[1], string.format('%d', since))
 redis.call('HSET', KEYS[3], unpack(ARGV, 5))
 return 1
 """
