@@ -413,6 +413,24 @@ def test_a_misindented_line_is_called_an_indentation_problem():
     assert "indentation: this line does not line up with the block above it" in only(caught.value.problems)
 
 
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_a_quote_left_open_is_named_at_its_own_line_not_where_yaml_gives_up(quote):
+    """YAML reads an unclosed quoted text on over the lines below and fails 20-30 lines later,
+    usually blaming indentation: the checker names the line that opened the quote."""
+    line = "    zh: 感谢您致电Payment App客户服务中心。"
+    lines = SHIPPED.splitlines()
+    at = lines.index(line)
+    lines[at] = line.replace("zh: ", f"zh: {quote}")
+    with pytest.raises(ConfigError) as caught:
+        parse_config("\n".join(lines), "hotline.yaml")
+    problem = only(caught.value.problems)
+    assert problem.startswith(f"hotline.yaml:{at + 1}: prompts.greeting.zh: a quoted text is not closed on this line")
+    # A text that opens and closes its quote, or runs on with escapes and doubled quotes, is fine.
+    lines[at] = line.replace("zh: ", 'zh: "') + '\\"…"'
+    lines[at + 1] = lines[at + 1].replace("en: ", "en: 'it''s ") + "'"
+    parse_config("\n".join(lines), "hotline.yaml")
+
+
 def test_a_colon_inside_an_unquoted_text_says_to_quote_it():
     text = SHIPPED.replace("en: Sorry, something went wrong on our side.", "en: Note: sorry, it went wrong.", 1)
     with pytest.raises(ConfigError) as caught:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,17 @@ def parse_config(text: str, filename: str = "<config>") -> HotlineConfig:
         where = f"{filename}:{mark.line + 1}" if mark else filename
         reason = _yaml_reason(exc)
         place = _path_at(text, mark.line) if mark else ()
+        opened = _unclosed_quote(text, mark.line) if mark else None
+        if opened is not None:
+            # YAML reads a quoted text on across lines until the next quote, and the error it
+            # finally meets is far below (and often says "indentation"): name the quote's line.
+            line, closed = opened
+            where, place = f"{filename}:{line + 1}", _path_at(closed, line)
+            problem = getattr(exc, "problem", None) or "a syntax error"
+            reason = (
+                "a quoted text is not closed on this line: end it with its quote"
+                f" (YAML read on to line {mark.line + 1} and found: {problem})"
+            )
         raise ConfigError([f"{where}: {dotted(place) + ': ' if place else ''}{reason}"]) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{filename}: the config must be a mapping at the top level"])
@@ -143,6 +155,27 @@ def _path_at(text: str, line: int) -> Loc:
             index, node = before[-1]
             path.append(index)
     return tuple(path)
+
+
+# A value that opens a quote: `key: "text`, `- 'text`.
+_OPENS_QUOTE = re.compile(r"""^\s*(?:-\s+)?(?:[^\s#'"][^#'"]*?:\s+)?(["'])(.*)$""")
+
+
+def _unclosed_quote(text: str, before: int) -> tuple[int, str] | None:
+    """The first line before (0-based) `before` whose value opens a quote it does not close, and
+    the text with that quote closed (so the line's YAML path can be found); None if none."""
+    lines = text.splitlines()
+    for number, line in enumerate(lines[: before + 1]):
+        found = _OPENS_QUOTE.match(line)
+        if not found:
+            continue
+        quote, rest = found.groups()
+        # In "…" a backslash escapes; in '…' a doubled quote is one.
+        body = re.sub(r'\\.', "", rest) if quote == '"' else rest.replace("''", "")
+        if quote not in body:
+            repaired = [*lines[:number], line.rstrip() + quote, *lines[number + 1 :]]
+            return number, "\n".join(repaired[: number + 1])
+    return None
 
 
 # What a YAML syntax error usually means, for people who edit YAML by hand.
