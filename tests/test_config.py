@@ -431,6 +431,26 @@ def test_a_quote_left_open_is_named_at_its_own_line_not_where_yaml_gives_up(quot
     parse_config("\n".join(lines), "hotline.yaml")
 
 
+@pytest.mark.parametrize(
+    ("line", "slip", "reason"),
+    [
+        ("announce_above_s: 120", "announce_above_s: true", "peak.announce_above_s: must be a whole number, not true"),
+        ("max_attempts: 3", 'max_attempts: "3"', "input.max_attempts: must be a whole number, not '3' (written in"),
+        (
+            "agent_gate: true",
+            "agent_gate: on weekdays",
+            "callbacks.agent_gate: must be true or false, not 'on weekdays'",
+        ),
+    ],
+)
+def test_a_setting_written_as_something_else_is_refused_not_converted(line, slip, reason):
+    """`true` would have been read as 1 second and "3" as 3: a slip, more likely than meant."""
+    assert line in SHIPPED
+    with pytest.raises(ConfigError) as caught:
+        parse_config(SHIPPED.replace(line, slip, 1), "hotline.yaml")
+    assert reason in only(caught.value.problems)
+
+
 def test_a_colon_inside_an_unquoted_text_says_to_quote_it():
     text = SHIPPED.replace("en: Sorry, something went wrong on our side.", "en: Note: sorry, it went wrong.", 1)
     with pytest.raises(ConfigError) as caught:

@@ -171,7 +171,7 @@ def _unclosed_quote(text: str, before: int) -> tuple[int, str] | None:
             continue
         quote, rest = found.groups()
         # In "…" a backslash escapes; in '…' a doubled quote is one.
-        body = re.sub(r'\\.', "", rest) if quote == '"' else rest.replace("''", "")
+        body = re.sub(r"\\.", "", rest) if quote == '"' else rest.replace("''", "")
         if quote not in body:
             repaired = [*lines[:number], line.rstrip() + quote, *lines[number + 1 :]]
             return number, "\n".join(repaired[: number + 1])
@@ -225,6 +225,13 @@ def _reason(error: dict) -> str:
         return f"{error.get('input')!r} is not valid here: must be {_PATTERNS.get(pattern, f'like {pattern}')}"
     if kind == "string_type" and isinstance(error.get("input"), int | float) and not isinstance(error["input"], bool):
         return f'must be text: quote it, e.g. "{error["input"]}"'
+    if kind in ("int_type", "float_type", "bool_type"):
+        # The settings are strict: `true` is not 1 second, "3" is not 3 attempts.
+        wanted = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false"}[kind]
+        given = error.get("input")
+        shown = str(given).lower() if isinstance(given, bool) else repr(given)
+        quoted = " (written in quotes, it is text)" if isinstance(given, str) and kind != "bool_type" else ""
+        return f"must be {wanted}, not {shown}{quoted}"
     if kind.startswith("date_") or kind.startswith("time_"):
         return f"{error.get('input')!r} is not a real {kind.split('_')[0]}: {message}"
     return message

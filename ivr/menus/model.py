@@ -153,9 +153,9 @@ class GlobalKeys(Strict):
 
 
 class InputPolicy(Strict):
-    timeout_s: int = Field(default=6, ge=2, le=30)
-    max_attempts: int = Field(default=3, ge=1, le=10)
-    speech: bool = Field(default=True, description="accept speech where a language has a code")
+    timeout_s: int = Field(strict=True, default=6, ge=2, le=30)
+    max_attempts: int = Field(strict=True, default=3, ge=1, le=10)
+    speech: bool = Field(strict=True, default=True, description="accept speech where a language has a code")
     keys: GlobalKeys = GlobalKeys()
     agent_node: NodeId = Field(default="agent", description="transfer node for the agent key and the fallback")
     on_max_attempts: Literal["agent_or_goodbye", "goodbye"] = "agent_or_goodbye"
@@ -235,14 +235,14 @@ class BusinessHours(Strict):
 class ServiceLevel(Strict):
     """'target' of callers answered within 'answer_within_s' (80/20 is the classic)."""
 
-    answer_within_s: int = Field(default=60, ge=5, le=3600)
-    target: float = Field(default=0.8, gt=0, le=1)
+    answer_within_s: int = Field(strict=True, default=60, ge=5, le=3600)
+    target: float = Field(strict=True, default=0.8, gt=0, le=1)
 
 
 class Overflow(Strict):
     """What happens when the queue is full or the estimate is above `max_wait_s`."""
 
-    max_wait_s: int | None = Field(default=None, ge=30, le=4 * 3600)
+    max_wait_s: int | None = Field(strict=True, default=None, ge=30, le=4 * 3600)
     action: Literal["message", "queue"] = "message"
     queue: NodeId | None = Field(default=None, description="with action: queue")
 
@@ -257,11 +257,13 @@ class QueueConfig(Strict):
     """A skill queue callers wait in for an agent."""
 
     hold_music_url: str | None = Field(default=None, pattern=r"^https://")
-    announce_every_s: int = Field(default=60, ge=15, le=600)
-    max_size: int = Field(default=200, ge=1, le=5000, description="Twilio's <Enqueue> holds 5000 at most")
+    announce_every_s: int = Field(strict=True, default=60, ge=15, le=600)
+    max_size: int = Field(strict=True, default=200, ge=1, le=5000, description="Twilio's <Enqueue> holds 5000 at most")
     skills: list[str] = Field(default=[], description="agents with any of these skills serve it (default: its name)")
     languages: list[LangId] | None = Field(default=None, description="languages served (default: all)")
-    priority: int = Field(default=0, ge=0, le=9, description="higher is served first by agents who serve both")
+    priority: int = Field(
+        strict=True, default=0, ge=0, le=9, description="higher is served first by agents who serve both"
+    )
     service_level: ServiceLevel = ServiceLevel()
     overflow: Overflow = Overflow()
 
@@ -271,7 +273,9 @@ class Agent(Strict):
     name: str
     phone: str | None = Field(default=None, description="E.164 number the agent answers on")
     client: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Twilio Client identity")
-    skills: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(min_length=1, description="skill: level 1-5")
+    skills: dict[str, Annotated[int, Field(strict=True, ge=1, le=5)]] = Field(
+        min_length=1, description="skill: level 1-5"
+    )
     languages: list[LangId] = Field(min_length=1)
 
     @field_validator("phone")
@@ -299,10 +303,10 @@ class Agent(Strict):
 
 
 class Routing(Strict):
-    ring_timeout_s: int = Field(default=20, ge=5, le=60, description="how long an agent's phone rings")
-    accept_timeout_s: int = Field(default=10, ge=3, le=60, description="time to press the accept key")
+    ring_timeout_s: int = Field(strict=True, default=20, ge=5, le=60, description="how long an agent's phone rings")
+    accept_timeout_s: int = Field(strict=True, default=10, ge=3, le=60, description="time to press the accept key")
     accept_key: Digit = "1"
-    wrap_up_s: int = Field(default=30, ge=0, le=600, description="after a call, before the next")
+    wrap_up_s: int = Field(strict=True, default=30, ge=0, le=600, description="after a call, before the next")
 
 
 class PeakWindow(Strict):
@@ -315,19 +319,24 @@ class Peak(Strict):
     before they are queued."""
 
     windows: list[PeakWindow] = []
-    announce_above_s: int = Field(default=120, ge=0, le=3600)
+    announce_above_s: int = Field(strict=True, default=120, ge=0, le=3600)
 
 
 class CallbackPolicy(Strict):
     """Callbacks that keep the caller's place: when they are offered, how the number is taken,
     how and how often they are dialled (see README, "Callbacks")."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, strict=True)
     key: Digit = Field(default="2", description="the key that takes the callback offer, wherever it is made")
     offer_above_s: int = Field(
-        default=300, ge=0, le=4 * 3600, description="offered before queuing when the estimate is above this"
+        strict=True,
+        default=300,
+        ge=0,
+        le=4 * 3600,
+        description="offered before queuing when the estimate is above this",
     )
     offer_while_waiting_above_s: int = Field(
+        strict=True,
         default=0,
         ge=0,
         le=4 * 3600,
@@ -335,17 +344,27 @@ class CallbackPolicy(Strict):
     )
     country: str = Field(default="JP", pattern=r"^[A-Z]{2}$", description="region of numbers entered without +")
     dial_mode: Literal["customer_first", "agent_first"] = "customer_first"
-    ring_timeout_s: int = Field(default=30, ge=10, le=120, description="how long the customer's phone rings")
-    machine_detection: bool = Field(default=True, description="an answering machine counts as a failed attempt")
-    attempts: int = Field(default=3, ge=1, le=10, description="dial attempts before the callback fails")
-    retry_after_min: int = Field(default=10, ge=1, le=24 * 60, description="between failed attempts")
+    ring_timeout_s: int = Field(
+        strict=True, default=30, ge=10, le=120, description="how long the customer's phone rings"
+    )
+    machine_detection: bool = Field(
+        strict=True, default=True, description="an answering machine counts as a failed attempt"
+    )
+    attempts: int = Field(strict=True, default=3, ge=1, le=10, description="dial attempts before the callback fails")
+    retry_after_min: int = Field(strict=True, default=10, ge=1, le=24 * 60, description="between failed attempts")
     calls_per_second: float = Field(
-        default=1.0, ge=0, le=100, description="outbound pacing across all workers (Twilio: 1/s); 0 turns it off"
+        strict=True,
+        default=1.0,
+        ge=0,
+        le=100,
+        description="outbound pacing across all workers (Twilio: 1/s); 0 turns it off",
     )
     agent_gate: bool = Field(
-        default=True, description="dial only when an agent is reserved; off: dial when due, then queue by arrival"
+        strict=True,
+        default=True,
+        description="dial only when an agent is reserved; off: dial when due, then queue by arrival",
     )
-    sms_on_failure: bool = Field(default=True, description="text the caller after the last failed attempt")
+    sms_on_failure: bool = Field(strict=True, default=True, description="text the caller after the last failed attempt")
 
 
 class Option(Strict):
@@ -357,7 +376,7 @@ class Option(Strict):
 
 class NodeBase(Strict):
     branch: Branch | None = Field(default=None, description="the ticket's branch once a caller reaches this node")
-    sensitive: bool = Field(default=False, description="redact this node's input on tickets")
+    sensitive: bool = Field(strict=True, default=False, description="redact this node's input on tickets")
 
 
 class MenuNode(NodeBase):
@@ -384,7 +403,7 @@ class RecordNode(NodeBase):
     type: Literal["record"]
     prompt: LangText
     confirmation: ReferenceText = Field(description="said after recording; {reference} available")
-    max_length_s: int = Field(default=120, ge=5, le=600)
+    max_length_s: int = Field(strict=True, default=120, ge=5, le=600)
 
     @field_validator("confirmation")
     @classmethod
