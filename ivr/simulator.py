@@ -11,7 +11,7 @@ Scripted input, one item per `<Gather>` (and optionally per `<Record>`/`<Enqueue
   None or ""          no input: the Gather times out
   "say:refund please" speech (SpeechResult)
   "hangup"            the caller hangs up here
-  "rec:12"            at a <Record>: a 12 s message ("rec:0" says nothing)
+  "rec:12"            at a <Record>: a 12 s message ("rec:0", or no input, says nothing)
   "queue:bridged"     at an <Enqueue>: QueueResult to report (default: the caller hangs up)
   "queue:press:2"     at an <Enqueue>: press 2 at the first hold turn that gathers a key (the
                       callback offer); a <Leave> in reply leaves the queue (QueueResult=leave)
@@ -19,6 +19,7 @@ Scripted input, one item per `<Gather>` (and optionally per `<Record>`/`<Enqueue
 
 from __future__ import annotations
 
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
@@ -59,6 +60,7 @@ class WalkResult:
         return " ".join(u.text for u in self.said)
 
 
+DTMF = re.compile(r"^[0-9*#]+$")
 PLAY_S = 30.0  # hold music and other <Play> audio: no length in TwiML; this much each time
 
 
@@ -214,6 +216,12 @@ class CallWalker:
                         raise WalkError(f"<{child.tag}> cannot be nested in <Gather>")
                     spoke = self._speak(child, result) or spoke
                 given = self._next_input(script, "gather")
+                if given and given != "hangup" and not given.startswith("say:") and not DTMF.match(given):
+                    # A script out of step with the call (a rec: or queue: item here): say so,
+                    # rather than press it as keys and walk on from "that is not an option".
+                    raise WalkError(
+                        f"{given!r} at a <Gather> ({url}): give keys (0-9, *, #), - for no input, say:<words> or hangup"
+                    )
                 # No input: the Gather waits its timeout; a key or words take a moment.
                 self.elapsed_s += 1.0 if given else _number(verb.get("timeout"), 5)
                 if given == "hangup":
@@ -285,9 +293,12 @@ class CallWalker:
                 result.ended = "caller_hung_up"
             return None
         try:
-            seconds = int(peek[4:]) if peek and peek.startswith("rec:") else 8
-        except ValueError as exc:
-            raise WalkError(f"{peek!r} at a <Record>: give rec:<seconds>, e.g. rec:12") from exc
+            # No input at a <Record> is silence (as a Gather's is), not a message.
+            seconds = int(peek[4:]) if peek and peek.startswith("rec:") else 0 if not peek else None
+        except ValueError:
+            seconds = None
+        if seconds is None or seconds < 0:
+            raise WalkError(f"{peek!r} at a <Record>: give rec:<seconds>, e.g. rec:12 (- or rec:0 for silence)")
         self.elapsed_s += seconds
         if seconds == 0 and self.silent_record == "fallthrough":
             return self._continue_after(verb, url, result)

@@ -270,13 +270,23 @@ def test_a_broken_config_change_is_refused_and_the_old_one_stays_live(make_app, 
 def test_random_callers_never_hit_dead_air_or_an_error(walker, clock):
     """Fuzz: random keys, silences and speech through the whole tree, open and closed."""
     rng = random.Random(20261122)
-    alphabet = ["1", "2", "3", "4", "5", "0", "9", "*", "#", None, None, "say:refund", "77", "rec:5", "rec:0"]
+    # What a caller can do at each verb (the walker refuses a script out of step with the call).
+    choices = {
+        "gather": ["1", "2", "3", "4", "5", "0", "9", "*", "#", None, None, "say:refund", "77"],
+        "record": ["rec:5", "rec:0", None],
+        "queue": [None, "queue:hangup", "queue:bridged", "queue:press:2"],
+    }
     for n in range(60):
         clock.now = CLOSED_TIME if n % 3 == 0 else OPEN_TIME
-        inputs = [rng.choice(alphabet) for _ in range(rng.randint(1, 12))]
-        result = walker().dial(inputs)
-        assert not result.problems, (inputs, result.problems)
-        assert result.ended in {"hangup", "caller_hung_up", "bridged"}, (inputs, result.ended)
+        budget, given = rng.randint(1, 12), []
+
+        def random_caller(kind: str, budget=budget, given=given) -> str | None:
+            given.append(rng.choice(choices[kind]) if len(given) < budget else "hangup")
+            return given[-1]
+
+        result = walker(on_input=random_caller).dial([])
+        assert not result.problems, (given, result.problems)
+        assert result.ended in {"hangup", "caller_hung_up", "bridged"}, (given, result.ended)
 
 
 def _app_with(make_app, tmp_path, edit):
@@ -345,3 +355,20 @@ def test_a_hangup_leaf_says_goodbye_politely_and_ends_the_call(make_app, tmp_pat
         "You can also find answers under Help in the app.",
         CONFIG.prompts.goodbye["en"],
     ]
+
+
+def test_the_walker_plays_no_input_at_a_record_as_silence_and_refuses_a_script_out_of_step(walker, ticket_for):
+    """`make call KEYS=3,4,2,-`: silence at the complaint recording is no message (not an
+    8-second one); a `rec:` or `queue:` item where the call gathers keys is a script out of step
+    with the call, said as such rather than pressed as keys."""
+    from ivr.simulator import WalkError
+
+    result = walker().dial(["3", "4", "2", None, "hangup"])
+    assert CONFIG.prompts.recording_empty["en"] in [u.text for u in result.said]
+    ticket = ticket_for(result.call_sid)
+    assert ticket["recordings"] == [] and ticket["outcome"] != "message_left"
+    for misplaced in ("rec:5", "queue:press:2", "hello"):
+        with pytest.raises(WalkError, match=rf"'{misplaced}' at a <Gather> .*: give keys \(0-9, \*, #\)"):
+            walker().dial(["3", misplaced])
+    with pytest.raises(WalkError, match=r"'1' at a <Record>: give rec:<seconds>"):
+        walker().dial(["3", "4", "2", "1"])
