@@ -196,7 +196,7 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     if paused is not None:
         # Twilio refused our account a moment ago (no gate: this callback came due by itself):
         # back to its place, due again once the pause is over.
-        desk.attempt_over(callback.id, n, "released", not_before=hotline.clock() + timedelta(seconds=paused[1]))
+        desk.attempt_over(callback.id, n, "paused", not_before=hotline.clock() + timedelta(seconds=paused[1]))
         return "paused"
     if not desk.plan.hours.is_open(hotline.clock()):
         # A retried or paced dial that comes due after closing: not now. Back to its seat (the
@@ -249,7 +249,7 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
             why = f"Twilio answered {exc.status} ({exc.code}) to a dial at {hotline.clock().isoformat()}"
             log.error("callbacks: %s; dialling paused for %d s", why, DIAL_PAUSE_S)
             hotline.callbacks.pause_dialling(why)
-            desk.attempt_over(callback.id, n, "released", not_before=hotline.clock() + timedelta(seconds=DIAL_PAUSE_S))
+            desk.attempt_over(callback.id, n, "paused", not_before=hotline.clock() + timedelta(seconds=DIAL_PAUSE_S))
             return "paused"
         if exc.status and 400 <= exc.status < 500 and exc.status != 429:
             # Refused for a reason no quick retry fixes: a failed attempt, retried after the
@@ -458,6 +458,7 @@ def _text_already_sent(number: str, caller_id: str, body: str, began_ms: int) ->
     since = datetime.fromtimestamp(began_ms / 1000, UTC) - timedelta(seconds=30)  # clock slack
     for message in services().twilio().messages.list(to=number, from_=caller_id, limit=20):
         created = message.date_created
-        if message.body == body and (created is None or created >= since):
+        # `in`: Twilio may prefix what it stores (a trial account's "Sent from your Twilio trial account - ").
+        if body in (message.body or "") and (created is None or created >= since):
             return True
     return False

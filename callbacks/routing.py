@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioRestException
 from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id, settle_lost_dial
 from ivr.menus.runtime import Plan
 from ivr.queues.callback_desk import attempt_mode
-from ivr.queues.callbacks import callback_id_of
+from ivr.queues.callbacks import DIALLING, callback_id_of
 from ivr.queues.lines import agent_lines, rehome_line
 from ivr.services import services
 from ivr.settings import dial_settings_missing
@@ -149,11 +149,16 @@ def route(queue: Queue) -> int:
         hotline.routing.transition(agent_id, call_sid, ["reserved"], "available", now_ms)
         hotline.routing.back_to_line(call_sid)
     # Without the agent gate no agent is reserved, so no reservation times out: an attempt whose
-    # webhooks never came (or whose dial job was lost) is found by when it began.
+    # dial went out and whose webhooks never came is found by when it began. Only once its dial
+    # began: before that it may wait its turn, for a pacing slot or in a backlog of dial jobs.
     for callback_id in hotline.callbacks.dialling_before(now_ms - callback_limit_ms):
         callback = hotline.callbacks.get(callback_id)
-        if callback is not None and not callback.agent and callback.status == "dialling" and callback.attempt:
-            began_ms = int(datetime.fromisoformat(callback.attempt["at"]).timestamp() * 1000)
+        if callback is None:  # its record is gone (Redis lost it): nothing to settle
+            hotline.redis.zrem(DIALLING, callback_id)
+            continue
+        attempt = callback.attempt
+        if attempt and not callback.agent and callback.status == "dialling" and attempt.get("dial_started_at"):
+            began_ms = int(datetime.fromisoformat(attempt["at"]).timestamp() * 1000)
             if _settle_stale_attempt(desk, callback, began_ms, now_ms, callback_limit_ms) == "settled":
                 log.warning("callback %s: its attempt never reported back; settled", callback_id)
     # Callbacks are dialled only within business hours; live callers are served regardless.

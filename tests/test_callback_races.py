@@ -225,7 +225,7 @@ def test_twilio_refusing_our_account_pauses_dialling_and_costs_the_customer_noth
     no_unexpected_http.add(responses.POST, CALLS_URL, status=401, json=error)
     run_routing(app)
     current = hotline.callbacks.get(callback.id)
-    assert current.status == "scheduled" and [a["result"] for a in current.attempts] == ["released"]
+    assert current.status == "scheduled" and [a["result"] for a in current.attempts] == ["paused"]
     assert current.scheduled_ms == now_ms(clock) + 300_000  # back in its place when the pause ends
     assert hotline.routing.agents()["a103"][0] == "available"
     health = client.get("/healthz").get_json()
@@ -249,8 +249,8 @@ def test_without_the_agent_gate_a_pause_holds_callbacks_until_it_ends_not_in_a_l
     make_app, tmp_path, sleeps, clock, no_unexpected_http
 ):
     """No gate, a callback comes due by itself: Twilio's 401 pauses dialling, and the callback is
-    due again when the pause ends — not at once, round and round, using up its tries."""
-
+    due again when the pause ends — not at once, round and round. However many pauses an outage
+    of our account lasts, the callback keeps all its tries and is dialled once it is fixed."""
     app = app_with_callbacks(make_app, tmp_path, sleeps, agent_gate=False, calls_per_second=0)
     hotline, client = app.extensions["hotline"], app.test_client()
     book_with_caller_id(client, 1)
@@ -259,14 +259,20 @@ def test_without_the_agent_gate_a_pause_holds_callbacks_until_it_ends_not_in_a_l
     no_unexpected_http.add(responses.POST, CALLS_URL, status=401, json=error)
     run_due_scheduled(app, clock)  # seated, dialled, refused: paused
     current = hotline.callbacks.get(callback.id)
-    assert current.status == "scheduled" and [a["result"] for a in current.attempts] == ["released"]
+    assert current.status == "scheduled" and [a["result"] for a in current.attempts] == ["paused"]
     assert current.scheduled_ms >= now_ms(clock) + 290_000  # due again once the pause is over
     assert run_due_scheduled(app, clock) == 0 and len(dials(no_unexpected_http)) == 1
+    for cycle in range(2, 16):  # the token stays wrong for over an hour: a probe dial a pause
+        clock.advance(301)
+        hotline.redis.delete(DIAL_PAUSE)  # the pause is over (its TTL, on Redis's clock, lapsed)
+        run_due_scheduled(app, clock)
+        assert len(dials(no_unexpected_http)) == cycle
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "scheduled" and {a["result"] for a in current.attempts} == {"paused"}
     clock.advance(301)
-    hotline.redis.delete(DIAL_PAUSE)  # the pause is over (its TTL, on Redis's clock, lapsed)
+    hotline.redis.delete(DIAL_PAUSE)
     no_unexpected_http.replace(responses.POST, CALLS_URL, status=201, json={"sid": out_sid(2), "status": "queued"})
     assert run_due_scheduled(app, clock) >= 1
     current = hotline.callbacks.get(callback.id)
     assert current.status == "dialling" and current.attempt["call_sid"] == out_sid(2)
-    assert len(dials(no_unexpected_http)) == 2
     assert current.scheduled_ms is None

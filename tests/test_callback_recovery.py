@@ -545,3 +545,63 @@ def test_without_the_agent_gate_an_attempt_whose_webhooks_never_came_is_settled(
     assert current.status == "scheduled"
     assert [c.request.url for c in no_unexpected_http.calls].count(cancel_url) == 1
     assert client.post(f"/api/callbacks/{callback.id}/cancel", headers=OPS).status_code == 200
+
+
+def test_the_news_of_a_second_runs_cancelled_call_does_not_settle_the_call_that_rings(
+    app, client, clock, hotline, no_unexpected_http
+):
+    """Run 1's create-call gets a 503 though Twilio created call X; the RQ retry finds nothing in
+    the call list yet and dials Y; X's `initiated` status came first, so X is the attempt's and Y
+    is cancelled. Y's `canceled` status settles nothing; the customer answering X is connected."""
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    hotline.routing.set_agent_status("a103", "available", now_ms(clock))
+    x, y = out_sid(1), out_sid(2)
+    status_url = f"/voice/callback/{callback.id}/1/status"
+    outbound = {"From": HOTLINE_NUMBER, "To": "+819012345678", "Direction": "outbound-api"}
+    posts = []
+
+    def create(request):
+        posts.append(request.body)
+        if len(posts) == 1:
+            return 503, {}, json.dumps({"code": 20503, "message": "Service Unavailable", "status": 503})
+        signed_post(client, status_url, call_form(x, CallStatus="initiated", **outbound))  # while Y is created
+        return 201, {}, json.dumps({"sid": y, "status": "queued"})
+
+    no_unexpected_http.add_callback(responses.POST, CALLS_URL, callback=create)
+    no_unexpected_http.add(responses.GET, CALLS_URL, json=listing())
+    cancel_y = f"{CALLS_URL[:-5]}/{y}.json"
+    no_unexpected_http.add(responses.POST, cancel_y, json={"sid": y, "status": "canceled"})
+    run_routing(app)
+    run_dial_retries(app)
+    assert len(posts) == 2 and hotline.callbacks.get(callback.id).attempt["call_sid"] == x
+    assert [c.request.url for c in no_unexpected_http.calls].count(cancel_y) == 1
+    signed_post(client, status_url, call_form(y, CallStatus="canceled", **outbound))
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "dialling" and "result" not in current.attempt
+    assert hotline.routing.agents()["a103"][0] == "reserved"
+    root = parse(
+        signed_post(client, f"/voice/callback/{callback.id}/1/answer", call_form(x, AnsweredBy="human", **outbound))
+    )
+    assert verbs(root) == ["Say", "Dial"] and root.find("Dial").find("Client").text == "emma"
+    assert hotline.callbacks.get(callback.id).status == "done"
+
+
+def test_without_the_agent_gate_a_dial_waiting_for_its_pacing_slot_is_not_taken_for_lost(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    """At the opening hundreds come due at once; at 1 call a second the last wait minutes for
+    their slot. The sweep for lost dials leaves an attempt alone until its dial began."""
+    app = app_with_callbacks(make_app, tmp_path, sleeps, agent_gate=False)
+    hotline, client = app.extensions["hotline"], app.test_client()
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    seconds, micros = hotline.redis.time()
+    hotline.redis.set(PACE_KEY, str((seconds + 400) * 1_000_000 + micros), px=500_000)  # 400 s of backlog
+    run_due_scheduled(app, clock)  # seated: dialling, its dial job waits for its slot
+    for _ in range(6):
+        clock.advance(230)
+        run_routing(app)
+    current = hotline.callbacks.get(callback.id)
+    assert current.status == "dialling" and [a["n"] for a in current.attempts] == [1]
+    assert "result" not in current.attempt and dials(no_unexpected_http) == []

@@ -20,6 +20,7 @@ from tests.test_callbacks import (
     expect_dial,
     now_ms,
     out_sid,
+    run_due_scheduled,
     run_routing,
     scheduled_times,
     texts,
@@ -171,8 +172,12 @@ def test_an_agent_hanging_up_while_the_customers_phone_rings_is_not_counted_agai
         signed_post(client, path, form)
     current = hotline.callbacks.get(dialling.id)
     assert [a["result"] for a in current.attempts] == ["agent_hung_up"]
-    assert current.status == "pending" and hotline.callbacks.position(current) == 1
+    # Its place kept, after a minute (the customer's phone has just rung).
+    assert current.status == "scheduled" and current.scheduled_ms == now_ms(clock) + 60_000
     assert hotline.routing.agents()["a103"][0] == "available"
+    clock.advance(60)
+    assert run_due_scheduled(app, clock) == 1
+    assert hotline.callbacks.position(hotline.callbacks.get(dialling.id)) == 1
 
 
 @pytest.mark.parametrize(("cancel", "said"), [(False, "callback_not_now"), (True, "callback_cancelled")])

@@ -25,6 +25,7 @@ set away and the callback goes back to its place, with no attempt counted agains
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -60,6 +61,17 @@ def not_expected_goodbye(config, flow: Flow, callback: Callback) -> VoiceRespons
     return render.speak_and_hang_up(config, lang_id, texts, goodbye=prompts.callback_goodbye)
 
 
+# Agent first, an agent who hangs up while the customer's phone rings: the callback keeps its
+# place (no try counted) but waits this long, or the customer's phone would ring again at once.
+AFTER_AGENT_HUNG_UP = timedelta(minutes=1)
+
+
+def _is_the_attempts(callback: Callback, call_sid: str | None) -> bool:
+    """Whether `call_sid` may be the current attempt's call: its recorded one, or none yet."""
+    recorded = (callback.attempt or {}).get("call_sid")
+    return not recorded or not call_sid or recorded == call_sid
+
+
 class CallbackCalls:
     def __init__(self, desk: CallbackDesk, flow: Flow, agents: AgentCalls):
         self.desk, self.flow, self.agents = desk, flow, agents
@@ -77,7 +89,11 @@ class CallbackCalls:
             if late is None:
                 return self._not_expected(callback, gone or answered_by in MACHINE)
             return self._live(call, late, form, answered_by, agent_id="")
-        desk.record_dial(callback_id, n, "call_sid", call.sid)
+        recorded = desk.record_dial(callback_id, n, "call_sid", call.sid)
+        if recorded is not None and not _is_the_attempts(recorded, call.sid):
+            # A second run's call, answered before its cancel landed, while the attempt's own
+            # call rings: this one is not the callback's.
+            return self._not_expected(recorded, answered_by in MACHINE)
         if answered_by in MACHINE:
             desk.attempt_over(callback_id, n, "machine", call.sid)
             vr = VoiceResponse()
@@ -154,7 +170,10 @@ class CallbackCalls:
         desk = self.desk
         callback = desk.book.get(callback_id)
         attempt = callback.attempt if callback else None
-        ours = callback is not None and attempt is not None and attempt["n"] == n
+        # Not a second run's call (cancelled: the attempt's own call still rings).
+        ours = (
+            callback is not None and attempt is not None and attempt["n"] == n and _is_the_attempts(callback, call.sid)
+        )
         if ours and call.sid and not attempt.get("call_sid"):
             desk.record_dial(callback_id, n, "call_sid", call.sid)
         if call.status not in TERMINAL_STATUSES:
@@ -179,9 +198,13 @@ class AgentFirstCalls:
         self.desk, self.flow, self.urls, self.caller_id = desk, flow, urls, caller_id
         self.config = flow.config
 
-    def _current(self, callback_id: str, n: int) -> Callback | None:
+    def _current(self, callback_id: str, n: int, leg: str | None) -> Callback | None:
+        """The callback while attempt n is under way on this agent leg (`leg`: the agent's call;
+        another is a second run's call, cancelled, whose news must not settle the attempt)."""
         callback = self.desk.book.get(callback_id)
-        return callback if callback is not None and callback.dialling(n) else None
+        if callback is None or not callback.dialling(n) or not _is_the_attempts(callback, leg):
+            return None
+        return callback
 
     def _agent_lang(self, callback: Callback) -> tuple[str, Language]:
         agent = next((a for a in self.config.agents if a.id == callback.agent), None)
@@ -190,7 +213,7 @@ class AgentFirstCalls:
     def agent(self, call: Call, callback_id: str, n: int) -> VoiceResponse:
         """The agent answered: the callback whisper, then the accept key."""
         vr = VoiceResponse()
-        callback = self._current(callback_id, n)
+        callback = self._current(callback_id, n, call.sid)
         if callback is None:
             vr.hangup()
             return vr
@@ -209,7 +232,7 @@ class AgentFirstCalls:
 
     def agent_accept(self, call: Call, callback_id: str, n: int) -> VoiceResponse:
         vr = VoiceResponse()
-        callback = self._current(callback_id, n)
+        callback = self._current(callback_id, n, call.sid)
         accepted = (
             callback is not None
             and call.digits == self.config.routing.accept_key
@@ -239,7 +262,7 @@ class AgentFirstCalls:
     def intro(self, call: Call, callback_id: str, n: int, form) -> VoiceResponse:  # noqa: ANN001
         """On the customer's leg once answered, before the bridge."""
         vr = VoiceResponse()
-        callback = self._current(callback_id, n)
+        callback = self._current(callback_id, n, form.get("ParentCallSid") or None)
         answered_by = form.get("AnsweredBy") or "unknown"
         if callback is not None:
             self.desk.record_dial(callback_id, n, "answered_by", answered_by)
@@ -268,7 +291,7 @@ class AgentFirstCalls:
     def agent_done(self, call: Call, callback_id: str, n: int, form) -> VoiceResponse:  # noqa: ANN001
         """The Dial of the customer ended, on the agent's call."""
         vr = VoiceResponse()
-        callback = self._current(callback_id, n)
+        callback = self._current(callback_id, n, call.sid)
         if callback is None:
             vr.hangup()
             return vr
@@ -297,7 +320,9 @@ class AgentFirstCalls:
             result = form.get("DialCallStatus") or "no-answer"
         # The agent did their part: free again (the desk frees only agents still reserved).
         self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "available", now_ms)
-        settled = self.desk.attempt_over(callback_id, n, result, form.get("DialCallSid"))
+        # An agent who hung up may have left the customer's phone ringing: not again at once.
+        later = self.desk.now + AFTER_AGENT_HUNG_UP if result == "agent_hung_up" else None
+        settled = self.desk.attempt_over(callback_id, n, result, form.get("DialCallSid"), not_before=later)
         if result == "agent_hung_up":
             vr.hangup()  # nobody hears it: the agent's call is over
             return vr
@@ -310,7 +335,7 @@ class AgentFirstCalls:
 
     def agent_status(self, call: Call, callback_id: str, n: int) -> None:
         """The agent's call status: one that ends before the agent accepted is the agent's miss."""
-        callback = self._current(callback_id, n)
+        callback = self._current(callback_id, n, call.sid)
         if callback is None:
             return
         if call.sid and not callback.attempt.get("call_sid"):
@@ -332,4 +357,5 @@ class AgentFirstCalls:
         elif self.desk.routing.transition(agent_id, member(callback_id), ["busy"], "available", now_ms):
             # The agent hung up before the customer answered (or a machine did): nobody talked.
             result = "machine" if answered_by in MACHINE else "agent_hung_up"
-            self.desk.attempt_over(callback_id, n, result, call.sid)
+            later = self.desk.now + AFTER_AGENT_HUNG_UP if result == "agent_hung_up" else None
+            self.desk.attempt_over(callback_id, n, result, call.sid, not_before=later)

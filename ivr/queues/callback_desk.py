@@ -20,7 +20,10 @@ from ivr.queues.state import RoutingState
 log = logging.getLogger(__name__)
 
 # Attempt results that say nothing about the customer (our side failed): not counted.
-NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "agent_unreachable", "released", "closed"})
+NOT_COUNTED = frozenset({"agent_missed", "agent_hung_up", "agent_unreachable", "released", "closed", "paused"})
+# ... and not even towards the bound below: Twilio refused our account (dialling paused). However
+# long that lasts, the callback waits for it to be fixed.
+NOT_TRIED = frozenset({"paused"})
 # Attempts we gave up on ourselves, whose call may still be answered (`answered_late`).
 GIVEN_UP = frozenset({"released", "closed", "no_result"})
 # However often our side fails, a callback is not tried forever: after this many attempts of
@@ -90,6 +93,15 @@ class CallbackDesk:
             self._reschedule(current, opening, "closed")
             return "rescheduled"
         target = "pending" if self.policy.agent_gate else "dialling"
+        paused = None if self.policy.agent_gate else self.book.dialling_paused()
+        if paused is not None:
+            # No gate, and Twilio refused our account a moment ago: no attempt now (it would be
+            # refused alike), due again when the pause ends.
+            current = self.book.get(callback_id)
+            if current is None or current.status != "scheduled":
+                return "not scheduled"
+            self._reschedule(current, self.now + timedelta(seconds=paused[1]), "paused")
+            return "rescheduled"
         moved: list[bool] = []
 
         def into_line(cb: Callback) -> Callback | None:
@@ -200,7 +212,8 @@ class CallbackDesk:
                 attempt.setdefault("call_sid", call_sid)
             counted = [a for a in cb.attempts if a.get("result") not in NOT_COUNTED]
             cb.agent, cb.updated_ms = None, self.now_ms
-            if len(cb.attempts) >= self.policy.attempts + MAX_UNCOUNTED_ATTEMPTS:
+            tried = [a for a in cb.attempts if a.get("result") not in NOT_TRIED]
+            if len(tried) >= self.policy.attempts + MAX_UNCOUNTED_ATTEMPTS:
                 cb.status, cb.reason, cb.scheduled_ms = "failed", "too_many_tries", None
                 outcome["next"] = "failed"
             elif result in NOT_COUNTED:

@@ -30,7 +30,7 @@ BY_CALLER = f"{TAG}:cb-by-caller"  # the asking caller's number, when the callba
 INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops; trimmed by age)
 OPEN_INDEX = f"{TAG}:cb-open"  # id -> requested ms, open callbacks only
 SCHEDULED = f"{TAG}:cb-scheduled"  # id -> ms it is due back in line (the sweep's safety net)
-DIALLING = f"{TAG}:cb-dialling"  # id -> ms its attempt began (the sweep's net for lost dials)
+DIALLING = f"{TAG}:cb-dialling"  # id -> ms its agentless attempt began (the sweep's net for lost dials)
 SEQUENCE = f"{TAG}:cb-seq"
 # Every call sid a callback attempt placed -> ms recorded: a redial's look-up in Twilio's call
 # list must never adopt a call that belongs to another attempt (agent first, the agent gets a
@@ -41,17 +41,6 @@ PLACED_KEEP_MS = 24 * 3600 * 1000
 CLOSED_TTL_S = 14 * 24 * 3600
 _PAGE = 1000  # index entries read per round trip when listing
 DRAFT_TTL_S = 1800
-# The ops index's entries requested before ARGV[1] whose record (prefix ARGV[2]) has expired.
-_TRIM_INDEX = """
-local removed = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)) do
-  if redis.call('EXISTS', ARGV[2] .. id) == 0 then
-    redis.call('ZREM', KEYS[1], id)
-    removed = removed + 1
-  end
-end
-return removed
-"""
 # Twilio refused a dial for our account's sake (credentials, a suspended account): no callback is
 # dialled for this long (each would fail the same way and use up the customer's attempts), then
 # the next dial tries again.
@@ -285,7 +274,7 @@ class CallbackBook:
         if now_ms is not None:
             # Not by age alone: a callback asked for long ago may still be open, or have closed
             # yesterday (its record lives 14 days from then). Old entries whose record is gone.
-            self.redis.eval(_TRIM_INDEX, 1, INDEX, now_ms - CLOSED_TTL_S * 1000, record_key(""))
+            self._trim_index(now_ms - CLOSED_TTL_S * 1000)
         index = OPEN_INDEX if status in OPEN else INDEX
         found: list[Callback] = []
         start = 0
@@ -309,6 +298,18 @@ class CallbackBook:
                 self.redis.zrem(index, *gone)
                 start -= len(gone)  # the page shifted by what was removed
         return found[:limit]
+
+    def _trim_index(self, before_ms: int) -> None:
+        """Drop the ops index's entries requested before `before_ms` whose record has expired."""
+        old = [i.decode() for i in self.redis.zrangebyscore(INDEX, "-inf", before_ms, start=0, num=_PAGE)]
+        if not old:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for callback_id in old:
+                pipe.exists(record_key(callback_id))
+            gone = [callback_id for callback_id, there in zip(old, pipe.execute(), strict=True) if not there]
+        if gone:
+            self.redis.zrem(INDEX, *gone)
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         """(queue, status) -> how many open callbacks, over all of them (two fields each)."""
@@ -404,7 +405,9 @@ class CallbackBook:
             pipe.zadd(SCHEDULED, {callback.id: callback.scheduled_ms})
         else:
             pipe.zrem(SCHEDULED, callback.id)
-        if callback.status == "dialling":  # NX: the attempt's start, not its latest outbox entry
+        if callback.status == "dialling" and not callback.agent:
+            # No agent gate (a gated attempt's reservation has its own sweep). NX: the attempt's
+            # start, not its latest outbox entry.
             pipe.zadd(DIALLING, {callback.id: callback.updated_ms}, nx=True)
         else:
             pipe.zrem(DIALLING, callback.id)
