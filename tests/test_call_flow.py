@@ -85,6 +85,16 @@ def test_a_wrong_key_on_the_language_menu_is_explained_in_every_language(walker)
     ]
 
 
+def test_the_repeat_key_on_the_language_menu_repeats_the_choice_without_using_a_try(walker, ticket_for):
+    result = walker().dial(["9", "9", "9", "9", "3", "hangup"])
+    said = [u.text for u in result.said]
+    offers = [lang.choose for lang in CONFIG.languages.values()]
+    assert said.count(offers[0]) == 5 and not set(said) & set(CONFIG.prompts.invalid_option.values())
+    assert CONFIG.menu.nodes[CONFIG.menu.root].prompt["en"] in said  # English chosen after four repeats
+    [language] = [p for p in ticket_for(result.call_sid)["path"] if p["node"] == "language"]
+    assert [i["input"] for i in language["inputs"]] == ["repeat_key"] * 4 + ["3"]
+
+
 def test_menus_accept_speech_with_hints_in_the_callers_language(client, walker, ticket_for):
     root = parse(signed_post(client, "/voice/ja/node/main", call_form()))
     gather = root.find("Gather")

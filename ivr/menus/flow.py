@@ -173,6 +173,10 @@ class Flow:
                 [] if chosen == (greeted or self.config.default_language) else [self.config.prompts.greeting[chosen]]
             )
             return self._enter(call, chosen, self.config.menu.root, welcome, [picked, self._language_event(chosen)])
+        if call.digits == self.keys.repeat and not any(lg.key == call.digits for lg in self.config.languages.values()):
+            # The repeat key works here as in every menu: the choice again, no apology, no try used.
+            self._log(call, [make_event("input", self.now, node="language", input="repeat_key", result="repeat")])
+            return render.language_menu(self.config, self.urls, attempt, [], greeted)
         return self._language_retry(call, attempt, "invalid_option" if call.digits else "no_input", greeted)
 
     def language_silence(self, call: Call, attempt: int, greeted: str | None = None) -> VoiceResponse:
