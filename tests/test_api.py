@@ -80,10 +80,14 @@ def test_a_mistyped_filter_is_refused_not_ignored(client):
 def test_unknown_ticket_is_404(client):
     response = client.get("/api/tickets/999999", headers=API)
     assert response.status_code == 404 and "999999" in response.get_json()["error"]
+    for odd in ("abc", "１２３", "-1", str(2**64)):  # not a ticket id, said as such
+        response = client.get(f"/api/tickets/{odd}", headers=API)
+        assert response.status_code == 404 and response.get_json()["error"].startswith("no ticket"), odd
+    assert "a ticket id is a number" in client.get("/api/tickets/abc", headers=API).get_json()["error"]
 
 
 def test_an_unknown_api_url_is_a_json_404_and_other_urls_keep_their_own(client):
-    for url in ("/api/tickets/abc", "/api/nothing-here"):
+    for url in ("/api/tickets/1/more", "/api/nothing-here"):
         response = client.get(url, headers=API)
         assert response.status_code == 404 and response.is_json
         assert response.get_json()["error"] == f"no such endpoint: GET {url}"

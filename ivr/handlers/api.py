@@ -66,12 +66,15 @@ def list_tickets():
     return jsonify(tickets=[ticket_json(t) for t in tickets], count=len(tickets))
 
 
-@bp.get(f"/tickets/<int(max={MAX_TICKET_ID}):ticket_id>")
-def get_ticket(ticket_id: int):
+@bp.get("/tickets/<ticket_id>")
+def get_ticket(ticket_id: str):
     """One ticket by id (the reference callers are told)."""
-    ticket = services().store.get(ticket_id)
+    if not (ticket_id.isascii() and ticket_id.isdigit()):
+        abort(404, description=f"no ticket {ticket_id!r}: a ticket id is a number (the reference callers are told)")
+    number = int(ticket_id)
+    ticket = services().store.get(number) if number <= MAX_TICKET_ID else None
     if ticket is None:
-        abort(404, description=f"no ticket {ticket_id}")
+        abort(404, description=f"no ticket {number}")
     return jsonify(ticket_json(ticket))
 
 
