@@ -161,6 +161,14 @@ def test_repeat_key_repeats_and_back_key_goes_to_the_parent_menu(walker):
     assert prompt("invalid_option", "en") not in text
 
 
+def test_the_back_key_at_the_main_menu_says_it_again_and_the_ticket_says_so(walker, ticket_for):
+    result = walker().dial(["3", "*", "2", "hangup"])
+    assert result.text().count(message("main", "en")) == 2 and prompt("invalid_option", "en") not in result.text()
+    path = ticket_for(result.call_sid)["path"]
+    assert [p["node"] for p in path] == ["language", "main", "payment"]  # one visit of main, not two
+    assert [(i["input"], i["result"]) for i in path[1]["inputs"]] == [("back_key", "repeat"), ("2", "choice")]
+
+
 def test_info_answer_offers_back_agent_repeat_then_says_goodbye(walker, ticket_for):
     result = walker().dial(["3", "2", "2", None])
     assert message("payment_charged_twice", "en") in result.text()

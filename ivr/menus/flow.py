@@ -411,11 +411,12 @@ class Flow:
                 return self._moved(call, lang_id, node_id, node, option.goto, self._shown_input(node, call))
         if call.digits == self.keys.agent:
             return self._moved(call, lang_id, node_id, node, self.plan.agents[node_id], "agent_key")
-        if call.digits == self.keys.back:
+        if call.digits == self.keys.back and node_id != self.config.menu.root:
             parent = self.plan.parents.get(node_id, self.config.menu.root)
             return self._moved(call, lang_id, node_id, node, parent, "back_key")
-        if call.digits == self.keys.repeat:
-            events = [self._input_event(node_id, node, "repeat_key", "repeat")]
+        if call.digits in (self.keys.repeat, self.keys.back):  # back at the top: nowhere higher, so again
+            shown = "repeat_key" if call.digits == self.keys.repeat else "back_key"
+            events = [self._input_event(node_id, node, shown, "repeat")]
             twiml = self._render_again(call, lang_id, node_id, node, attempt, [], True, events)
             self._log(call, events)
             return twiml
