@@ -109,6 +109,17 @@ def book_and_dial(app, client, clock, hotline, mock, offer: str | None = None):
     return callback
 
 
+def book_for_another_number(client, n: int, frm: str, digits: str):
+    """Caller n (from `frm`) asks for the agent in the payment menu, takes the callback offer and
+    books it for another number (`digits`, confirmed). Returns the last TwiML."""
+    step(client, "/voice/incoming", n, From=frm)
+    step(client, TRANSFER, n, Digits="0", From=frm)
+    step(client, OFFER_CHOICE, n, Digits="2", From=frm)
+    step(client, "/voice/en/callback/number/answer?attempt=1", n, Digits="2", From=frm)
+    step(client, "/voice/en/callback/entry/answer?attempt=1", n, Digits=digits, From=frm)
+    return step(client, "/voice/en/callback/readback/answer?attempt=1", n, Digits="1", From=frm)
+
+
 def run_rq_retry(hotline) -> None:
     """The one job RQ scheduled for a retry, run now (inside an app context)."""
     queue = hotline.callbacks_queue
@@ -338,12 +349,7 @@ def test_someone_else_asking_for_the_same_number_is_told_of_it_when_they_phone(c
     book_with_caller_id(client, 1)
     # A second phone books a callback to the first one's number.
     frm = "+819055550000"
-    step(client, "/voice/incoming", 2, From=frm)
-    step(client, TRANSFER, 2, Digits="0", From=frm)
-    step(client, OFFER_CHOICE, 2, Digits="2", From=frm)
-    step(client, "/voice/en/callback/number/answer?attempt=1", 2, Digits="2", From=frm)
-    step(client, "/voice/en/callback/entry/answer?attempt=1", 2, Digits="09012345678", From=frm)
-    step(client, "/voice/en/callback/readback/answer?attempt=1", 2, Digits="1", From=frm)
+    book_for_another_number(client, 2, frm, "09012345678")
     callback = the_callback(hotline)
     assert sid(2) in callback.calls and len(hotline.callbacks.listing()) == 1
     # When that second phone calls again, it hears about the callback it asked for.
@@ -395,13 +401,7 @@ def test_a_callback_still_in_line_at_closing_is_promised_for_the_opening_not_for
     root = step(client, f"/voice/en/callback/pending/{callback.id}", 5, Digits="1")
     assert texts(root)[0] == PROMPTS.callback_kept_scheduled["en"].format(opening=opening)
     # Asked again for the same number from another phone, on the closed line:
-    other = "+819055556666"
-    step(client, "/voice/incoming", 6, From=other)
-    step(client, TRANSFER, 6, Digits="0", From=other)
-    step(client, OFFER_CHOICE, 6, Digits="2", From=other)
-    step(client, "/voice/en/callback/number/answer?attempt=1", 6, Digits="2", From=other)
-    step(client, "/voice/en/callback/entry/answer?attempt=1", 6, Digits="09012345678", From=other)
-    root = step(client, "/voice/en/callback/readback/answer?attempt=1", 6, Digits="1", From=other)
+    root = book_for_another_number(client, 6, "+819055556666", "09012345678")
     reference = " ".join(str(callback.reference))
     assert texts(root)[0] == PROMPTS.callback_booked_closed["en"].format(
         last4="5 6 7 8", opening=opening, reference=reference
