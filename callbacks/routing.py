@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioRestException
 from callbacks.dialer import DIAL_RETRY, cancel_call, place_callback, seat_callback, seat_job_id, settle_lost_dial
 from ivr.menus.runtime import Plan
 from ivr.queues.callback_desk import attempt_mode
-from ivr.queues.callbacks import DIALLING, callback_id_of
+from ivr.queues.callbacks import callback_id_of
 from ivr.queues.lines import agent_lines, rehome_line
 from ivr.services import services
 from ivr.settings import dial_settings_missing
@@ -153,11 +153,13 @@ def route(queue: Queue) -> int:
     # began: before that it may wait its turn, for a pacing slot or in a backlog of dial jobs.
     for callback_id in hotline.callbacks.dialling_before(now_ms - callback_limit_ms):
         callback = hotline.callbacks.get(callback_id)
-        if callback is None:  # its record is gone (Redis lost it): nothing to settle
-            hotline.redis.zrem(DIALLING, callback_id)
+        if callback is None or callback.status != "dialling" or callback.agent:
+            # Its record is gone (Redis lost it), or it moved on as the index was filled at a
+            # worker's start: nothing to settle, and it must not crowd out those that need it.
+            hotline.callbacks.unindex_unless_dialling(callback_id)
             continue
         attempt = callback.attempt
-        if attempt and not callback.agent and callback.status == "dialling" and attempt.get("dial_started_at"):
+        if attempt and attempt.get("dial_started_at"):
             began_ms = int(datetime.fromisoformat(attempt["at"]).timestamp() * 1000)
             if _settle_stale_attempt(desk, callback, began_ms, now_ms, callback_limit_ms) == "settled":
                 log.warning("callback %s: its attempt never reported back; settled", callback_id)

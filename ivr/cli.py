@@ -64,6 +64,7 @@ def worker_command(burst: bool) -> None:
 
     seed_reference_floor()
     hotline_services = services()
+    hotline_services.callbacks.index_dialling()  # callbacks dialling from before the sweep's index
     missing = dial_settings_missing(current_app.config)
     if missing and hotline_services.config.current().config.callbacks.enabled:
         click.echo(

@@ -605,3 +605,27 @@ def test_without_the_agent_gate_a_dial_waiting_for_its_pacing_slot_is_not_taken_
     current = hotline.callbacks.get(callback.id)
     assert current.status == "dialling" and [a["n"] for a in current.attempts] == [1]
     assert "result" not in current.attempt and dials(no_unexpected_http) == []
+
+
+def test_a_worker_starting_indexes_dialling_callbacks_from_before_the_sweeps_index(
+    make_app, tmp_path, sleeps, clock, no_unexpected_http
+):
+    """A callback left dialling (no gate) by a version without the index, its webhooks lost: the
+    worker's start puts it in, and the sweep settles it; an entry of one that moved on goes."""
+    from ivr.queues.callbacks import DIALLING
+
+    app = app_with_callbacks(make_app, tmp_path, sleeps, agent_gate=False, calls_per_second=0)
+    hotline, client = app.extensions["hotline"], app.test_client()
+    book_with_caller_id(client, 1)
+    callback = the_callback(hotline)
+    expect_dial(no_unexpected_http, 1)
+    run_due_scheduled(app, clock)
+    hotline.redis.delete(DIALLING)  # as before the index existed
+    hotline.redis.zadd(DIALLING, {"9999": 1})  # and an entry whose record is gone
+    assert hotline.callbacks.index_dialling() == 1
+    cancel_url = f"{CALLS_URL[:-5]}/{out_sid(1)}.json"
+    no_unexpected_http.add(responses.POST, cancel_url, json={"sid": out_sid(1), "status": "canceled"})
+    clock.advance(460)
+    run_routing(app)
+    assert hotline.callbacks.get(callback.id).attempts[0]["result"] == "no_result"
+    assert hotline.redis.zcard(DIALLING) == 0

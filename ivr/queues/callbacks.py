@@ -355,6 +355,36 @@ class CallbackBook:
             why, ttl = pipe.execute()
         return (why.decode(), max(int(ttl), 0)) if why is not None else None
 
+    def index_dialling(self) -> int:
+        """Put open callbacks dialling without an agent into the sweep's index (records from
+        before there was one); how many were added. Run as a worker starts."""
+        added, start = 0, 0
+        while ids := self.redis.zrange(OPEN_INDEX, start, start + _PAGE - 1):
+            start += len(ids)
+            with self.redis.pipeline(transaction=False) as pipe:
+                for raw_id in ids:
+                    pipe.hmget(record_key(raw_id.decode()), "status", "agent", "updated_ms")
+                rows = pipe.execute()
+            found = {
+                raw_id.decode(): int(updated or 0)
+                for raw_id, (status, agent, updated) in zip(ids, rows, strict=True)
+                if status == b"dialling" and not agent
+            }
+            if found:
+                added += self.redis.zadd(DIALLING, found, nx=True)
+        return added
+
+    def unindex_unless_dialling(self, callback_id: str) -> None:
+        """Drop the sweep's index entry of a callback not dialling without an agent (checked in
+        Redis, so one that starts dialling meanwhile keeps its entry)."""
+        script = (
+            "local status = redis.call('HGET', KEYS[1], 'status') "
+            "local agent = redis.call('HGET', KEYS[1], 'agent') "
+            "if status ~= 'dialling' or (agent and agent ~= '') then redis.call('ZREM', KEYS[2], ARGV[1]) end "
+            "return 0"
+        )
+        self.redis.eval(script, 2, record_key(callback_id), DIALLING, callback_id)
+
     def dialling_before(self, before_ms: int, limit: int = 100) -> list[str]:
         """Callbacks whose attempt began before `before_ms` and is still dialling."""
         return [i.decode() for i in self.redis.zrangebyscore(DIALLING, "-inf", before_ms, start=0, num=limit)]
