@@ -179,6 +179,11 @@ def write_config(directory: Path, calls_per_second: float) -> Path:
     data["hours"]["special_hours"] = {}
     data["callbacks"]["agent_gate"] = False
     data["callbacks"]["calls_per_second"] = calls_per_second
+    # The fake Twilio sends no webhooks, which real calls would within their ringing window; the
+    # longest windows (390 s) keep the dispatcher's sweep for dials that never report back (it
+    # would stop and settle the first ones while the burst is still being dialled) out of the run.
+    data["routing"].update(ring_timeout_s=60, accept_timeout_s=60)
+    data["callbacks"]["ring_timeout_s"] = 120
     path = directory / f"hotline-cps{calls_per_second:g}.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     load_config(path)  # refuses an invalid copy here rather than in the workers
