@@ -311,3 +311,38 @@ def test_two_syncs_of_one_call_at_once_merge_instead_of_failing(any_database_url
     assert stored.call_sid == "CA" + "1" * 32 and stored.language == "en" and stored.ended_at is not None
     first.dispose()
     other.dispose()
+
+
+def test_long_event_ids_sync_again_and_again_and_two_recordings_without_a_sid_both_stay(client, ticket_for):
+    """A Record action with no RecordingSid gives its event a URL-long id; an odd SequenceNumber
+    a long one too. Stored cut short, the next sync looked for the uncut id, inserted it again
+    and failed on the unique key for good (the ticket stuck in progress)."""
+    sid = "CA" + "b" * 32
+    signed_post(client, "/voice/incoming", call_form(sid, CallStatus="ringing"))
+    signed_post(client, "/voice/language?attempt=1", call_form(sid, Digits="3"))
+    signed_post(client, "/voice/en/node/main/choice?attempt=1", call_form(sid, Digits="4"))
+    signed_post(client, "/voice/en/node/complaint/choice?attempt=1", call_form(sid, Digits="1"))
+    base = "https://api.twilio.com/2010-04-01/Accounts/AC" + "0" * 32 + "/Recordings/RE"
+    for n in (1, 2):  # the second as if the caller recorded again: same 80-character prefix
+        form = call_form(sid, RecordingUrl=base + str(n) * 32, RecordingDuration="12", Digits="#")
+        signed_post(client, "/voice/en/node/complaint_merchant/recorded", form)
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="in-progress", SequenceNumber="0" * 90))
+    assert ticket_for(sid)["status"] == "in-progress"
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="40", SequenceNumber="1"))
+    ticket = ticket_for(sid)
+    assert (ticket["status"], ticket["outcome"]) == ("completed", "message_left")
+    assert [r["url"] for r in ticket["recordings"]] == [base + "1" * 32, base + "2" * 32]
+
+
+def test_a_caller_id_longer_than_a_phone_number_is_kept_and_an_absurd_one_cut(client, ticket_for):
+    """A Voice SDK identity or a SIP URI is longer than any phone number; PostgreSQL refused the
+    ticket for good when it did not fit its column."""
+    sid, long_sid = "CA" + "f" * 32, "CA" + "e" * 32
+    identity = "client:support-desk-kiosk-" + "x" * 60
+    signed_post(client, "/voice/incoming", call_form(sid, From=identity, Caller=identity))
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="5", From=identity))
+    assert ticket_for(sid)["caller"] == identity
+    absurd = "sip:" + "a" * 400 + "@example.com"
+    signed_post(client, "/voice/incoming", call_form(long_sid, From=absurd))
+    signed_post(client, "/voice/status", call_form(long_sid, CallStatus="completed", CallDuration="5", From=absurd))
+    assert ticket_for(long_sid)["caller"] == absurd[:255]

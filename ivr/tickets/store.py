@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -60,6 +61,25 @@ def set_wal(url: str) -> None:
         connection.close()
 
 
+EVENT_ID_LENGTH = 80
+
+
+def stored_event_id(event_id: str) -> str:
+    """The id an event is stored (and looked for) under: as it is when it fits the column, else
+    a digest of it — cut short, two long ids (a recording's URL, an odd SequenceNumber) could
+    share a prefix, and a cut id would never match the uncut one the next sync looks for."""
+    if len(event_id) <= EVENT_ID_LENGTH:
+        return event_id
+    return "h-" + hashlib.sha1(event_id.encode(), usedforsecurity=False).hexdigest()
+
+
+def _fitted(column: str, value: object) -> object:
+    """A text no longer than its column (PostgreSQL refuses a longer one, and the ticket would
+    never be written): Twilio's fields are bounded only by what a signed request carries."""
+    length = getattr(getattr(Ticket.__table__.columns.get(column), "type", None), "length", None)
+    return value[:length] if isinstance(value, str) and length else value
+
+
 class TicketStore:
     def __init__(self, url: str):
         self.url = url
@@ -96,14 +116,15 @@ class TicketStore:
         with self.session() as session, session.begin():
             known = set(session.scalars(select(TicketEvent.event_id).where(TicketEvent.call_sid == call_sid)))
             for e in events:
-                if e["id"] in known:
+                event_id = stored_event_id(e["id"])
+                if event_id in known:
                     continue
-                known.add(e["id"])
+                known.add(event_id)
                 data = {k: v for k, v in e.items() if k not in ("id", "at", "kind")}
                 session.add(
                     TicketEvent(
                         call_sid=call_sid,
-                        event_id=e["id"][:80],
+                        event_id=event_id,
                         at=datetime.fromisoformat(e["at"]),
                         kind=e["kind"],
                         data=data,
@@ -130,7 +151,7 @@ class TicketStore:
                 ticket = Ticket(id=ticket_id, call_sid=call_sid)
                 session.add(ticket)
             for key, value in fields.items():
-                setattr(ticket, key, value)
+                setattr(ticket, key, _fitted(key, value))
             ticket.updated_at = now
         return ticket
 
