@@ -13,6 +13,8 @@ from ivr.menus.model import WEEKDAYS, BusinessHours, Language, TimeRange
 
 # Search horizon for the next opening: past a year, something is wrong with the schedule.
 _HORIZON_DAYS = 400
+# A line open this long without a break is open around the clock (no closing to speak of).
+_AROUND_THE_CLOCK = timedelta(days=8)
 
 
 class Hours:
@@ -45,15 +47,23 @@ class Hours:
         return None
 
     def closing(self, now: datetime) -> datetime | None:
-        """When the opening range the line is in now ends (None when closed)."""
+        """When the line, open now, next closes: the end of the range it is in, or of the ranges
+        that follow on from it without a gap ("…-24:00" then "00:00-…" the next day, or
+        "09:00-12:00" then "12:00-18:00"). None when it is closed now — or never closes."""
         local = now.astimezone(self.zone)
         t = local.time().replace(tzinfo=None)
-        for r in self.ranges_on(local.date()):
-            if r.opens <= t < r.closes:
-                if r.closes == time.max:
-                    return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=self.zone)
-                return datetime.combine(local.date(), r.closes, tzinfo=self.zone)
-        return None
+        current = next((r for r in self.ranges_on(local.date()) if r.opens <= t < r.closes), None)
+        if current is None:
+            return None
+        day, end = local.date(), current.closes
+        while day - local.date() <= _AROUND_THE_CLOCK:
+            if end == time.max:  # "24:00": the next day at midnight
+                day, end = day + timedelta(days=1), time(0)
+            following = next((r for r in self.ranges_on(day) if r.opens == end and r.closes > end), None)
+            if following is None:
+                return datetime.combine(day, end, tzinfo=self.zone)
+            end = following.closes
+        return None  # open around the clock: no closing a wait could run past
 
     def in_window(self, windows: list, now: datetime) -> bool:
         """Whether `now` falls in one of the (days, hours) windows, in the hotline's zone."""

@@ -43,6 +43,25 @@ def test_is_open(when, is_open):
     assert HOURS.is_open(when.astimezone(UTC)) is is_open
 
 
+def test_a_closing_is_where_the_opening_hours_stop_not_where_a_range_is_cut():
+    """Ranges cannot cross midnight, so a late line is written `…-24:00` and `00:00-…` the next
+    day, and a day may be cut in two at noon: neither cut is a closing callers are told of."""
+    from ivr.menus.model import BusinessHours
+
+    def hours(weekly: dict) -> Hours:
+        return Hours(BusinessHours.model_validate({"timezone": "Asia/Tokyo", "weekly": weekly}))
+
+    every_day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    assert hours({d: ["00:00-24:00"] for d in every_day}).closing(tokyo(2026, 11, 24, 23, 45)) is None
+    late = hours({d: ["00:00-02:00", "22:00-24:00"] for d in every_day})
+    assert late.closing(tokyo(2026, 11, 24, 23, 45)) == tokyo(2026, 11, 25, 2, 0)
+    assert late.closing(tokyo(2026, 11, 25, 1, 0)) == tokyo(2026, 11, 25, 2, 0)
+    halves = hours({"tue": ["09:00-12:00", "12:00-18:00"]})
+    assert halves.closing(tokyo(2026, 11, 24, 10, 0)) == tokyo(2026, 11, 24, 18, 0)
+    assert HOURS.closing(tokyo(2026, 11, 24, 19, 0)) == tokyo(2026, 11, 24, 20, 0)  # the shipped week
+    assert HOURS.closing(tokyo(2026, 11, 24, 21, 0)) is None  # closed
+
+
 def test_next_opening_skips_sunday_and_the_holiday():
     # Saturday 22:00 -> Sunday closed -> Monday 23 Nov 2026 is a holiday -> Tuesday 09:00.
     assert HOURS.next_opening(tokyo(2026, 11, 21, 22, 0)) == tokyo(2026, 11, 24, 9, 0)
