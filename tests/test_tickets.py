@@ -346,3 +346,31 @@ def test_a_caller_id_longer_than_a_phone_number_is_kept_and_an_absurd_one_cut(cl
     signed_post(client, "/voice/incoming", call_form(long_sid, From=absurd))
     signed_post(client, "/voice/status", call_form(long_sid, CallStatus="completed", CallDuration="5", From=absurd))
     assert ticket_for(long_sid)["caller"] == absurd[:255]
+
+
+def test_each_wait_has_its_own_result_and_a_retried_report_counts_once(client, ticket_for):
+    """Left the line for the callback offer, back in it, sent to an agent who missed, back, and
+    left again: the last wait's result is the ticket's; Twilio's retry of a report adds nothing."""
+    from tests.twiml import queue_caller
+
+    sid = "CA" + "1" * 32
+    signed_post(client, "/voice/incoming", call_form(sid))
+    signed_post(client, "/voice/language?attempt=1", call_form(sid, Digits="3"))
+    queue_caller(client, "/voice/en/node/main/choice?attempt=1", call_form(sid, Digits="0"))
+    for n, (result, waited) in enumerate([("leave", "30"), ("redirected", "40"), ("leave", "50")]):
+        form = call_form(sid, QueueResult=result, QueueTime=waited)
+        for _ in range(2):  # Twilio retries with the same token
+            signed_post(client, "/voice/en/node/agent/queued", form, headers={"I-Twilio-Idempotency-Token": f"t{n}"})
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="200"))
+    ticket = ticket_for(sid)
+    assert ticket["queue"]["result"] == "leave"
+    from sqlalchemy import select
+
+    from ivr.tickets.models import TicketEvent
+
+    store = client.application.extensions["hotline"].store
+    with store.session() as session:
+        kept = session.scalars(
+            select(TicketEvent).where(TicketEvent.call_sid == sid, TicketEvent.kind == "queue_result")
+        ).all()
+        assert [row.data["result"] for row in kept] == ["leave", "redirected", "leave"]

@@ -180,7 +180,8 @@ def recorded(lang: str, node_id: str):
 @bp.post("/<lang>/node/<node_id>/queued")
 def queued(lang: str, node_id: str):
     """Enqueue action: the caller left the queue (bridged, hung up, full, error)."""
-    return twiml(flow().queued(call(), lang, node_id, request.form))
+    token = request.headers.get("I-Twilio-Idempotency-Token")
+    return twiml(flow().queued(call(), lang, node_id, request.form, token))
 
 
 @bp.post("/<lang>/node/<node_id>/join")

@@ -571,13 +571,17 @@ class Flow:
         spoken = " ".join(str(reference))  # digit by digit, in every language
         return render.speak_and_hang_up(self.config, lang_id, [node.confirmation[lang_id].format(reference=spoken)])
 
-    def queued(self, call: Call, lang_id: str, node_id: str, form) -> VoiceResponse:  # noqa: ANN001
+    def queued(self, call: Call, lang_id: str, node_id: str, form, token: str | None = None) -> VoiceResponse:  # noqa: ANN001
         lang_id, _ = self.plan.language(lang_id)
         result = form.get("QueueResult") or "unknown"
+        # One event per wait, however often Twilio retries its report: a caller may leave the
+        # line for the callback offer, come back, and leave it again. Twilio's retries carry the
+        # first request's idempotency token; without one, the wait's length tells waits apart.
+        this_wait = (token or "")[:40] or form.get("QueueTime") or ""
         event = make_event(
             "queue_result",
             self.now,
-            event_id=f"queue-{node_id}-{result}",
+            event_id=f"queue-{node_id}-{result}-{this_wait}",
             node=node_id,
             result=result,
             wait_s=whole_seconds(form.get("QueueTime")),
