@@ -107,6 +107,28 @@ def test_menus_accept_speech_with_hints_in_the_callers_language(client, walker, 
     assert ticket_for(result.call_sid)["path"][1]["inputs"][0]["input"] == "speech"
 
 
+@pytest.mark.parametrize(
+    ("node", "heard", "goes_to"),
+    [
+        ("refund", "the app shows my refund is still pending", None),  # "how" is in "shows"
+        ("complaint", "something happened at a restaurant", None),  # "app" is in "happened"
+        ("main", "two charges for one coffee", "payment"),  # "charge" begins "charges"
+        ("main", "I want my refunds", "refund"),
+        ("complaint", "your apps keep crashing", "complaint_service"),
+    ],
+)
+def test_english_speech_matches_words_not_letters_inside_other_words(client, node, heard, goes_to):
+    root = parse(signed_post(client, f"/voice/en/node/{node}/choice?attempt=1", call_form(SpeechResult=heard)))
+    said = [s.text for s in says(root)]
+    if goes_to is None:
+        assert said[0] == prompt("invalid_option", "en"), said
+    else:
+        assert prompt("invalid_option", "en") not in said
+        target = CONFIG.menu.nodes[goes_to]
+        first = target.prompt["en"] if hasattr(target, "options") else getattr(target, "prompt", {}).get("en")
+        assert first in said, said
+
+
 def test_invalid_key_says_not_an_option_and_repeats_the_menu(walker):
     result = walker().dial(["3", "7", "hangup"])
     text = result.text()

@@ -8,6 +8,7 @@ pipelined append of the events that tell the ticket's story (`CallLog.append`).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -446,7 +447,7 @@ class Flow:
         for option in node.options:
             for word in [option.label.get(lang_id, ""), *option.keywords.get(lang_id, [])]:
                 word = word.casefold().strip()
-                if word and word in heard and (best is None or len(word) > best[0]):
+                if word and _said(word, heard) and (best is None or len(word) > best[0]):
                     best = (len(word), option)  # the most specific match wins
         return best[1] if best else None
 
@@ -780,6 +781,15 @@ class Flow:
 
     def _sync_in(self, call_sid: str) -> Callable[[Pipeline], None]:
         return lambda pipe: self.mark_due(call_sid, pipe)
+
+
+def _said(word: str, heard: str) -> bool:
+    """Whether `word` was said in `heard`: at the start of a word where words are spaced ("app"
+    is not in "happened", "how" not in "shows"; "charge" is in "charged", "refund" in "refunds"),
+    anywhere in Japanese and Chinese, which are not spaced."""
+    if any(ord(ch) >= 0x2E80 for ch in word):
+        return word in heard
+    return re.search(rf"(?<!\w){re.escape(word)}", heard) is not None
 
 
 def shown_keys(digits: str | None) -> str:
