@@ -1346,3 +1346,14 @@ def test_asking_again_while_the_callback_is_being_dialled_says_it_is_their_turn(
     assert said == PROMPTS.callback_booked["en"].format(
         last4="5 6 7 8", position=1, reference=" ".join(str(callback.reference))
     )
+
+
+def test_odd_keys_at_the_callback_number_steps_are_redacted_on_the_ticket(client, ticket_for):
+    """One-key steps: more than one key may be a card or account number being typed."""
+    step(client, TRANSFER, 4, Digits="0")
+    step(client, OFFER_CHOICE, 4, Digits="2")
+    step(client, "/voice/en/callback/number/answer?attempt=1", 4, Digits="4111111111111111")
+    step(client, "/voice/en/callback/number/answer?attempt=2", 4, Digits="7")
+    signed_post(client, "/voice/status", call_form(sid(4), CallStatus="completed"))
+    inputs = [i["input"] for p in ticket_for(sid(4))["path"] if p["node"] == "callback_number" for i in p["inputs"]]
+    assert inputs == ["[redacted]", "7"]

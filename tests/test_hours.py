@@ -160,3 +160,13 @@ def test_self_service_works_around_the_clock(walker, ticket_for, clock):
     result = walker().dial(["3", "3", "2", "hangup"])
     assert CONFIG.menu.nodes["refund_status"].message["en"] in result.text()
     assert ticket_for(result.call_sid)["outcome"] == "self_service"
+
+
+def test_back_from_a_menus_agent_transfer_on_the_closed_line_returns_to_that_menu(walker, clock):
+    """In the account menu the caller presses 0; the line is closed and the offer says "press
+    star to go back to the menu": back means the account menu, where they were."""
+    clock.now = CLOSED_TIME
+    result = walker().dial(["3", "1", "0", "*", "hangup"])
+    account = CONFIG.menu.nodes["account"].prompt["en"]
+    assert [u.text for u in result.said].count(account) == 2
+    assert result.said[-1].text == account

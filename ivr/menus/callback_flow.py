@@ -20,6 +20,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from ivr.calllog import make_event, utc_iso
 from ivr.hours import describe_opening
 from ivr.menus import render
+from ivr.menus.flow import shown_keys
 from ivr.menus.model import TransferNode
 from ivr.phone import callback_number, last_digits, spoken_number
 from ivr.queues.callback_desk import note_callback
@@ -118,7 +119,7 @@ class CallbackFlow:
                 return self._book(call, lang_id, draft, caller, [self._input("callback_number", "1", "caller_id")])
             if digits == "2":
                 return self._entry_step(call, lang_id, 1, [], [self._input("callback_number", "2", "enter")])
-            return self._again(call, lang_id, step, attempt, "invalid_option", digits)
+            return self._again(call, lang_id, step, attempt, "invalid_option", shown_keys(digits))
         if step == "entry":
             if not digits:  # just the pound key: nothing entered, not a wrong number
                 return self._again(call, lang_id, step, attempt, "no_input", "-")
@@ -133,8 +134,9 @@ class CallbackFlow:
         if digits == "1" and number:
             return self._book(call, lang_id, draft, number, [self._input("callback_readback", "1", "confirmed")])
         if digits == "2" or not number:
-            return self._entry_step(call, lang_id, 1, [], [self._input("callback_readback", digits or "-", "again")])
-        return self._again(call, lang_id, step, attempt, "invalid_option", digits)
+            shown = shown_keys(digits) if digits else "-"
+            return self._entry_step(call, lang_id, 1, [], [self._input("callback_readback", shown, "again")])
+        return self._again(call, lang_id, step, attempt, "invalid_option", shown_keys(digits))
 
     def silence(self, call: Call, lang_id: str, step: str, attempt: int) -> VoiceResponse:
         if self._draft(call) is None:

@@ -68,6 +68,10 @@ def _parents(config: HotlineConfig) -> dict[str, str]:
             for target in (o.goto for o in node.options):
                 if target != config.menu.root:
                     parents.setdefault(target, node_id)
+            if node.agent and node.agent != config.menu.root:
+                # This menu's agent key leads there: "back" from it (the closed line's offer says
+                # "press star to go back") returns to this menu, not the main one.
+                parents.setdefault(node.agent, node_id)
         elif isinstance(node, InfoNode) and node.next:
             # "next" is automatic, so "back" from the target means back to where the info was.
             parents.setdefault(node.next, parents.get(node_id, config.menu.root))
