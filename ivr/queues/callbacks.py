@@ -30,7 +30,7 @@ BY_CALLER = f"{TAG}:cb-by-caller"  # the asking caller's number, when the callba
 INDEX = f"{TAG}:cb-index"  # id -> requested ms (every callback, for ops; trimmed by age)
 OPEN_INDEX = f"{TAG}:cb-open"  # id -> requested ms, open callbacks only
 SCHEDULED = f"{TAG}:cb-scheduled"  # id -> ms it is due back in line (the sweep's safety net)
-DIALLING = f"{TAG}:cb-dialling"  # id -> ms its agentless attempt began (the sweep's net for lost dials)
+DIALLING = f"{TAG}:cb-dialling"  # id -> ms an agentless attempt's dial began (the sweep's net for lost dials)
 SEQUENCE = f"{TAG}:cb-seq"
 # Every call sid a callback attempt placed -> ms recorded: a redial's look-up in Twilio's call
 # list must never adopt a call that belongs to another attempt (agent first, the agent gets a
@@ -363,12 +363,12 @@ class CallbackBook:
             start += len(ids)
             with self.redis.pipeline(transaction=False) as pipe:
                 for raw_id in ids:
-                    pipe.hmget(record_key(raw_id.decode()), "status", "agent", "updated_ms")
+                    pipe.hmget(record_key(raw_id.decode()), "status", "agent", "updated_ms", "attempts")
                 rows = pipe.execute()
             found = {
                 raw_id.decode(): int(updated or 0)
-                for raw_id, (status, agent, updated) in zip(ids, rows, strict=True)
-                if status == b"dialling" and not agent
+                for raw_id, (status, agent, updated, attempts) in zip(ids, rows, strict=True)
+                if status == b"dialling" and not agent and b'"dial_started_at": "' in (attempts or b"")
             }
             if found:
                 added += self.redis.zadd(DIALLING, found, nx=True)
@@ -435,9 +435,11 @@ class CallbackBook:
             pipe.zadd(SCHEDULED, {callback.id: callback.scheduled_ms})
         else:
             pipe.zrem(SCHEDULED, callback.id)
-        if callback.status == "dialling" and not callback.agent:
-            # No agent gate (a gated attempt's reservation has its own sweep). NX: the attempt's
-            # start, not its latest outbox entry.
+        started = (callback.attempt or {}).get("dial_started_at")
+        if callback.status == "dialling" and not callback.agent and started:
+            # No agent gate (a gated attempt's reservation has its own sweep), and its dial has
+            # begun: one waiting for a pacing slot or in a backlog of dial jobs is not lost. NX:
+            # the dial's start, not its latest outbox entry.
             pipe.zadd(DIALLING, {callback.id: callback.updated_ms}, nx=True)
         else:
             pipe.zrem(DIALLING, callback.id)
