@@ -148,14 +148,11 @@ def place_callback(callback_id: str, attempt_no: int, slot_us: int | None = None
 
 
 def _undialled(desk, callback_id: str, n: int) -> tuple[Callback | None, str]:  # noqa: ANN001 - a CallbackDesk
-    """The callback while its attempt n is under way with neither a call nor a result yet; else
-    None and why not."""
+    """The callback while its attempt n awaits its dial; else None and why not."""
     callback = desk.book.get(callback_id)
     if callback is None or not callback.dialling(n):
         return None, "stale"
-    if callback.attempt.get("call_sid") or callback.attempt.get("result"):
-        return None, "already placed"
-    return callback, ""
+    return (callback, "") if callback.awaits_dial(n) else (None, "already placed")
 
 
 def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
@@ -170,12 +167,11 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
     if to is None:  # the agent left the config while reserved: back to the seat
         desk.attempt_over(callback.id, n, "released")
         return "agent unknown"
-    if attempt.get("dial_started_at"):
-        placed = _find_placed_call(to, attempt, caller_id)
-        if placed:
-            desk.record_dial(callback.id, n, "call_sid", placed)
-            log.warning("callback %s attempt %d: adopted call %s placed by an earlier run", callback.id, n, placed)
-            return "adopted"
+    placed = _find_placed_call(to, attempt, caller_id)
+    if placed:
+        desk.record_dial(callback.id, n, "call_sid", placed)
+        log.warning("callback %s attempt %d: adopted call %s placed by an earlier run", callback.id, n, placed)
+        return "adopted"
     if slot_us is not None and seconds_until(slot_us) < -1.0:
         slot_us = None  # an RQ retry long after its slot: that slot is spent, take a fresh one
     if slot_us is None:
@@ -204,7 +200,7 @@ def _dial(callback: Callback, attempt: dict, slot_us: int | None) -> str:
         desk.attempt_over(callback.id, n, "closed")
         return "closed"
     started = desk.record_dial(callback.id, n, "dial_started_at", hotline.clock().isoformat())
-    if started is None or not started.dialling(n) or started.attempt.get("result") or started.attempt.get("call_sid"):
+    if started is None or not started.awaits_dial(n):
         # Settled while we looked in Twilio's list or waited for our pacing slot (its
         # reservation timed out, say): nobody waits for this dial any more.
         return "stale"
@@ -308,10 +304,9 @@ def resolve_unknown_dial(callback_id: str, n: int) -> str:
     if callback is None:
         return why
     attempt = callback.attempt
-    to = _dial_target(desk, callback, attempt)
-    placed = None
-    if to and attempt.get("dial_started_at"):
-        placed = _find_placed_call(to, attempt, current_app.config.get("TWILIO_CALLER_ID") or "")
+    placed = _find_placed_call(
+        _dial_target(desk, callback, attempt), attempt, current_app.config.get("TWILIO_CALLER_ID") or ""
+    )
     if placed:
         recorded = desk.record_dial(callback_id, n, "call_sid", placed)
         if recorded is not None and recorded.dialling(n) and recorded.attempt.get("call_sid") == placed:
@@ -340,10 +335,9 @@ def settle_lost_dial(callback_id: str, n: int) -> str:
         return "settled"
     attempt = callback.attempt
     agent_first = attempt_mode(desk.policy, attempt) == "agent_first"
-    placed = attempt.get("call_sid")
-    to = _dial_target(desk, callback, attempt)
-    if not placed and to and attempt.get("dial_started_at"):
-        placed = _find_placed_call(to, attempt, current_app.config.get("TWILIO_CALLER_ID") or "")
+    placed = attempt.get("call_sid") or _find_placed_call(
+        _dial_target(desk, callback, attempt), attempt, current_app.config.get("TWILIO_CALLER_ID") or ""
+    )
     if placed:
         desk.record_dial(callback_id, n, "call_sid", placed)
         desk.attempt_over(callback_id, n, "released" if agent_first else "no_result", placed)
@@ -362,8 +356,11 @@ def _dial_target(desk, callback: Callback, attempt: dict) -> str | None:  # noqa
     return (agent.phone or f"client:{agent.client}") if agent is not None else None
 
 
-def _find_placed_call(to: str, attempt: dict, caller_id: str) -> str | None:
-    """A call Twilio holds to `to` from our number, created since the attempt began dialling."""
+def _find_placed_call(to: str | None, attempt: dict, caller_id: str) -> str | None:
+    """A call Twilio holds to `to` from our number, created since the attempt began dialling;
+    None without a dial begun (nothing can have reached Twilio) or anyone to ring."""
+    if not to or not attempt.get("dial_started_at"):
+        return None
     # A little slack for the clocks of our hosts and Twilio's; calls that belong to other
     # attempts are not ours (agent first, the agent gets a call for every callback).
     since = datetime.fromisoformat(attempt["dial_started_at"]) - timedelta(seconds=30)

@@ -151,7 +151,8 @@ def route(queue: Queue) -> int:
     # Without the agent gate no agent is reserved, so no reservation times out: an attempt whose
     # dial went out and whose webhooks never came is found by when it began. Only once its dial
     # began: before that it may wait its turn, for a pacing slot or in a backlog of dial jobs.
-    for callback_id in hotline.callbacks.dialling_before(now_ms - callback_limit_ms):
+    paused, lost = hotline.callbacks.dial_watch(now_ms - callback_limit_ms)
+    for callback_id in lost:
         callback = hotline.callbacks.get(callback_id)
         if callback is None or callback.status != "dialling" or callback.agent:
             # Its record is gone (Redis lost it), or it moved on as the index was filled at a
@@ -170,7 +171,7 @@ def route(queue: Queue) -> int:
     callbacks_ok = (
         plan.hours.is_open(hotline.clock())
         and not dial_settings_missing(current_app.config)
-        and hotline.callbacks.dialling_paused() is None  # Twilio refused our account a moment ago
+        and not paused  # Twilio refused our account a moment ago
     )
     if callbacks_ok:
         # A scheduled callback whose seat job never ran (lost with a crash, say) still comes back.

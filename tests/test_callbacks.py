@@ -109,6 +109,26 @@ def book_and_dial(app, client, clock, hotline, mock, offer: str | None = None):
     return callback
 
 
+def stored_callback(hotline, n: int, asked_ms: int, status: str = "pending", queue: str = "payment", **more):
+    """Callback n stored directly (no call behind it), asked for and arriving at `asked_ms`."""
+    callback, _ = hotline.callbacks.request(
+        Callback(
+            id="",
+            status=status,
+            number=f"+8190{n:08d}",
+            call_sid=sid(5000 + n),
+            lang="en",
+            queue=queue,
+            node=f"agent_{queue}",
+            branch=queue,
+            arrived_ms=asked_ms,
+            requested_ms=asked_ms,
+            **more,
+        )
+    )
+    return callback
+
+
 def book_for_another_number(client, n: int, frm: str, digits: str):
     """Caller n (from `frm`) asks for the agent in the payment menu, takes the callback offer and
     books it for another number (`digits`, confirmed). Returns the last TwiML."""
@@ -1198,27 +1218,10 @@ def test_the_queues_api_counts_open_callbacks(app, client, clock, hotline):
 def test_listings_and_counts_cover_every_callback_however_many(app, client, clock, hotline):
     """Past a page of the index (1,000): the oldest callbacks are still found and counted."""
     start_ms = now_ms(clock) - 3_600_000
-
-    def book(n: int, queue: str) -> None:
-        hotline.callbacks.request(
-            Callback(
-                id="",
-                status="pending",
-                number=f"+8190{n:08d}",
-                call_sid=sid(5000 + n),
-                lang="en",
-                queue=queue,
-                node=f"agent_{queue}",
-                branch=queue,
-                arrived_ms=start_ms + n,
-                requested_ms=start_ms + n,
-            )
-        )
-
     for n in range(3):
-        book(n, "refund")  # the oldest: beyond the first page, newest first
+        stored_callback(hotline, n, start_ms + n, queue="refund")  # the oldest: beyond the first page
     for n in range(3, 1205):
-        book(n, "payment")
+        stored_callback(hotline, n, start_ms + n)
     refund = client.get("/api/callbacks?queue=refund&status=pending", headers=OPS).get_json()
     assert refund["count"] == 3
     assert len(client.get("/api/callbacks?limit=1000", headers=OPS).get_json()["callbacks"]) == 1000
@@ -1236,22 +1239,9 @@ def test_the_ops_listing_keeps_what_is_open_or_recently_closed_however_long_ago_
     weeks_ago = now_ms(clock) - 21 * 24 * 3_600_000
 
     def book(n: int) -> str:
-        callback, _ = hotline.callbacks.request(
-            Callback(
-                id="",
-                status="scheduled",
-                number=f"+8190{n:08d}",
-                call_sid=sid(6000 + n),
-                lang="en",
-                queue="payment",
-                node="agent_payment",
-                branch="payment",
-                arrived_ms=weeks_ago + n,
-                requested_ms=weeks_ago + n,
-                scheduled_ms=now_ms(clock) + 3_600_000,
-            )
-        )
-        return callback.id
+        return stored_callback(
+            hotline, 1000 + n, weeks_ago + n, status="scheduled", scheduled_ms=now_ms(clock) + 3_600_000
+        ).id
 
     still_open, closed_yesterday, long_gone = book(1), book(2), book(3)
     with app.app_context():

@@ -262,19 +262,12 @@ class CallbackFlow:
             text = prompts.callback_booked_past_closing[lang_id].format(
                 last4=last_digits(number), position=position or 1, opening=past_closing, reference=ref
             )
-        elif callback.status == "pending" and not open_now:
-            # Still in line from before closing: nobody is called back until the line opens.
-            lang = self.config.languages[lang_id]
-            when = describe_opening(opening, self.now, lang) if opening else "—"
-            text = prompts.callback_booked_closed[lang_id].format(
-                last4=last_digits(number), opening=when, reference=ref
-            )
-        elif callback.status == "pending" or open_now:
-            # Open: in line, or (without the agent gate) due now.
+        elif open_now:
+            # In line, or (without the agent gate) due now.
             text = prompts.callback_booked[lang_id].format(
                 last4=last_digits(number), position=position or 1, reference=ref
             )
-        else:
+        else:  # closed: scheduled for the opening, or in line from before closing
             lang = self.config.languages[lang_id]
             when = describe_opening(opening, self.now, lang) if opening else "—"
             text = prompts.callback_booked_closed[lang_id].format(

@@ -103,6 +103,10 @@ class Callback:
         """Whether attempt n is the one under way (a late webhook of an older one is not)."""
         return self.status == "dialling" and self.attempt is not None and self.attempt["n"] == n
 
+    def awaits_dial(self, n: int) -> bool:
+        """Whether attempt n is under way with neither a call nor a result yet."""
+        return self.dialling(n) and not self.attempt.get("call_sid") and not self.attempt.get("result")
+
     def seat(self) -> Seat:
         return Seat(member(self.id), self.queue, self.lang, self.arrived_ms, self.node, self.branch)
 
@@ -347,6 +351,15 @@ class CallbackBook:
     def pause_dialling(self, why: str, seconds: int = DIAL_PAUSE_S) -> None:
         self.redis.set(DIAL_PAUSE, why, ex=seconds)
 
+    def dial_watch(self, lost_before_ms: int, limit: int = 100) -> tuple[bool, list[str]]:
+        """For the routing pass, in one round trip: whether dialling is paused, and the agentless
+        dials begun before `lost_before_ms` that are still dialling (the sweep's candidates)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(DIAL_PAUSE)
+            pipe.zrangebyscore(DIALLING, "-inf", lost_before_ms, start=0, num=limit)
+            paused, lost = pipe.execute()
+        return bool(paused), [i.decode() for i in lost]
+
     def dialling_paused(self) -> tuple[str, int] | None:
         """(why, seconds left) while dialling is paused, else None."""
         with self.redis.pipeline(transaction=False) as pipe:
@@ -368,7 +381,9 @@ class CallbackBook:
             found = {
                 raw_id.decode(): int(updated or 0)
                 for raw_id, (status, agent, updated, attempts) in zip(ids, rows, strict=True)
-                if status == b"dialling" and not agent and b'"dial_started_at": "' in (attempts or b"")
+                if status == b"dialling"
+                and not agent
+                and (json.loads(attempts or b"[{}]") or [{}])[-1].get("dial_started_at")
             }
             if found:
                 added += self.redis.zadd(DIALLING, found, nx=True)
@@ -384,10 +399,6 @@ class CallbackBook:
             "return 0"
         )
         self.redis.eval(script, 2, record_key(callback_id), DIALLING, callback_id)
-
-    def dialling_before(self, before_ms: int, limit: int = 100) -> list[str]:
-        """Callbacks whose attempt began before `before_ms` and is still dialling."""
-        return [i.decode() for i in self.redis.zrangebyscore(DIALLING, "-inf", before_ms, start=0, num=limit)]
 
     # ----- changes ----------------------------------------------------------------------
 
