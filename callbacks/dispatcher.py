@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callbacks.routing import route
-from callbacks.tickets import dispatch_due
+from callbacks.tickets import dispatch_due, dispatch_unfinished
 from ivr.queues.live import fold_stats
 from ivr.queues.state import WAKE_KEY
 from ivr.services import services
@@ -36,6 +36,7 @@ def dispatch_once() -> tuple[int, int]:
     synced = 0
     while (batch := dispatch_due(hotline.redis, hotline.tickets_queue)) == 500:
         synced += batch
+    dispatch_unfinished(hotline.redis, hotline.tickets_queue)
     fold_stats(hotline.routing, hotline.config.current().config, hotline.clock().timestamp())
     return synced + batch, route(hotline.routing_queue)
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC
 
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, Retry
+from twilio.base.exceptions import TwilioRestException
 
+from ivr.calllog import LOOK_AFTER_S, UNFINISHED_KEY, make_event
+from ivr.formvalues import whole_seconds
+from ivr.menus.flow import TERMINAL_STATUSES
 from ivr.services import services
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,17 @@ for i = 1, #ARGV, 2 do
 end
 return removed
 """
+
+
+# KEYS: the unfinished calls. ARGV: now, when to look again, batch size. Claims the calls whose
+# time has come by moving their time on, so each is settled by one job at a time (a job that
+# fails is retried by RQ, and looked at again after LOOK_AFTER_S whatever happened to it).
+_CLAIM_UNFINISHED = """
+local calls = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, sid in ipairs(calls) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], sid) end
+return calls
+"""
+SETTLE_RETRY = Retry(max=5, interval=[30, 60, 120, 300, 600])
 
 
 def mark_due(pipeline: Pipeline, call_sid: str) -> None:
@@ -62,6 +78,86 @@ def dispatch_due(redis: Redis, queue: Queue, batch: int = 500) -> int:
     args = [value for member, score in due for value in (member, repr(score))]
     redis.eval(_REMOVE_UNCHANGED, 1, DUE_KEY, *args)
     return len(due)
+
+
+def dispatch_unfinished(redis: Redis, queue: Queue, now: float | None = None, batch: int = 500) -> int:
+    """Queue a settle job for every call started over LOOK_AFTER_S ago whose final status has not
+    come (or not since it was last looked at); returns how many were queued."""
+    now = time.time() if now is None else now
+    claimed = redis.eval(_CLAIM_UNFINISHED, 1, UNFINISHED_KEY, now, now + LOOK_AFTER_S, batch)
+    if not claimed:
+        return 0
+    jobs = [
+        Queue.prepare_data(settle_unfinished, (sid.decode(),), retry=SETTLE_RETRY, timeout=60, result_ttl=0)
+        for sid in claimed
+    ]
+    queue.enqueue_many(jobs)
+    return len(claimed)
+
+
+def settle_unfinished(call_sid: str) -> str:
+    """A call with no final status long after it started: ask Twilio how it stands. Ended, its
+    end goes on the ticket as if the status callback had come; still live, its ticket so far is
+    written and it is looked at again later; unknown to Twilio (a simulated call, another
+    account) or with no REST credentials, the ticket is written as it stands. Twilio errors
+    propagate: RQ retries them."""
+    hotline = services()
+    calls = hotline.calls
+    events = calls.events(call_sid)
+    if any(e["kind"] == "status" and e.get("status") in TERMINAL_STATUSES for e in events):
+        _forget_unfinished(hotline.redis, call_sid)  # it ended meanwhile; its own sync ran
+        return "ended"
+    if not hotline.twilio_configured():
+        return _write_as_it_stands(call_sid, "no Twilio credentials to ask")
+    try:
+        found = hotline.twilio().calls(call_sid).fetch()
+    except TwilioRestException as exc:
+        if exc.status == 404:
+            return _write_as_it_stands(call_sid, "unknown to Twilio")
+        raise
+    if found.status not in TERMINAL_STATUSES:
+        sync_ticket(call_sid)  # a long call: its ticket shows it in progress meanwhile
+        return "live"
+    ended_at = found.end_time or hotline.clock()
+    if ended_at.tzinfo is None:
+        ended_at = ended_at.replace(tzinfo=UTC)
+    outbound = (found.direction or "").startswith("outbound")
+    event = make_event(
+        "status",
+        ended_at,
+        event_id=f"status-{found.status}-rest",
+        status=found.status,
+        duration_s=whole_seconds(found.duration) if found.duration else None,
+        caller=(found.to if outbound else found._from) or None,
+        called=(found._from if outbound else found.to) or None,
+        via="twilio_rest",  # the story says where the end came from
+    )
+    now_ms = int(hotline.clock().timestamp() * 1000)
+
+    def ended(pipe: Pipeline) -> None:
+        # What the status webhook does: out of line, an agent freed, the ticket due.
+        hotline.routing.mark_gone_in(pipe, call_sid)
+        hotline.routing.leave_in(pipe, call_sid, True, now_ms)
+        calls.ended_in(pipe, call_sid)
+        mark_due(pipe, call_sid)
+
+    calls.append(call_sid, [event], also=ended)
+    log.info("call %s: no final status came; Twilio says %s", call_sid, found.status)
+    return found.status
+
+
+def _write_as_it_stands(call_sid: str, why: str) -> str:
+    hotline = services()
+    sync_ticket(call_sid)
+    _forget_unfinished(hotline.redis, call_sid)
+    log.info("call %s: no final status came (%s); ticket written as it stands", call_sid, why)
+    return "as it stands"
+
+
+def _forget_unfinished(redis: Redis, call_sid: str) -> None:
+    with redis.pipeline(transaction=False) as pipe:
+        services().calls.ended_in(pipe, call_sid)
+        pipe.execute()
 
 
 def seed_reference_floor() -> None:

@@ -9,6 +9,7 @@ when the call starts, so a caller can be told it before any database write happe
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -19,11 +20,19 @@ from redis.client import Pipeline
 from ivr.roundtrip import RoundTrip
 
 SEQUENCE_KEY = "hotline:ticket_seq"
+# Calls that started and have not ended, scored by when to look at them (epoch seconds): a call
+# whose final status callback never comes (our server down or deploying at that moment, a
+# number configured without it) would otherwise never become a ticket. The final status takes
+# the call out; the worker's dispatcher settles the rest (`callbacks.tickets.settle_unfinished`).
+UNFINISHED_KEY = "hotline:calls:unfinished"
+# Most calls end well within this; Twilio is asked about the others, again at this interval.
+LOOK_AFTER_S = 15 * 60
 # References start at six digits so every one is read back the same way.
 FIRST_REFERENCE = 100000
 
-# KEYS: call hash, events list, sequence. ARGV: start event JSON, ttl, first reference.
-# Idempotent: a retried /voice/incoming keeps the reference it got the first time.
+# KEYS: call hash, events list, sequence, unfinished calls. ARGV: start event JSON, ttl, first
+# reference, when to look at the call if it has not ended. Idempotent: a retried
+# /voice/incoming keeps the reference it got the first time (and its time to be looked at).
 _START_CALL = """
 local ref = redis.call('HGET', KEYS[1], 'ref')
 if not ref then
@@ -31,6 +40,7 @@ if not ref then
   ref = redis.call('INCR', KEYS[3])
   redis.call('HSET', KEYS[1], 'ref', ref)
   redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -74,8 +84,14 @@ class CallLog:
 
     def start(self, call_sid: str, event: dict) -> int:
         """Record the call's first event and return its ticket reference (one round trip)."""
-        keys = [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY]
-        return int(self._start(keys=keys, args=[json.dumps(event), self.ttl_s, FIRST_REFERENCE]))
+        return int(self._start(keys=self._start_keys(call_sid), args=self._start_args(call_sid, event)))
+
+    def _start_keys(self, call_sid: str) -> list[str]:
+        return [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY, UNFINISHED_KEY]
+
+    def _start_args(self, call_sid: str, event: dict) -> list:
+        # Real time, as the dispatcher reads the set by it (an injected clock may be anywhere).
+        return [json.dumps(event), self.ttl_s, FIRST_REFERENCE, time.time() + LOOK_AFTER_S, call_sid]
 
     def start_with(
         self, call_sid: str, event: dict, also: Callable[[Pipeline], None] | None = None
@@ -84,10 +100,10 @@ class CallLog:
         and their results."""
         if also is None:
             return self.start(call_sid, event), []
-        keys = [call_key(call_sid), events_key(call_sid), SEQUENCE_KEY]
+        keys = self._start_keys(call_sid)
         pipe = self.roundtrip.pipeline()
         # EVAL, not the registered script: a pipeline would first ask SCRIPT EXISTS (a round trip).
-        pipe.eval(_START_CALL, len(keys), *keys, json.dumps(event), self.ttl_s, FIRST_REFERENCE)
+        pipe.eval(_START_CALL, len(keys), *keys, *self._start_args(call_sid, event))
         also(pipe)
         results = self.roundtrip.execute(pipe)
         return int(results[0]), results[1:]
@@ -114,6 +130,11 @@ class CallLog:
         if with_reference and results[-1] is not None:
             return int(results[-1])
         return None
+
+    @staticmethod
+    def ended_in(pipe: Pipeline, call_sid: str) -> None:
+        """Add 'this call has ended' (its final status is logged) to a pipeline."""
+        pipe.zrem(UNFINISHED_KEY, call_sid)
 
     def append_many(self, events_by_call: dict[str, list[dict]]) -> None:
         """Events for several calls in one pipelined round trip (a line moved by the router)."""

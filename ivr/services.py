@@ -69,6 +69,9 @@ class Services:
             sleep=settings["SLEEP"] if settings["SLEEP"] is not None else time.sleep,
         )
 
+    def twilio_configured(self) -> bool:
+        return bool(current_app.config.get("TWILIO_ACCOUNT_SID"))
+
     def twilio(self) -> Client:
         """The Twilio REST client (built on first use; only workers call Twilio)."""
         if self._twilio is None:

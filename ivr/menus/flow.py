@@ -741,6 +741,7 @@ class Flow:
             now_ms = int(self.now.timestamp() * 1000)
             self._ops.append(lambda pipe: self.routing.mark_gone_in(pipe, call.sid))
             self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, True, now_ms))
+            self._ops.append(lambda pipe: self.calls.ended_in(pipe, call.sid))
         self._log(call, [event], sync=call.status in TERMINAL_STATUSES)
 
     # ----- helpers --------------------------------------------------------------------------
