@@ -29,7 +29,9 @@ check-config: install  ## validate config/hotline.yaml (or CONFIG=path)
 	$(PY) -m ivr check $(CONFIG)
 
 call: install  ## try a call: make call KEYS=3,2,1 [AT=2026-11-28T22:00] [FROM=+819012345678] [VERBOSE=1]
-	$(PY) -m ivr call $(if $(KEYS),--keys='$(KEYS)',) $(if $(AT),--at='$(AT)',) $(if $(FROM),--from='$(FROM)',) $(if $(VERBOSE),--verbose,)
+	@# The values reach the command through the environment, not pasted into its line: spoken
+	@# words may hold quotes ("say:I can't log in").
+	$(PY) -m ivr call $(if $(KEYS),--keys="$$KEYS",) $(if $(AT),--at="$$AT",) $(if $(FROM),--from="$$FROM",) $(if $(VERBOSE),--verbose,)
 
 bench: install
 	$(PY) bench/webhooks.py

@@ -43,6 +43,18 @@ return false
 """
 MIN_REDIS = (6, 2, 0)  # LMOVE and BLMOVE
 
+# KEYS: the job's execution registry. ARGV: the prefix of its executions' keys. A worker killed
+# while running the job leaves its execution listed there for 60 s after the execution's own
+# key expired, and RQ's success cleanup then fails on it ("Execution … not found in Redis"):
+# the job did its work and is still counted failed and retried. Drop such dead entries first.
+_DROP_DEAD_EXECUTIONS = """
+local dropped = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then dropped = dropped + redis.call('ZREM', KEYS[1], id) end
+end
+return dropped
+"""
+
 
 class ReliableQueue(Queue):
     @classmethod
@@ -107,5 +119,11 @@ class ReliableWorker(Worker):
         return super().work(*args, **kwargs)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        drop_dead_executions(self.connection, job)
         # Every job came through an intermediate list (RQ assumes so only with one queue).
         super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
+
+def drop_dead_executions(connection: Redis, job: Job) -> int:
+    """Forget executions of `job` whose worker died (their keys expired); returns how many."""
+    return int(connection.eval(_DROP_DEAD_EXECUTIONS, 1, job.execution_registry.key, f"rq:execution:{job.id}:"))

@@ -78,14 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         if app is None:
             return 2
         try:
-            ticket = try_call(app, args.keys, args.caller, args.called, at, shared=shared, verbose=args.verbose)
+            ticket, problems = try_call(
+                app, args.keys, args.caller, args.called, at, shared=shared, verbose=args.verbose
+            )
         except (RedisError, SQLAlchemyError) as exc:
             # The simulator is a caller: a hotline whose Redis or database is down is news, not a bug.
             which = "Redis" if isinstance(exc, RedisError) else "ticket database"
             print(f"the hotline's {which} did not answer ({type(exc).__name__}: {exc}); no call made", file=sys.stderr)
             return 2
     print(json.dumps(ticket, ensure_ascii=False, indent=2))
-    return 0
+    return 1 if problems else 0  # a menu change tried in a pipeline fails it on dead air
 
 
 if __name__ == "__main__":

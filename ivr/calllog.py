@@ -70,8 +70,24 @@ def utc_iso(moment: datetime) -> str:
 
 
 def make_event(kind: str, at: datetime, event_id: str | None = None, **data: object) -> dict:
-    """An event as stored; `event_id` makes a retried webhook's event count once."""
-    return {"id": event_id or uuid.uuid4().hex, "at": at.isoformat(), "kind": kind, **data}
+    """An event as stored. `event_id` makes it count once however often it is logged (the same
+    news from two places); without one, it gets its id as it is appended (`identified`)."""
+    event = {"at": at.isoformat(), "kind": kind, **data}
+    return {"id": event_id, **event} if event_id else event
+
+
+def identified(events: Iterable[dict], retry_token: str | None = None) -> list[dict]:
+    """The events, each with an id. One without gets, when its webhook carried Twilio's
+    I-Twilio-Idempotency-Token, an id made of the token, its place and its kind — Twilio's retry
+    of a webhook carries the same token, so a retried menu input is on the path once — and
+    otherwise a random one."""
+    out = []
+    for place, event in enumerate(events):
+        if "id" not in event:
+            event_id = f"{retry_token}:{place}:{event['kind']}" if retry_token else uuid.uuid4().hex
+            event = {"id": event_id, **event}
+        out.append(event)
+    return out
 
 
 class CallLog:
@@ -91,7 +107,7 @@ class CallLog:
 
     def _start_args(self, call_sid: str, event: dict) -> list:
         # Real time, as the dispatcher reads the set by it (an injected clock may be anywhere).
-        return [json.dumps(event), self.ttl_s, FIRST_REFERENCE, time.time() + LOOK_AFTER_S, call_sid]
+        return [json.dumps(identified([event])[0]), self.ttl_s, FIRST_REFERENCE, time.time() + LOOK_AFTER_S, call_sid]
 
     def start_with(
         self, call_sid: str, event: dict, also: Callable[[Pipeline], None] | None = None
@@ -114,10 +130,12 @@ class CallLog:
         events: Iterable[dict],
         with_reference: bool = False,
         also: Callable[[Pipeline], None] | None = None,
+        retry_token: str | None = None,
     ) -> int | None:
         """Append events, optionally read the reference and add more commands (`also`, e.g.
-        queueing the ticket job), all in one pipelined round trip."""
-        payload = [json.dumps(e) for e in events]
+        queueing the ticket job), all in one pipelined round trip. `retry_token`: the webhook's
+        idempotency token, which names the events that have no id (see `identified`)."""
+        payload = [json.dumps(e) for e in identified(events, retry_token)]
         pipe = self.roundtrip.pipeline()
         if payload:
             # The TTL was set when the call started and is renewed by every ticket sync.
@@ -140,7 +158,7 @@ class CallLog:
         """Events for several calls in one pipelined round trip (a line moved by the router)."""
         with self.redis.pipeline(transaction=False) as pipe:
             for call_sid, events in events_by_call.items():
-                pipe.rpush(events_key(call_sid), *(json.dumps(e) for e in events))
+                pipe.rpush(events_key(call_sid), *(json.dumps(e) for e in identified(events)))
             pipe.execute()
 
     def reference(self, call_sid: str) -> int | None:

@@ -140,8 +140,10 @@ def call_command(keys: str | None, caller: str, called: str, at: str | None) -> 
     from ivr.trycall import parse_at, try_call
 
     # The flask command runs with the app's own environment: a shared Redis.
-    ticket = try_call(current_app._get_current_object(), keys, caller, called, parse_at(at), shared=True)
+    ticket, problems = try_call(current_app._get_current_object(), keys, caller, called, parse_at(at), shared=True)
     click.echo(json.dumps(ticket, ensure_ascii=False, indent=2))
+    if problems:
+        raise SystemExit(1)
 
 
 @hotline.command("agent-token")

@@ -55,6 +55,15 @@ class LocalRedis:
         self.process.wait(timeout=timeout_s)
         self.start_again(timeout_s)
 
+    def crash_and_restart(self, timeout_s: float = 10.0) -> None:
+        """Kill the server with SIGKILL (no SHUTDOWN, nothing flushed on the way out) and start it
+        again: what an acknowledged write left in its AOF is what comes back. Redis writes the
+        AOF before it replies, so with `appendfsync everysec` only a crash of the host, not of
+        the process, can lose the last second."""
+        self.process.kill()
+        self.process.wait(timeout=timeout_s)
+        self.start_again(timeout_s)
+
     def start_again(self, timeout_s: float = 10.0) -> None:
         """After the server exited (a restart, or a test of an outage): the same port and directory."""
         self.process = _spawn(self.args, self.port, Path(self.directory.name), timeout_s)

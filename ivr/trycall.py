@@ -10,7 +10,7 @@ from flask import Flask
 from rq import SimpleWorker
 
 from ivr.services import TICKETS_QUEUE
-from ivr.simulator import CallWalker, Utterance, WalkError
+from ivr.simulator import DTMF, CallWalker, Utterance, WalkError
 from ivr.tickets.migrate import upgrade
 from ivr.tickets.store import ticket_json
 
@@ -37,6 +37,16 @@ def _seconds_answer(text: str) -> str:
     raise click.BadParameter("a number of seconds (e.g. 12), or hangup")
 
 
+def _keys_answer(text: str) -> str:
+    """What the caller does at a menu: a typo is asked again, not pressed as keys."""
+    text = text.strip()
+    if text in ("", "-"):
+        return ""
+    if text == "hangup" or DTMF.match(text) or (text.startswith("say:") and text[4:].strip()):
+        return text
+    raise click.BadParameter("keys (0-9, * or #), Enter for no input, say:<words>, or hangup")
+
+
 def _queue_answer(text: str) -> str:
     text = text.strip()
     if text in ("hangup", "bridged", "queue-full") or (text.startswith("press:") and len(text) > 6):
@@ -52,13 +62,14 @@ def try_call(
     at: datetime | None = None,
     shared: bool = False,
     verbose: bool = True,
-) -> dict | None:
+) -> tuple[dict | None, list[str]]:
     """One simulated call. The hotline's clock follows the call's own timeline (the walker's
     `elapsed_s`: prompts spoken, timeouts, recordings, hold turns) from now, or from `at` (try
     peak hours, a holiday, after hours), so the ticket's times and duration read as a real call's.
     `shared` (the Redis of a running hotline, no `at`): never ahead of the real clock, or the
     call's seat, callback and events would carry times later than real callers' after it.
-    `verbose`: the ticket worker's log too (RQ sets up its own handler at INFO otherwise)."""
+    `verbose`: the ticket worker's log too (RQ sets up its own handler at INFO otherwise).
+    Returns the ticket and what went wrong on the way (dead air, say), for the exit code."""
     from callbacks.tickets import seed_reference_floor
 
     hotline = app.extensions["hotline"]
@@ -88,6 +99,13 @@ def try_call(
         click.echo(f"  [{utterance.language}] {utterance.text}")
 
     def on_input(kind: str) -> str | None:
+        try:
+            return ask(kind)
+        except click.Abort:  # Ctrl-D or Ctrl-C at a prompt: the caller hangs up
+            click.echo("\n  (the caller hangs up)")
+            return "hangup"
+
+    def ask(kind: str) -> str | None:
         if kind == "queue":
             question = "  (in queue) what happens: hangup, bridged, queue-full, or press:<key> at the first offer"
             return "queue:" + click.prompt(question, default="hangup", value_proc=_queue_answer)
@@ -96,7 +114,9 @@ def try_call(
                 "  (recording) seconds to speak, or 'hangup'", default="8", value_proc=_seconds_answer
             )
             return "hangup" if seconds == "hangup" else f"rec:{seconds}"
-        answer = click.prompt("  keys (Enter = no input, 'say:words', 'hangup')", default="", show_default=False)
+        answer = click.prompt(
+            "  keys (Enter = no input, 'say:words', 'hangup')", default="", show_default=False, value_proc=_keys_answer
+        )
         return answer or None
 
     walker = CallWalker(
@@ -131,4 +151,4 @@ def try_call(
         deadline = time.monotonic() + 10
         while not (tickets := hotline.store.find(call_sid=result.call_sid)) and time.monotonic() < deadline:
             time.sleep(0.2)
-    return ticket_json(tickets[0]) if tickets else None
+    return (ticket_json(tickets[0]) if tickets else None), result.problems

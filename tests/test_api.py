@@ -55,6 +55,9 @@ def test_query_by_call_sid_caller_and_since(app, walker, run_jobs, clock):
     # Without a zone: the hotline's (Tokyo) clock, as ops read it.
     naive_tokyo = clock.now.astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None).isoformat()
     assert ids("?since=" + quote(naive_tokyo)) == [second.call_sid]
+    # The offset's '+' pasted into curl unencoded arrives as a space: still the offset meant.
+    assert ids("?since=" + tokyo) == [second.call_sid]
+    assert ids("?since=" + an_hour_before) == [second.call_sid, first.call_sid]
     ticket = client.get(f"/api/tickets?call_sid={second.call_sid}", headers=API).get_json()["tickets"][0]
     by_id = client.get(f"/api/tickets/{ticket['id']}", headers=API)
     assert by_id.status_code == 200 and by_id.get_json() == ticket
@@ -75,6 +78,23 @@ def test_a_mistyped_filter_is_refused_not_ignored(client):
         assert response.status_code == 400
         error = response.get_json()["error"]
         assert error.startswith("unknown parameter(s) ") and known in error, error
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/tickets?call_sid=", "call_sid"),
+        ("/api/tickets?caller=%20", "caller"),
+        ("/api/tickets?since=", "since"),
+        ("/api/callbacks?status=", "status"),
+        ("/api/callbacks?queue=", "queue"),
+    ],
+)
+def test_an_empty_filter_is_refused_not_read_as_any(client, path, name):
+    """`?call_sid=$SID` with SID unset must not answer with the newest tickets of other calls."""
+    response = client.get(path, headers=API)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == f"empty parameter(s) {name}: give a value or leave it out"
 
 
 def test_unknown_ticket_is_404(client):

@@ -341,7 +341,9 @@ def test_a_work_horse_killed_mid_dial_still_calls_back_exactly_once(
 # ----- Redis restarted ----------------------------------------------------------------------
 
 
-def test_a_redis_restart_with_aof_loses_no_pending_callback(make_app, clock, no_unexpected_http):
+@pytest.mark.parametrize("restart", ["shutdown", "sigkill"])
+def test_a_redis_restart_with_aof_loses_no_pending_callback(make_app, clock, no_unexpected_http, restart):
+    """An orderly restart, and a crash of the server (SIGKILL)."""
     server = start_local_redis(appendonly=True)
     try:
         app = make_app(REDIS_URL=server.url, TWILIO_CALLER_ID=HOTLINE_NUMBER, SLEEP=lambda seconds: None)
@@ -378,7 +380,10 @@ def test_a_redis_restart_with_aof_loses_no_pending_callback(make_app, clock, no_
         before = snapshot()
         assert before["line"] == [(member(a.id).encode(), float(a.arrived_ms))]
         run_id = redis.info("server")["run_id"]
-        server.restart()
+        if restart == "shutdown":
+            server.restart()
+        else:
+            server.crash_and_restart()
         assert redis.info("server")["run_id"] != run_id  # a new server, loaded from the AOF
         assert snapshot() == before
 

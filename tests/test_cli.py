@@ -65,10 +65,28 @@ def test_the_worker_waits_for_jobs_on_a_client_of_its_own(make_app):
     assert [q.name for q in worker.queues] == ["routing", "callbacks", "tickets"]
 
 
-def _run(args: list[str], env: dict, timeout: float = 60, command: tuple = ()) -> subprocess.CompletedProcess:
-    """`python -m ivr <args>` (or `command` + args) from the repository's folder, as a newcomer runs it."""
+def _run(
+    args: list[str], env: dict, timeout: float = 60, command: tuple = (), typed: str | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m ivr <args>` (or `command` + args) from the repository's folder, as a newcomer
+    runs it; `typed`: what they type at its prompts (then the end of input, Ctrl-D)."""
     command = command or (sys.executable, "-m", "ivr")
-    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout, input=typed
+    )
+
+
+def test_the_interactive_simulator_asks_again_after_a_typo_and_hangs_up_on_ctrl_d(redis_url, tmp_path):
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    env.pop("PUBLIC_BASE_URL", None)
+    done = _run(["call"], env, typed="3\nfoo\n1\n")  # English, a typo, account; then Ctrl-D
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Error: keys (0-9, * or #), Enter for no input, say:<words>, or hangup" in done.stdout
+    assert "(the caller hangs up)" in done.stdout
+    ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
+    assert [step["node"] for step in ticket["path"]] == ["language", "main", "account"]
+    assert ticket["outcome"] == "hung_up_in_menu"
 
 
 def test_make_run_refuses_a_port_in_use_and_an_invalid_config_with_the_checkers_words(redis_url, tmp_path):
@@ -134,6 +152,11 @@ def test_make_call_passes_spoken_words_whole(tmp_path):
     ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
     assert [step["node"] for step in ticket["path"]] == ["language", "main", "refund"]
     assert ticket["path"][1]["inputs"][-1]["input"] == "speech"
+    # Words with a quote in them (the Makefile once pasted KEYS between single quotes).
+    done = _run(["call", f"PY={sys.executable}", "KEYS=3,say:I can't log in,-"], env, command=make)
+    assert done.returncode == 0, done.stderr
+    ticket = json.loads(done.stdout[done.stdout.index("\n{") :])
+    assert [step["node"] for step in ticket["path"]] == ["language", "main", "account"]
 
 
 def test_agent_tokens_need_only_the_secret():

@@ -8,6 +8,7 @@ import time
 
 from rq import Retry
 from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from ivr.cli import build_worker
 
@@ -83,3 +84,20 @@ def test_taking_a_job_clears_a_stale_stranded_mark_so_maintenance_cannot_fail_it
     _worker(make_app()).clean_registries()
     assert Job.fetch(job.id, connection=redis).get_status() == JobStatus.QUEUED
     assert redis.lrange(routing.intermediate_queue_key, 0, -1) == [job.id.encode()]
+
+
+def test_a_job_rerun_after_its_worker_was_killed_finishes_cleanly(make_app):
+    """A worker killed while running a job leaves the execution listed in the job's execution
+    registry for a minute after the execution itself expired; the rerun's success cleanup must
+    not fail on it (and count a job that did its work as failed, and retry it)."""
+    worker = _worker(make_app())
+    tickets = worker.queues[2]
+    # result_ttl=0 as our jobs have: success deletes the job, and with it its executions.
+    job = tickets.enqueue(JOB, "+819012345678", retry=Retry(max=3), result_ttl=0)
+    redis = worker.connection
+    # What the killed worker left: listed (score: its heartbeat + 60 s ahead), its key gone.
+    redis.zadd(job.execution_registry.key, {"deadbeef" * 4: time.time() + 50})
+    worker.work(burst=True)
+    assert not redis.exists(job.key)  # done and deleted: neither failed nor waiting for a retry
+    assert not FailedJobRegistry(queue=tickets).get_job_ids()
+    assert not ScheduledJobRegistry(queue=tickets).get_job_ids()

@@ -10,7 +10,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from ivr.menus.loader import load_config
 from ivr.services import TICKETS_QUEUE
 from tests.conftest import CLOSED_TIME, OPS_TOKEN, SHIPPED_CONFIG
-from tests.twiml import call_form, parse, signed_post
+from tests.twiml import call_form, parse, queue_caller, signed_post
 
 CONFIG = load_config(SHIPPED_CONFIG)
 API = {"Authorization": f"Bearer {OPS_TOKEN}"}
@@ -374,3 +374,56 @@ def test_each_wait_has_its_own_result_and_a_retried_report_counts_once(client, t
             select(TicketEvent).where(TicketEvent.call_sid == sid, TicketEvent.kind == "queue_result")
         ).all()
         assert [row.data["result"] for row in kept] == ["leave", "redirected", "leave"]
+
+
+def test_a_webhook_twilio_retries_is_on_the_path_once(client, ticket_for):
+    """Twilio retries a webhook that timed out with the same I-Twilio-Idempotency-Token: the
+    retry's input and visit must not show twice (both attempts' TwiML was the same)."""
+    sid = "CA" + "8" * 32
+    signed_post(client, "/voice/incoming", call_form(sid, CallStatus="ringing"))
+    for _ in range(2):
+        signed_post(
+            client,
+            "/voice/language?attempt=1",
+            call_form(sid, Digits="7"),
+            headers={"I-Twilio-Idempotency-Token": "t-1"},
+        )
+    for _ in range(2):
+        signed_post(
+            client,
+            "/voice/language?attempt=2",
+            call_form(sid, Digits="3"),
+            headers={"I-Twilio-Idempotency-Token": "t-2"},
+        )
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="20"))
+    path = ticket_for(sid)["path"]
+    assert [(step["node"], [(i["input"], i["result"]) for i in step["inputs"]]) for step in path] == [
+        ("language", [("7", "invalid_option"), ("3", "choice")]),
+        ("main", []),
+    ]
+
+
+def test_the_same_key_twice_without_a_retry_token_is_two_inputs(client, ticket_for):
+    """Without the header (the other reading: a caller really pressed 7 twice), nothing is merged."""
+    sid = "CA" + "9" * 32
+    signed_post(client, "/voice/incoming", call_form(sid, CallStatus="ringing"))
+    signed_post(
+        client, "/voice/language?attempt=1", call_form(sid, Digits="7"), headers={"I-Twilio-Idempotency-Token": "t-1"}
+    )
+    signed_post(client, "/voice/language?attempt=2", call_form(sid, Digits="7"))
+    signed_post(client, "/voice/language?attempt=3", call_form(sid, Digits="7"))
+    signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="20"))
+    (language,) = [step for step in ticket_for(sid)["path"] if step["node"] == "language"]
+    assert [i["input"] for i in language["inputs"]] == ["7", "7", "7"]
+
+
+def test_a_caller_waiting_in_line_has_an_in_progress_ticket(client, ticket_for):
+    """Ops can look a waiting caller up while they wait, not only after the call."""
+    sid = "CA" + "a1" * 16
+    signed_post(client, "/voice/incoming", call_form(sid, CallStatus="ringing"))
+    signed_post(client, "/voice/language?attempt=1", call_form(sid, Digits="3"))
+    root = queue_caller(client, "/voice/en/node/main/choice?attempt=1", call_form(sid, Digits="0"))
+    assert root.find("Enqueue") is not None
+    ticket = ticket_for(sid)
+    assert (ticket["outcome"], ticket["ended_at"], ticket["branch"]) == ("in_progress", None, "agent")
+    assert ticket["queue"]["queue"] == "general"

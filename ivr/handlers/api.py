@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from datetime import UTC, datetime
 
 import phonenumbers
@@ -83,6 +84,10 @@ def _only_args(*known: str) -> None:
     unknown = sorted(set(request.args) - set(known))
     if unknown:
         abort(400, description=f"unknown parameter(s) {', '.join(unknown)}; this endpoint takes {', '.join(known)}")
+    # Nor one left empty (`?call_sid=$SID` with SID unset): leave it out to mean "any".
+    empty = sorted(name for name in request.args if not request.args[name].strip())
+    if empty:
+        abort(400, description=f"empty parameter(s) {', '.join(empty)}: give a value or leave it out")
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -108,14 +113,19 @@ def _caller_arg() -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+_UNENCODED_PLUS = re.compile(r"(?<=\d) (\d\d(?::?\d\d)?)$")
+
+
 def _since_arg() -> datetime | None:
     raw = request.args.get("since")
     if not raw:
         return None
+    # A '+' left unencoded in a query string arrives as a space: "…T09:00:00 09:00" meant +09:00.
+    raw = _UNENCODED_PLUS.sub(r"+\1", raw.strip())
     try:
         since = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        abort(400, description="since must be an ISO 8601 time, e.g. 2026-11-22T09:00:00+09:00")
+        abort(400, description="since must be an ISO 8601 time, e.g. 2026-11-22T09:00:00%2B09:00 (+ encoded as %2B)")
     # Without a zone, the hotline's own: ops read the hotline's clock (as the simulator's --at).
     return since if since.tzinfo else since.replace(tzinfo=services().config.current().hours.zone)
 

@@ -106,6 +106,7 @@ def flow() -> Flow:
         hotline.routing,
         hotline.callbacks,
         hotline.schedule_callback,
+        request.headers.get("I-Twilio-Idempotency-Token"),
     )
 
 

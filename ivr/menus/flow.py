@@ -89,8 +89,11 @@ class Flow:
         routing: RoutingState,
         callback_book: CallbackBook | None = None,
         schedule_callback: Schedule | None = None,
+        retry_token: str | None = None,
     ):
         self.callback_book = callback_book
+        # Twilio's I-Twilio-Idempotency-Token of this webhook: a retry of it logs nothing twice.
+        self.retry_token = retry_token
         self.schedule_callback = schedule_callback
         self.plan = plan
         self.config = plan.config
@@ -377,6 +380,8 @@ class Flow:
         """Into the queue; `arrived_ms` keeps an earlier place (a caller back from the callback
         offer, a callback's customer)."""
         events.append(make_event("enqueued", self.now, node=node_id, queue=queue))
+        # A wait may be long: ops see the caller's ticket (in progress) while it lasts.
+        self._ops.append(self._sync_in(call.sid))
         # Our own line (Twilio's queue is FIFO only): ordered by arrival, served by routing.
         arrived_ms = arrived_ms or int(self.now.timestamp() * 1000)
         seat = Seat(call.sid, queue, lang_id, arrived_ms, node_id, self.plan.branches.get(node_id, "other"))
@@ -775,7 +780,7 @@ class Flow:
                 op(pipe)
 
         try:
-            self.calls.append(call.sid, events, also=also)
+            self.calls.append(call.sid, events, also=also, retry_token=self.retry_token)
         except RedisError:
             # The caller must still be answered; the ticket will miss these steps.
             log.warning("call %s: Redis unavailable, %d ticket event(s) not logged", call.sid, len(events))
