@@ -11,10 +11,16 @@ import re
 _NUMBERISH = re.compile(r"(?<![\w.:/+-])(?!\d{4}-\d\d-\d\d)\+?\d[\d -]{5,}\d(?![\w:/]|\.\d)")
 
 
+# What Twilio sends as From for a withheld caller ID: no one's number, and worth reading in a log.
+WITHHELD = frozenset({"anonymous", "restricted", "unknown", "private", "unavailable", "blocked"})
+
+
 def mask_number(number: str | None) -> str:
     """'+819012345678' -> '+81******5678'. Keeps enough to tell calls apart in a log."""
     if not number:
         return "-"
+    if number.lower() in WITHHELD:
+        return number
     digits = re.sub(r"\D", "", number)
     if len(digits) < 5:
         return "*" * len(number)

@@ -97,6 +97,16 @@ def test_an_empty_filter_is_refused_not_read_as_any(client, path, name):
     assert response.get_json()["error"] == f"empty parameter(s) {name}: give a value or leave it out"
 
 
+def test_a_filter_given_twice_is_refused_not_read_as_its_first_value(client):
+    for path, name in (
+        ("/api/callbacks?status=done&status=failed", "status"),
+        ("/api/tickets?caller=1&caller=2", "caller"),
+    ):
+        response = client.get(path, headers=API)
+        assert response.status_code == 400
+        assert response.get_json()["error"] == f"parameter(s) {name} given more than once: one value each"
+
+
 def test_unknown_ticket_is_404(client):
     response = client.get("/api/tickets/999999", headers=API)
     assert response.status_code == 404 and "999999" in response.get_json()["error"]

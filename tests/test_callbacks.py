@@ -242,6 +242,9 @@ def test_another_number_is_normalised_read_back_and_invalid_ones_refused(app, cl
     # A premium-rate number (0570 navi dial) is not a number we call back.
     root = step(client, "/voice/en/callback/entry/answer?attempt=1", 2, Digits="0570012345")
     assert texts(root) == [PROMPTS.callback_invalid_number["en"], PROMPTS.callback_enter_number["en"]]
+    # The hotline's own number (the one dialled, +815012345678): a callback would ring our menus.
+    root = step(client, "/voice/en/callback/entry/answer?attempt=2", 2, Digits="05012345678")
+    assert texts(root) == [PROMPTS.callback_invalid_number["en"], PROMPTS.callback_enter_number["en"]]
     root = step(client, "/voice/en/callback/entry/answer?attempt=2", 2, Digits="08055501234")
     assert texts(root) == [PROMPTS.callback_readback["en"].format(digits="0 8 0, 5 5 5 0, 1 2 3 4")]
     assert root.find("Gather").get("action") == "/voice/en/callback/readback/answer?attempt=1"
@@ -258,7 +261,7 @@ def test_another_number_is_normalised_read_back_and_invalid_ones_refused(app, cl
     signed_post(client, "/voice/status", call_form(sid(2), CallStatus="completed"))
     ticket = ticket_for(sid(2))
     entries = [i for p in ticket["path"] if p["node"] == "callback_entry" for i in p["inputs"]]
-    assert [i["input"] for i in entries] == ["[redacted]", "[redacted]"]  # never the digits
+    assert [i["input"] for i in entries] == ["[redacted]"] * 3  # never the digits
     assert ticket["callback"]["number"] == "+818055501234"
 
 
@@ -317,6 +320,24 @@ def test_a_waiting_caller_takes_the_offer_and_keeps_their_place(app, client, clo
     assert callback.arrived_ms == arrived  # the original arrival, not the time of the request
     # Everyone behind counts the callback: caller 3 is still third.
     assert hotline.routing.position(sid(3), "payment", "en") == 3
+
+
+def test_a_waiting_caller_who_leaves_for_the_offer_and_hangs_up_giving_a_number_abandoned(
+    client, clock, hotline, ticket_for
+):
+    """Out of the line for the callback offer, gone before booking one: an abandoned call (the
+    waiting-time figures count it), not one that hung up in a menu."""
+    queue_caller(client, TRANSFER, call_form(sid(5), Digits="0"))
+    clock.advance(300)
+    signed_post(client, "/voice/en/hold/payment", call_form(sid(5)))
+    assert verbs(parse(signed_post(client, "/voice/en/hold/payment/key", call_form(sid(5), Digits="2")))) == ["Leave"]
+    leave = call_form(sid(5), QueueResult="leave", QueueTime="300")
+    parse(signed_post(client, "/voice/en/node/agent_payment/queued", leave))
+    step(client, "/voice/en/callback/number/answer?attempt=1", 5, Digits="2")  # another number...
+    signed_post(client, "/voice/status", call_form(sid(5), CallStatus="completed", CallDuration="330"))
+    ticket = ticket_for(sid(5))
+    assert (ticket["outcome"], ticket["queue"]["result"]) == ("abandoned", "leave")
+    assert hotline.routing.seat(sid(5)) is None and hotline.callbacks.open_for("+819012345678") is None
 
 
 def test_wrong_keys_at_the_offer_before_queuing_count_and_finally_queue_the_caller(client, hotline):
@@ -1114,14 +1135,25 @@ def test_the_agent_hears_the_reference_the_customer_was_given(app, client, clock
     assert f"ticket {' '.join(str(callback.reference))}." in texts(root)[0]
 
 
-def test_asking_again_while_a_retry_waits_puts_it_back_in_line_now(app, client, clock, hotline, no_unexpected_http):
+def test_asking_again_while_a_retry_waits_puts_it_back_in_line_now(
+    app, client, clock, hotline, no_unexpected_http, ticket_for
+):
     callback = book_and_dial(app, client, clock, hotline, no_unexpected_http)
     signed_post(client, f"/voice/callback/{callback.id}/1/status", call_form(out_sid(1), CallStatus="no-answer"))
     hotline.routing.set_agent_status("a103", "away", now_ms(clock))
     assert hotline.callbacks.get(callback.id).status == "scheduled"
+    clock.advance(60)
     root = book_with_caller_id(client, 2)
     assert "you are number 1" in texts(root)[0]
     assert hotline.callbacks.get(callback.id).status == "pending"
+    # Both asking calls' tickets tell the same story: the try made before the second asked too.
+    for n in (1, 2):
+        signed_post(client, "/voice/status", call_form(sid(n), CallStatus="completed"))
+    blocks = [ticket_for(sid(n))["callback"] for n in (1, 2)]
+    assert [[(a["n"], a["result"], a["call_sid"]) for a in b["attempts"]] for b in blocks] == [
+        [(1, "no-answer", out_sid(1))]
+    ] * 2
+    assert [b["status"] for b in blocks] == ["pending", "pending"]
 
 
 def test_cancelling_a_callback_that_is_being_dialled_says_so(app, client, clock, hotline, no_unexpected_http):

@@ -4,7 +4,7 @@ how the next opening is said in each language."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -170,3 +170,11 @@ def test_back_from_a_menus_agent_transfer_on_the_closed_line_returns_to_that_men
     account = CONFIG.menu.nodes["account"].prompt["en"]
     assert [u.text for u in result.said].count(account) == 2
     assert result.said[-1].text == account
+
+
+def test_the_callback_whisper_of_a_booking_made_seconds_ago_says_one_minute():
+    now = tokyo(2026, 11, 24, 10, 0)
+    booked = now - timedelta(seconds=20)  # dialled at once: an agent was free
+    root = ET.fromstring(str(render.callback_whisper(CONFIG, "en", "payment", "en", ms(booked), ms(now), 42, "/a")))
+    [say] = says(root.find("Gather"))
+    assert say.text.startswith("Callback: payment request in English, booked 1 minute ago, ticket 4 2.")

@@ -73,6 +73,17 @@ def test_logs_never_contain_full_phone_numbers_or_digits(walker, run_jobs, caplo
     assert "+81******4321" in logged  # masked, so calls can still be told apart
 
 
+def test_a_withheld_caller_id_reads_as_such_in_a_log_and_an_identity_does_not():
+    from ivr.privacy import mask_number
+
+    assert [mask_number(x) for x in ("anonymous", "Restricted", "client:alice", "+819012345678")] == [
+        "anonymous",
+        "Restricted",
+        "************",
+        "+81******5678",
+    ]
+
+
 def test_a_recording_made_while_redis_is_down_is_confirmed_and_its_sid_logged(make_app, caplog):
     app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     form = call_form(

@@ -381,20 +381,10 @@ def test_a_webhook_twilio_retries_is_on_the_path_once(client, ticket_for):
     retry's input and visit must not show twice (both attempts' TwiML was the same)."""
     sid = "CA" + "8" * 32
     signed_post(client, "/voice/incoming", call_form(sid, CallStatus="ringing"))
-    for _ in range(2):
-        signed_post(
-            client,
-            "/voice/language?attempt=1",
-            call_form(sid, Digits="7"),
-            headers={"I-Twilio-Idempotency-Token": "t-1"},
-        )
-    for _ in range(2):
-        signed_post(
-            client,
-            "/voice/language?attempt=2",
-            call_form(sid, Digits="3"),
-            headers={"I-Twilio-Idempotency-Token": "t-2"},
-        )
+    for attempt, key in ((1, "7"), (2, "3")):
+        for _ in range(2):  # the webhook and Twilio's retry of it
+            retry = {"I-Twilio-Idempotency-Token": f"t-{attempt}"}
+            signed_post(client, f"/voice/language?attempt={attempt}", call_form(sid, Digits=key), headers=retry)
     signed_post(client, "/voice/status", call_form(sid, CallStatus="completed", CallDuration="20"))
     path = ticket_for(sid)["path"]
     assert [(step["node"], [(i["input"], i["result"]) for i in step["inputs"]]) for step in path] == [

@@ -84,6 +84,10 @@ def _only_args(*known: str) -> None:
     unknown = sorted(set(request.args) - set(known))
     if unknown:
         abort(400, description=f"unknown parameter(s) {', '.join(unknown)}; this endpoint takes {', '.join(known)}")
+    # Nor one given twice (`?status=done&status=failed`): one value each, not the first quietly.
+    twice = sorted(name for name in request.args if len(request.args.getlist(name)) > 1)
+    if twice:
+        abort(400, description=f"parameter(s) {', '.join(twice)} given more than once: one value each")
     # Nor one left empty (`?call_sid=$SID` with SID unset): leave it out to mean "any".
     empty = sorted(name for name in request.args if not request.args[name].strip())
     if empty:

@@ -23,7 +23,7 @@ from ivr.menus import render
 from ivr.menus.flow import shown_keys
 from ivr.menus.model import TransferNode
 from ivr.phone import callback_number, last_digits, spoken_number
-from ivr.queues.callback_desk import note_callback
+from ivr.queues.callback_desk import note_callback, past_attempt_events
 from ivr.queues.callbacks import OPEN, Callback, CallbackBook, member
 from ivr.queues.estimator import may_run_past
 from ivr.queues.live import estimate_for
@@ -114,7 +114,7 @@ class CallbackFlow:
             return self.flow._recover(call, lang_id, "callback step without a draft")
         digits = call.digits or ""
         if step == "number":
-            caller = callback_number(call.caller, self.policy.country)
+            caller = self._callable(call.caller, call)
             if digits == "1" and caller:
                 return self._book(call, lang_id, draft, caller, [self._input("callback_number", "1", "caller_id")])
             if digits == "2":
@@ -123,7 +123,7 @@ class CallbackFlow:
         if step == "entry":
             if not digits:  # just the pound key: nothing entered, not a wrong number
                 return self._again(call, lang_id, step, attempt, "no_input", "-")
-            number = callback_number(digits, self.policy.country)
+            number = self._callable(digits, call)
             if number is None:
                 return self._again(call, lang_id, step, attempt, "callback_invalid_number", "[redacted]")
             self.book.save_draft(call.sid, {**draft, "number": number})
@@ -158,8 +158,16 @@ class CallbackFlow:
             return self._entry_step(call, lang_id, 1, preamble, [event])
         return self._readback_step(call, lang_id, number, attempt + 1, [event], preamble)
 
+    def _callable(self, raw: str | None, call: Call) -> str | None:
+        """The E.164 number to call back, or None: `callback_number`, and never the hotline's
+        own number, the one this caller dialled (a callback to it would ring our own menus)."""
+        number = callback_number(raw, self.policy.country)
+        if number is not None and number == callback_number(call.called, self.policy.country):
+            return None
+        return number
+
     def _number_step(self, call: Call, lang_id: str, attempt: int, preamble: list[str], events: list[dict]):
-        caller = callback_number(call.caller, self.policy.country)
+        caller = self._callable(call.caller, call)
         if caller is None:  # withheld or not a number we can call: straight to typing one
             return self._entry_step(call, lang_id, attempt, preamble, events)
         self.flow._log(call, events)
@@ -235,6 +243,9 @@ class CallbackFlow:
             # Asked again, with the line open, while a retry waits: back in its place now.
             callback = self.desk_seat(callback)
         self.book.drop_draft(call.sid)
+        if not created:
+            # Asked again: this call's ticket shows the tries made before it asked, too.
+            events.extend(past_attempt_events(callback))
         position = self.book.position(callback) if callback.status == "pending" else None
         events.append(
             make_event(

@@ -371,7 +371,8 @@ def callback_whisper(
 ) -> VoiceResponse:
     """The whisper before a callback: how long ago it was booked, or, past an hour, when (the
     day and time in the hotline's zone, as openings are told)."""
-    wait_min = round((now_ms - requested_ms) / 60000)
+    # At least 1: "booked 0 minutes ago" tells an agent nothing a minute would not.
+    wait_min = max(1, round((now_ms - requested_ms) / 60000))
     if wait_min < BOOKED_AT_AFTER_MIN:
         template, booked_at = config.prompts.callback_whisper, ""
     else:

@@ -51,6 +51,26 @@ def _utc(iso: str | None) -> str | None:
     return utc_iso(datetime.fromisoformat(iso)) if iso else None
 
 
+def past_attempt_events(callback: Callback) -> list[dict]:
+    """The callback's finished attempts as the events their ends noted on the tickets of the
+    calls that had asked for it by then: for a call that asks for it again, so its ticket tells
+    the callback's whole story too (same ids: noted twice, they count once)."""
+    return [
+        make_event(
+            "callback_attempt",
+            datetime.fromisoformat(attempt.get("ended_at") or attempt["at"]),
+            event_id=f"cb-{callback.id}-attempt-{attempt['n']}",
+            n=attempt["n"],
+            result=attempt["result"],
+            agent=attempt.get("agent") or None,
+            call_sid=attempt.get("call_sid"),
+            started_at=_utc(attempt.get("at")),
+        )
+        for attempt in callback.attempts
+        if attempt.get("result")
+    ]
+
+
 class CallbackDesk:
     def __init__(
         self,

@@ -201,10 +201,11 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
     )
     if by_kind.get("callback_requested") or kept:
         return "callback"  # booked one, or phoned about the pending one and kept it
-    if by_kind.get("enqueued") and (not results or results[-1] in ("hangup", "redirected")):
+    if by_kind.get("enqueued") and (not results or results[-1] in ("hangup", "redirected", "leave")):
         # Queued, never answered, and the last wait ended with the caller gone (the Enqueue
         # action may still come: resynced) — also after leaving the line once and coming back
-        # (a callback offer taken, no number given).
+        # (a callback offer taken, no number given), or hanging up after leaving it for the
+        # callback offer without booking one (`leave`: still giving the number, say).
         return "abandoned"
     if any(e.get("before_queue") for e in by_kind.get("wait_estimate", [])) and not by_kind.get("enqueued"):
         # Asked for an agent, heard the wait, hung up before joining: a caller who gave up on
