@@ -413,16 +413,23 @@ def test_a_caller_with_a_pending_callback_may_keep_or_cancel_it(app, client, hot
     assert kept["outcome"] == "callback" and kept["language"] == "en"  # the call was about its callback
     assert kept["callback"] == {"id": callback.id, "role": "pending_noticed", "answer": "kept"}
 
-    step(client, "/voice/incoming", 6)
-    root = step(client, f"/voice/en/callback/pending/{callback.id}", 6, Digits="2")
-    assert texts(root)[0] == PROMPTS.callback_cancelled["en"]
-    # On to the menus; greeted in English already, so choosing English does not greet again.
+    # Another key than keep or cancel: maybe not their language, so the language choice;
+    # greeted in English already, so choosing English does not greet again.
+    step(client, "/voice/incoming", 8)
+    root = step(client, f"/voice/en/callback/pending/{callback.id}", 8, Digits="5")
     assert root.find("Gather").get("action") == "/voice/en/language?attempt=1"
-    root = step(client, "/voice/en/language/silence?attempt=1", 6)
+    root = step(client, "/voice/en/language/silence?attempt=1", 8)
     assert root.find("Gather").get("action") == "/voice/en/language?attempt=2"
-    root = step(client, "/voice/en/language?attempt=2", 6, Digits="3")
+    root = step(client, "/voice/en/language?attempt=2", 8, Digits="3")
     assert PROMPTS.greeting["en"] not in texts(root)
     assert texts(root)[0] == CONFIG.menu.nodes[CONFIG.menu.root].prompt["en"]
+    assert hotline.callbacks.get(callback.id).status == "pending"
+
+    step(client, "/voice/incoming", 6)
+    root = step(client, f"/voice/en/callback/pending/{callback.id}", 6, Digits="2")
+    # Answered in English: on to the English main menu, no language choice again.
+    assert texts(root) == [PROMPTS.callback_cancelled["en"], CONFIG.menu.nodes[CONFIG.menu.root].prompt["en"]]
+    assert root.find("Gather").get("action") == f"/voice/en/node/{CONFIG.menu.root}/choice?attempt=1"
     assert hotline.callbacks.get(callback.id).status == "cancelled"
     assert hotline.redis.zcard(waiting_key("payment", "en")) == 0
     # With nothing pending, the next call starts as usual.
@@ -1346,7 +1353,8 @@ def test_keeping_a_callback_that_ended_while_the_caller_listened_says_it_is_over
     for digits in ("1", "2"):
         root = step(client, f"/voice/en/callback/pending/{callback.id}", 5, Digits=digits)
         assert texts(root)[0] == PROMPTS.callback_over["en"], digits
-        assert root.find("Gather").get("action") == "/voice/en/language?attempt=1"  # on to the menus (greeted)
+        # On to the main menu in the language they answered in.
+        assert root.find("Gather").get("action") == f"/voice/en/node/{CONFIG.menu.root}/choice?attempt=1"
 
 
 @pytest.mark.parametrize("after_closing", [False, True])

@@ -344,7 +344,7 @@ class CallbackFlow:
             current = self.book.get(callback_id)
             if current is None or current.status not in OPEN:
                 self.flow._log(call, [self._input("callback_pending", "1", "already_over")])
-                return self.flow.start_menu(call, [prompts.callback_over[lang_id]], lang_id)
+                return self.flow.main_menu(call, [prompts.callback_over[lang_id]], lang_id)
             self.flow._log(call, [self._input("callback_pending", "1", "kept")])
             hours = self.plan.hours
             when = None
@@ -364,9 +364,12 @@ class CallbackFlow:
                 return render.speak_and_hang_up(self.config, lang_id, [prompts.callback_kept[lang_id]])
             if result != "cancelled":  # over already (failed, done, cancelled by ops) or unknown
                 self.flow._log(call, [self._input("callback_pending", "2", "already_over")])
-                return self.flow.start_menu(call, [prompts.callback_over[lang_id]], lang_id)
+                return self.flow.main_menu(call, [prompts.callback_over[lang_id]], lang_id)
             self.flow._log(call, [self._input("callback_pending", "2", "cancelled")])
-            return self.flow.start_menu(call, [prompts.callback_cancelled[lang_id]], lang_id)
+            # They answered in this language: on to its main menu, not the language choice.
+            return self.flow.main_menu(call, [prompts.callback_cancelled[lang_id]], lang_id)
+        # Any other key: maybe not their language (a family member on the same phone), so the
+        # language choice, as for any caller.
         return self.flow.start_menu(call, [], lang_id)
 
     # ----- helpers ----------------------------------------------------------------------

@@ -159,6 +159,12 @@ class Flow:
             ("language", 1, greeting), lambda: render.language_menu(self.config, self.urls, 1, [(greeting, lang)])
         )
 
+    def main_menu(self, call: Call, preamble: list[str], lang_id: str) -> VoiceResponse:
+        """The main menu in lang_id, after `preamble`: for a caller who has shown they follow
+        that language (they answered a question asked in it)."""
+        lang_id, _ = self.plan.language(lang_id)
+        return self._enter(call, lang_id, self.config.menu.root, preamble)
+
     def start_menu(self, call: Call, preamble: list[str], lang_id: str) -> VoiceResponse:
         """The language menu (or the main menu with one language), after `preamble` in lang_id."""
         lang_id, lang = self.plan.language(lang_id)
