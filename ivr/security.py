@@ -98,6 +98,10 @@ def require_twilio_call() -> None:
     if not signature.isascii():  # base64 is ASCII; compare_digest would raise on anything else
         abort(403, description="X-Twilio-Signature is not a signature")
     form = req.form
+    if not req.headers.get("Content-Length") and getattr(req.stream, "is_exhausted", False):
+        # A body without Content-Length (chunked) is cut at the limit and what was read is
+        # parsed: a stream read to its limit was longer than a webhook is.
+        abort(413, description=f"request body over {limit} bytes is not a Twilio webhook")
     if not _signature_matches(_validator(config["TWILIO_AUTH_TOKEN"]), req, config, form, signature):
         abort(403, description="X-Twilio-Signature does not match this request")
     if not CALL_SID.match(form.get("CallSid", "")):
