@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC
+from datetime import datetime, timedelta
 
 from redis import Redis
 from redis.client import Pipeline
@@ -52,7 +52,10 @@ local calls = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 
 for _, sid in ipairs(calls) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], sid) end
 return calls
 """
-SETTLE_RETRY = Retry(max=5, interval=[30, 60, 120, 300, 600])
+# Every retry within LOOK_AFTER_S (7.5 min in all), so the next look never overlaps a chain.
+SETTLE_RETRY = Retry(max=3, interval=[30, 120, 300])
+# Twilio ends every call within 24 hours: past this a call still without an end is not asked about.
+GIVE_UP_AFTER_S = 26 * 3600
 
 
 def mark_due(pipeline: Pipeline, call_sid: str) -> None:
@@ -96,40 +99,47 @@ def dispatch_unfinished(redis: Redis, queue: Queue, now: float | None = None, ba
 
 
 def settle_unfinished(call_sid: str) -> str:
-    """A call with no final status long after it started: ask Twilio how it stands. Ended, its
-    end goes on the ticket as if the status callback had come; still live, its ticket so far is
-    written and it is looked at again later; unknown to Twilio (a simulated call, another
-    account) or with no REST credentials, the ticket is written as it stands. Twilio errors
-    propagate: RQ retries them."""
+    """A call with no final status long after it started: ask Twilio how it stands. Its ticket
+    so far is written first, whatever Twilio answers. Ended, its end goes on the ticket as if the
+    status callback had come; still live, it is looked at again later; unknown to Twilio (a
+    simulated call, another account), refused for good (credentials, a closed account), without
+    REST credentials or still without an end a day on, the ticket stays as it stands and the call
+    is looked at no more. Other Twilio errors (5xx, rate limits, the network) propagate: RQ
+    retries them, and the call is looked at again anyway."""
     hotline = services()
     calls = hotline.calls
     events = calls.events(call_sid)
     if any(e["kind"] == "status" and e.get("status") in TERMINAL_STATUSES for e in events):
         _forget_unfinished(hotline.redis, call_sid)  # it ended meanwhile; its own sync ran
         return "ended"
+    if not events:  # its story is gone (expired, or a Redis that lost its data): nothing to write
+        _forget_unfinished(hotline.redis, call_sid)
+        return "gone"
+    sync_ticket(call_sid)
     if not hotline.twilio_configured():
-        return _write_as_it_stands(call_sid, "no Twilio credentials to ask")
+        return _as_it_stands(call_sid, "no Twilio credentials to ask")
+    started = min(datetime.fromisoformat(e["at"]) for e in events)
+    if (hotline.clock() - started).total_seconds() > GIVE_UP_AFTER_S:
+        return _as_it_stands(call_sid, "still no end a day after it started")
     try:
         found = hotline.twilio().calls(call_sid).fetch()
     except TwilioRestException as exc:
         if exc.status == 404:
-            return _write_as_it_stands(call_sid, "unknown to Twilio")
+            return _as_it_stands(call_sid, "unknown to Twilio")
+        if exc.status and 400 <= exc.status < 500 and exc.status != 429:
+            # Asking again will not help (our credentials, our account): say so, loudly, once.
+            log.error("call %s: Twilio refused the look-up of its end (%s, %s)", call_sid, exc.status, exc.code)
+            return _as_it_stands(call_sid, f"Twilio answered {exc.status}")
         raise
     if found.status not in TERMINAL_STATUSES:
-        sync_ticket(call_sid)  # a long call: its ticket shows it in progress meanwhile
-        return "live"
-    ended_at = found.end_time or hotline.clock()
-    if ended_at.tzinfo is None:
-        ended_at = ended_at.replace(tzinfo=UTC)
-    outbound = (found.direction or "").startswith("outbound")
+        return "live"  # a long call: its ticket shows it in progress meanwhile
     event = make_event(
         "status",
-        ended_at,
+        _ended_at(found, max(datetime.fromisoformat(e["at"]) for e in events)),
         event_id=f"status-{found.status}-rest",
         status=found.status,
         duration_s=whole_seconds(found.duration) if found.duration else None,
-        caller=(found.to if outbound else found._from) or None,
-        called=(found._from if outbound else found.to) or None,
+        **_numbers(found),
         via="twilio_rest",  # the story says where the end came from
     )
     now_ms = int(hotline.clock().timestamp() * 1000)
@@ -146,9 +156,26 @@ def settle_unfinished(call_sid: str) -> str:
     return found.status
 
 
-def _write_as_it_stands(call_sid: str, why: str) -> str:
+def _ended_at(found, last_event_at: datetime) -> datetime:  # noqa: ANN001 - a Twilio CallInstance
+    """When the call ended: Twilio's end time; without one (Twilio leaves it empty for a call
+    that did not complete), its start plus its duration; else the call's last event."""
+    if found.end_time:
+        return found.end_time
+    if found.start_time and found.duration:
+        return found.start_time + timedelta(seconds=whole_seconds(found.duration))
+    return last_event_at
+
+
+def _numbers(found) -> dict:  # noqa: ANN001 - a Twilio CallInstance
+    """The numbers as tickets see them: for a call we placed (a callback), the customer is `to`."""
+    outbound = (found.direction or "").startswith("outbound")
+    caller, called = (found.to, found._from) if outbound else (found._from, found.to)
+    return {"caller": caller or None, "called": called or None}
+
+
+def _as_it_stands(call_sid: str, why: str) -> str:
+    """The ticket (written already) stays as it is; the call is looked at no more."""
     hotline = services()
-    sync_ticket(call_sid)
     _forget_unfinished(hotline.redis, call_sid)
     log.info("call %s: no final status came (%s); ticket written as it stands", call_sid, why)
     return "as it stands"

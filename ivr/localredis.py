@@ -58,8 +58,8 @@ class LocalRedis:
     def crash_and_restart(self, timeout_s: float = 10.0) -> None:
         """Kill the server with SIGKILL (no SHUTDOWN, nothing flushed on the way out) and start it
         again: what an acknowledged write left in its AOF is what comes back. Redis writes the
-        AOF before it replies, so with `appendfsync everysec` only a crash of the host, not of
-        the process, can lose the last second."""
+        AOF before it replies (with `appendfsync everysec`, unless a slow fsync holds it back),
+        so a crash of the process loses nothing acknowledged; one of the host may lose a second."""
         self.process.kill()
         self.process.wait(timeout=timeout_s)
         self.start_again(timeout_s)

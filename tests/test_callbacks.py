@@ -265,6 +265,18 @@ def test_another_number_is_normalised_read_back_and_invalid_ones_refused(app, cl
     assert ticket["callback"]["number"] == "+818055501234"
 
 
+def test_the_number_our_callbacks_come_from_is_not_a_callback_number(client):
+    """A second hotline number (To) forwarding here: TWILIO_CALLER_ID, the number callbacks are
+    dialled from, is still ours, and so is the number dialled."""
+    other_line = "+81355550000"
+    step(client, TRANSFER, 7, Digits="0", To=other_line)
+    step(client, OFFER_CHOICE, 7, Digits="2", To=other_line)
+    step(client, "/voice/en/callback/number/answer?attempt=1", 7, Digits="2", To=other_line)
+    for attempt, ours in enumerate(("05012345678", "0355550000"), start=1):
+        root = step(client, f"/voice/en/callback/entry/answer?attempt={attempt}", 7, Digits=ours, To=other_line)
+        assert texts(root) == [PROMPTS.callback_invalid_number["en"], PROMPTS.callback_enter_number["en"]], ours
+
+
 def test_a_withheld_caller_id_goes_straight_to_entering_a_number(client):
     step(client, TRANSFER, 3, Digits="0", From="anonymous")
     root = step(client, OFFER_CHOICE, 3, Digits="2", From="anonymous")
@@ -338,6 +350,27 @@ def test_a_waiting_caller_who_leaves_for_the_offer_and_hangs_up_giving_a_number_
     ticket = ticket_for(sid(5))
     assert (ticket["outcome"], ticket["queue"]["result"]) == ("abandoned", "leave")
     assert hotline.routing.seat(sid(5)) is None and hotline.callbacks.open_for("+819012345678") is None
+
+
+def test_a_caller_out_of_the_line_who_goes_on_in_the_menus_is_not_abandoned(client, clock, hotline, ticket_for):
+    """Left the line for the offer, but the booking was lost (its draft gone: a Redis blip) and
+    they went on to the main menu and got their answer there: self-service, not abandoned."""
+    from ivr.queues.callbacks import draft_key
+
+    queue_caller(client, TRANSFER, call_form(sid(6), Digits="0"))
+    clock.advance(300)
+    signed_post(client, "/voice/en/hold/payment", call_form(sid(6)))
+    signed_post(client, "/voice/en/hold/payment/key", call_form(sid(6), Digits="2"))
+    hotline.redis.delete(draft_key(sid(6)))
+    clock.advance(1)
+    root = parse(signed_post(client, "/voice/en/node/agent_payment/queued", call_form(sid(6), QueueResult="leave")))
+    assert root.find("Gather").get("action") == f"/voice/en/node/{CONFIG.menu.root}/choice?attempt=1"
+    clock.advance(5)
+    step(client, f"/voice/en/node/{CONFIG.menu.root}/choice?attempt=1", 6, Digits="3")  # refunds
+    clock.advance(5)
+    step(client, "/voice/en/node/refund/choice?attempt=1", 6, Digits="2")  # refund status: an answer
+    signed_post(client, "/voice/status", call_form(sid(6), CallStatus="completed", CallDuration="330"))
+    assert ticket_for(sid(6))["outcome"] == "self_service"
 
 
 def test_wrong_keys_at_the_offer_before_queuing_count_and_finally_queue_the_caller(client, hotline):

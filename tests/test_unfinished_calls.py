@@ -5,7 +5,7 @@ Twilio about calls started LOOK_AFTER_S ago that have not ended, and writes what
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import urlsplit
 
@@ -30,7 +30,12 @@ def call_url(call_sid: str) -> str:
     return f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call_sid}.json"
 
 
-def twilio_call(call_sid: str, status: str, ended: datetime | None = None, duration: str | None = None) -> dict:
+STARTED = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+
+
+def twilio_call(
+    call_sid: str, status: str, ended: datetime | None = None, duration: str | None = None, **extra: str
+) -> dict:
     """A call resource as Twilio's REST API returns it (the fields the settle job reads)."""
     return {
         "sid": call_sid,
@@ -39,9 +44,10 @@ def twilio_call(call_sid: str, status: str, ended: datetime | None = None, durat
         "to": "+815012345678",
         "direction": "inbound",
         "status": status,
-        "start_time": format_datetime(datetime(2026, 12, 1, 2, 0, tzinfo=UTC), usegmt=True),
+        "start_time": format_datetime(STARTED, usegmt=True),
         "end_time": format_datetime(ended, usegmt=True) if ended else None,
         "duration": duration,
+        **extra,
     }
 
 
@@ -156,7 +162,7 @@ def test_without_twilio_credentials_the_ticket_is_written_as_it_stands(
     assert not no_unexpected_http.calls
 
 
-def test_twilio_failing_is_retried_through_rq(app, client, settle, no_unexpected_http):
+def test_twilio_failing_is_retried_through_rq_and_the_ticket_written_meanwhile(app, client, settle, no_unexpected_http):
     call_sid = sid(5)
     walk_to_payment(client, call_sid)
     no_unexpected_http.add(responses.GET, call_url(call_sid), status=503, json={"code": 20503, "message": "down"})
@@ -167,7 +173,59 @@ def test_twilio_failing_is_retried_through_rq(app, client, settle, no_unexpected
         assert not FailedJobRegistry(queue=queue).get_job_ids()
         (retry,) = ScheduledJobRegistry(queue=queue).get_job_ids()  # RQ's retry, in 30 s
         assert queue.fetch_job(retry).args == (call_sid,)
+        (ticket,) = hotline.store.find(call_sid=call_sid)  # in progress, while Twilio is away
+        assert ticket.outcome == "in_progress"
     assert call_sid in unfinished(app)  # and looked at again later whatever happens to the job
+
+
+def test_twilio_refusing_for_good_is_logged_and_not_asked_again(app, client, settle, no_unexpected_http, caplog):
+    """Bad credentials, a closed account: asking every 15 minutes would not help."""
+    call_sid = sid(10)
+    walk_to_payment(client, call_sid)
+    error = {"code": 20003, "message": "Authenticate", "status": 401}
+    no_unexpected_http.add(responses.GET, call_url(call_sid), status=401, json=error)
+    assert settle() == 1
+    assert call_sid not in unfinished(app)
+    with app.app_context():
+        hotline = app.extensions["hotline"]
+        queue = Queue(TICKETS_QUEUE, connection=hotline.redis)
+        assert not FailedJobRegistry(queue=queue).get_job_ids() and not ScheduledJobRegistry(queue=queue).get_job_ids()
+        assert hotline.store.find(call_sid=call_sid)[0].branch == "payment"
+    assert "Twilio refused the look-up of its end (401, 20003)" in caplog.text
+
+
+def test_an_ended_call_without_an_end_time_ends_at_its_start_plus_its_duration(
+    app, client, settle, ticket_for, no_unexpected_http
+):
+    """Twilio leaves end_time empty for a call that did not complete (a busy or failed one)."""
+    call_sid = sid(11)
+    walk_to_payment(client, call_sid)
+    no_unexpected_http.add(responses.GET, call_url(call_sid), json=twilio_call(call_sid, "failed", None, "45"))
+    assert settle() == 1
+    ticket = ticket_for(call_sid)
+    assert (ticket["status"], ticket["ended_at"]) == ("failed", (STARTED + timedelta(seconds=45)).isoformat())
+
+
+def test_a_call_we_placed_is_settled_with_the_customer_as_the_caller(app, client, settle, no_unexpected_http):
+    """A callback's call (direction outbound-api): Twilio's `to` is the customer."""
+    call_sid = sid(12)
+    walk_to_payment(client, call_sid)
+    placed = twilio_call(
+        call_sid, "completed", STARTED, "60", direction="outbound-api", to="+819087654321", **{"from": "+815012345678"}
+    )
+    no_unexpected_http.add(responses.GET, call_url(call_sid), json=placed)
+    assert settle() == 1
+    with app.app_context():
+        (end,) = [e for e in app.extensions["hotline"].calls.events(call_sid) if e.get("via") == "twilio_rest"]
+    assert (end["caller"], end["called"], end["duration_s"]) == ("+819087654321", "+815012345678", 60)
+
+
+def test_a_call_still_without_an_end_a_day_on_is_not_asked_about(app, client, clock, settle, no_unexpected_http):
+    call_sid = sid(13)
+    walk_to_payment(client, call_sid)
+    clock.advance(27 * 3600)  # its events a day old (Twilio ends every call within 24 hours)
+    assert settle() == 1  # no REST request: any would fail the test
+    assert call_sid not in unfinished(app)
 
 
 def test_a_call_that_ended_normally_is_never_looked_at(app, client, settle, ticket_for):
@@ -187,8 +245,9 @@ def test_a_retried_incoming_keeps_its_time_to_be_looked_at(app, client):
     assert unfinished(app)[call_sid] == first
 
 
-def test_the_ended_check_sees_a_final_status_that_came_meanwhile(app, client, settle, no_unexpected_http):
-    """The status arrived while Redis refused its ZREM, say: the job finds it in the events."""
+def test_a_call_whose_final_status_is_in_its_events_is_not_asked_about(app, client, settle, no_unexpected_http):
+    """Listed though it ended (its status overtook /voice/incoming, whose script then listed
+    it): the job finds the end in the events and asks Twilio nothing."""
     call_sid = sid(8)
     walk_to_payment(client, call_sid)
     signed_post(client, "/voice/status", call_form(call_sid, CallStatus="completed", CallDuration="30"))

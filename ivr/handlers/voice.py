@@ -107,6 +107,7 @@ def flow() -> Flow:
         hotline.callbacks,
         hotline.schedule_callback,
         request.headers.get("I-Twilio-Idempotency-Token"),
+        current_app.config.get("TWILIO_CALLER_ID"),
     )
 
 

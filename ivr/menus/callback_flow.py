@@ -159,12 +159,12 @@ class CallbackFlow:
         return self._readback_step(call, lang_id, number, attempt + 1, [event], preamble)
 
     def _callable(self, raw: str | None, call: Call) -> str | None:
-        """The E.164 number to call back, or None: `callback_number`, and never the hotline's
-        own number, the one this caller dialled (a callback to it would ring our own menus)."""
+        """The E.164 number to call back, or None: `callback_number`, and never one of the
+        hotline's own — the one this caller dialled, the one our calls come from — (a callback
+        to it would ring our own menus)."""
         number = callback_number(raw, self.policy.country)
-        if number is not None and number == callback_number(call.called, self.policy.country):
-            return None
-        return number
+        ours = {callback_number(n, self.policy.country) for n in (call.called, self.flow.caller_id)}
+        return None if number in ours else number
 
     def _number_step(self, call: Call, lang_id: str, attempt: int, preamble: list[str], events: list[dict]):
         caller = self._callable(call.caller, call)

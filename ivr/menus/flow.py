@@ -90,10 +90,13 @@ class Flow:
         callback_book: CallbackBook | None = None,
         schedule_callback: Schedule | None = None,
         retry_token: str | None = None,
+        caller_id: str | None = None,
     ):
         self.callback_book = callback_book
         # Twilio's I-Twilio-Idempotency-Token of this webhook: a retry of it logs nothing twice.
         self.retry_token = retry_token
+        self._appends = 0  # this webhook's appends so far: each names its events apart
+        self.caller_id = caller_id  # TWILIO_CALLER_ID: the number our outbound calls come from
         self.schedule_callback = schedule_callback
         self.plan = plan
         self.config = plan.config
@@ -786,10 +789,18 @@ class Flow:
                 op(pipe)
 
         try:
-            self.calls.append(call.sid, events, also=also, retry_token=self.retry_token)
+            self.calls.append(call.sid, events, also=also, retry_token=self._retry_token())
         except RedisError:
             # The caller must still be answered; the ticket will miss these steps.
             log.warning("call %s: Redis unavailable, %d ticket event(s) not logged", call.sid, len(events))
+
+    def _retry_token(self) -> str | None:
+        """The token for this webhook's next append: its events are named token:append:place, so
+        two appends of one webhook never name two events alike."""
+        if not self.retry_token:
+            return None
+        self._appends += 1
+        return f"{self.retry_token}:{self._appends}"
 
     def _sync_in(self, call_sid: str) -> Callable[[Pipeline], None]:
         return lambda pipe: self.mark_due(call_sid, pipe)

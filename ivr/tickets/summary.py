@@ -201,7 +201,8 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
     )
     if by_kind.get("callback_requested") or kept:
         return "callback"  # booked one, or phoned about the pending one and kept it
-    if by_kind.get("enqueued") and (not results or results[-1] in ("hangup", "redirected", "leave")):
+    left_for_good = _left_for_the_offer_and_gone(by_kind)
+    if by_kind.get("enqueued") and (not results or results[-1] in ("hangup", "redirected") or left_for_good):
         # Queued, never answered, and the last wait ended with the caller gone (the Enqueue
         # action may still come: resynced) — also after leaving the line once and coming back
         # (a callback offer taken, no number given), or hanging up after leaving it for the
@@ -222,6 +223,17 @@ def _outcome(by_kind: dict[str, list[dict]], final: dict | None) -> str:
     if final["status"] != "completed" and not by_kind.get("visit"):
         return "missed"
     return "hung_up_in_menu"
+
+
+def _left_for_the_offer_and_gone(by_kind: dict[str, list[dict]]) -> bool:
+    """The last wait ended with `leave` (the callback offer taken in line) and the caller went
+    no further: no menu after it (a Redis blip sent them to the main menu, say) — gone while
+    giving their number."""
+    results = by_kind.get("queue_result", [])
+    if not results or results[-1]["result"] != "leave":
+        return False
+    left_at = _at(results[-1])
+    return not any(_at(e) > left_at for e in by_kind.get("visit", []))
 
 
 def _path(events: list[dict]) -> list[dict]:
