@@ -91,9 +91,9 @@ def test_oversized_body_is_413(client):
     assert response.status_code == 413
 
 
-def test_an_oversized_chunked_body_is_413_too(client):
-    """Without Content-Length (chunked), werkzeug cuts the body at the limit and parses what it
-    read: the cut form must be refused as too large, not checked as if it were the request."""
+def _post_chunked(client, path: str, form: dict):
+    """A signed webhook sent as Transfer-Encoding: chunked (no Content-Length), as a server hands
+    it to the app: `wsgi.input_terminated`."""
     import io
     from urllib.parse import urlencode
 
@@ -101,37 +101,24 @@ def test_an_oversized_chunked_body_is_413_too(client):
 
     from tests.conftest import AUTH_TOKEN
 
-    form = call_form(Junk="x" * 40_000)
-    body = urlencode(form).encode()
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/incoming", form)
-    response = client.post(
-        "/voice/incoming",
-        base_url=BASE_URL,
-        headers={
-            "X-Twilio-Signature": signature,
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Transfer-Encoding": "chunked",
-        },
-        environ_overrides={"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
-    )
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    headers = {
+        "X-Twilio-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Transfer-Encoding": "chunked",
+    }
+    body = io.BytesIO(urlencode(form).encode())
+    environ = {"wsgi.input": body, "wsgi.input_terminated": True, "CONTENT_LENGTH": ""}
+    return client.post(path, base_url=BASE_URL, headers=headers, environ_overrides=environ)
+
+
+def test_an_oversized_chunked_body_is_413_too(client):
+    """Without Content-Length (chunked), werkzeug cuts the body at the limit and parses what it
+    read: the cut form must be refused as too large, not checked as if it were the request."""
+    response = _post_chunked(client, "/voice/incoming", call_form(Junk="x" * 40_000))
     assert response.status_code == 413, response.get_data(as_text=True)
     # A small chunked webhook is read whole and answered as usual.
-    form = call_form()
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/incoming", form)
-    response = client.post(
-        "/voice/incoming",
-        base_url=BASE_URL,
-        headers={
-            "X-Twilio-Signature": signature,
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Transfer-Encoding": "chunked",
-        },
-        environ_overrides={
-            "wsgi.input": io.BytesIO(urlencode(form).encode()),
-            "wsgi.input_terminated": True,
-            "CONTENT_LENGTH": "",
-        },
-    )
+    response = _post_chunked(client, "/voice/incoming", call_form())
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
