@@ -76,6 +76,22 @@ def make_event(kind: str, at: datetime, event_id: str | None = None, **data: obj
     return {"id": event_id, **event} if event_id else event
 
 
+class RetryNames:
+    """Names for one webhook's appends, from Twilio's I-Twilio-Idempotency-Token (which a retry
+    of the webhook repeats): token:append, so no two appends of one webhook name events alike,
+    and a retry names its events as the first try did. Without a token, None (random ids)."""
+
+    def __init__(self, token: str | None):
+        self.token = token or None
+        self.appends = 0
+
+    def next(self) -> str | None:
+        if self.token is None:
+            return None
+        self.appends += 1
+        return f"{self.token}:{self.appends}"
+
+
 def identified(events: Iterable[dict], retry_token: str | None = None) -> list[dict]:
     """The events, each with an id. One without gets, when its webhook carried Twilio's
     I-Twilio-Idempotency-Token, an id made of the token, its place and its kind — Twilio's retry

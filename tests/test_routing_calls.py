@@ -281,3 +281,21 @@ def test_an_error_on_the_agents_leg_hangs_up_that_leg(app, client, clock, hotlin
     hotline.redis.hset("{routing}:caller:" + caller(1), "arrived_ms", "garbage")
     leg = call_form(agent_leg(1), ParentCallSid=caller(1))
     assert verbs(parse(signed_post(client, "/voice/agent/a103/whisper", leg))) == ["Hangup"]
+
+
+def test_a_retried_connect_offers_the_agent_once_on_the_ticket(app, client, clock, hotline, no_unexpected_http):
+    """Twilio retries the redirect to the agent's Dial with the same idempotency token: the
+    caller's ticket gets one `agent_offered`, not two."""
+    transfer(client, clock, 1)
+    clock.advance(60)
+    hotline.routing.set_agent_status("a103", "available", int(clock.now.timestamp() * 1000))
+    route_and_connect(app, no_unexpected_http, [caller(1)])
+    for _ in range(2):
+        retry = {"I-Twilio-Idempotency-Token": "con-1"}
+        assert verbs(parse(signed_post(client, "/voice/en/connect/a103", call_form(caller(1)), headers=retry))) == [
+            "Dial"
+        ]
+    with app.app_context():
+        events = hotline.calls.events(caller(1))
+    offered = [e["id"] for e in events if e["kind"] == "agent_offered"]
+    assert len(offered) == 2 and len(set(offered)) == 1, offered

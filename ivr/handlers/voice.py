@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
-from ivr.calllog import make_event
+from ivr.calllog import RetryNames, make_event
 from ivr.menus import render
 from ivr.menus.callback_flow import STEPS
 from ivr.menus.flow import Call, Flow
@@ -106,7 +106,7 @@ def flow() -> Flow:
         hotline.routing,
         hotline.callbacks,
         hotline.schedule_callback,
-        request.headers.get("I-Twilio-Idempotency-Token"),
+        retry_names(),
         current_app.config.get("TWILIO_CALLER_ID"),
     )
 
@@ -119,8 +119,22 @@ def callback_calls() -> CallbackCalls:
 def agent_calls() -> AgentCalls:
     hotline = services()
     return AgentCalls(
-        hotline.config.current(), hotline.routing, hotline.calls, FlaskUrls(), hotline.clock(), hotline.mark_ticket_due
+        hotline.config.current(),
+        hotline.routing,
+        hotline.calls,
+        FlaskUrls(),
+        hotline.clock(),
+        hotline.mark_ticket_due,
+        retry_names(),
     )
+
+
+def retry_names() -> RetryNames:
+    """This request's names for its events, shared by everything that appends during it."""
+    names = request.environ.get("hotline.retry_names")
+    if names is None:
+        names = request.environ["hotline.retry_names"] = RetryNames(request.headers.get("I-Twilio-Idempotency-Token"))
+    return names
 
 
 def call() -> Call:

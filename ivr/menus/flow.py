@@ -18,7 +18,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr.calllog import CallLog, make_event, utc_iso
+from ivr.calllog import CallLog, RetryNames, make_event, utc_iso
 from ivr.formvalues import bounded_int, whole_seconds
 from ivr.hours import describe_opening, say_time
 from ivr.menus import render
@@ -89,13 +89,12 @@ class Flow:
         routing: RoutingState,
         callback_book: CallbackBook | None = None,
         schedule_callback: Schedule | None = None,
-        retry_token: str | None = None,
+        retry: RetryNames | None = None,
         caller_id: str | None = None,
     ):
         self.callback_book = callback_book
-        # Twilio's I-Twilio-Idempotency-Token of this webhook: a retry of it logs nothing twice.
-        self.retry_token = retry_token
-        self._appends = 0  # this webhook's appends so far: each names its events apart
+        # Names this webhook's events after Twilio's retry token: a retry of it logs nothing twice.
+        self.retry = retry or RetryNames(None)
         self.caller_id = caller_id  # TWILIO_CALLER_ID: the number our outbound calls come from
         self.schedule_callback = schedule_callback
         self.plan = plan
@@ -789,18 +788,10 @@ class Flow:
                 op(pipe)
 
         try:
-            self.calls.append(call.sid, events, also=also, retry_token=self._retry_token())
+            self.calls.append(call.sid, events, also=also, retry_token=self.retry.next())
         except RedisError:
             # The caller must still be answered; the ticket will miss these steps.
             log.warning("call %s: Redis unavailable, %d ticket event(s) not logged", call.sid, len(events))
-
-    def _retry_token(self) -> str | None:
-        """The token for this webhook's next append: its events are named token:append:place, so
-        two appends of one webhook never name two events alike."""
-        if not self.retry_token:
-            return None
-        self._appends += 1
-        return f"{self.retry_token}:{self._appends}"
 
     def _sync_in(self, call_sid: str) -> Callable[[Pipeline], None]:
         return lambda pipe: self.mark_due(call_sid, pipe)

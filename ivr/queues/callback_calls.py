@@ -153,7 +153,7 @@ class CallbackCalls:
             # In line from now on, at the callback's seat (the agent may miss the whisper and send
             # the customer back to it): the ticket's queue block starts here, as a live caller's.
             events.append(make_event("enqueued", desk.now, node=callback.node, queue=callback.queue))
-        desk.calls.append(call.sid, events)
+        desk.calls.append(call.sid, events, retry_token=self.flow.retry.next())
         if handed:
             return self.agents.connect(call.sid, lang_id, agent_id, [intro])
         # No agent held for it (the gate is off, or the reservation lapsed): wait in the

@@ -16,7 +16,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr.calllog import CallLog, make_event
+from ivr.calllog import CallLog, RetryNames, make_event
 from ivr.formvalues import whole_seconds
 from ivr.menus import render
 from ivr.menus.model import Agent, TransferNode
@@ -47,8 +47,10 @@ class AgentCalls:
         urls: ConnectUrls,
         now: datetime,
         mark_due: Callable,
+        retry: RetryNames | None = None,
     ):
         self.plan, self.routing, self.calls, self.urls, self.now = plan, routing, calls, urls, now
+        self.retry = retry or RetryNames(None)  # the webhook's retry token names its events
         self.config = plan.config
         self.mark_due = mark_due
 
@@ -214,7 +216,12 @@ class AgentCalls:
 
     def _log(self, call_sid: str, events: list[dict], sync: bool = False) -> None:
         try:
-            self.calls.append(call_sid, events, also=(lambda pipe: self.mark_due(call_sid, pipe)) if sync else None)
+            self.calls.append(
+                call_sid,
+                events,
+                also=(lambda pipe: self.mark_due(call_sid, pipe)) if sync else None,
+                retry_token=self.retry.next(),
+            )
         except RedisError:
             log.warning("call %s: Redis unavailable, %d routing event(s) not logged", call_sid, len(events))
 
