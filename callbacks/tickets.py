@@ -20,7 +20,7 @@ from twilio.base.exceptions import TwilioRestException
 
 from ivr.calllog import LOOK_AFTER_S, UNFINISHED_KEY, make_event
 from ivr.formvalues import whole_seconds
-from ivr.menus.flow import TERMINAL_STATUSES
+from ivr.menus.flow import TERMINAL_STATUSES, call_ended_in
 from ivr.services import services
 
 log = logging.getLogger(__name__)
@@ -110,16 +110,16 @@ def settle_unfinished(call_sid: str) -> str:
     calls = hotline.calls
     events = calls.events(call_sid)
     if any(e["kind"] == "status" and e.get("status") in TERMINAL_STATUSES for e in events):
-        _forget_unfinished(hotline.redis, call_sid)  # it ended meanwhile; its own sync ran
+        hotline.redis.zrem(UNFINISHED_KEY, call_sid)  # it ended meanwhile; its own sync ran
         return "ended"
     if not events:  # its story is gone (expired, or a Redis that lost its data): nothing to write
-        _forget_unfinished(hotline.redis, call_sid)
+        hotline.redis.zrem(UNFINISHED_KEY, call_sid)
         return "gone"
     sync_ticket(call_sid)
     if not hotline.twilio_configured():
         return _as_it_stands(call_sid, "no Twilio credentials to ask")
-    started = min(datetime.fromisoformat(e["at"]) for e in events)
-    if (hotline.clock() - started).total_seconds() > GIVE_UP_AFTER_S:
+    times = [datetime.fromisoformat(e["at"]) for e in events]
+    if (hotline.clock() - min(times)).total_seconds() > GIVE_UP_AFTER_S:
         return _as_it_stands(call_sid, "still no end a day after it started")
     try:
         found = hotline.twilio().calls(call_sid).fetch()
@@ -135,7 +135,7 @@ def settle_unfinished(call_sid: str) -> str:
         return "live"  # a long call: its ticket shows it in progress meanwhile
     event = make_event(
         "status",
-        _ended_at(found, max(datetime.fromisoformat(e["at"]) for e in events)),
+        _ended_at(found, max(times)),
         event_id=f"status-{found.status}-rest",
         status=found.status,
         duration_s=whole_seconds(found.duration) if found.duration else None,
@@ -145,10 +145,8 @@ def settle_unfinished(call_sid: str) -> str:
     now_ms = int(hotline.clock().timestamp() * 1000)
 
     def ended(pipe: Pipeline) -> None:
-        # What the status webhook does: out of line, an agent freed, the ticket due.
-        hotline.routing.mark_gone_in(pipe, call_sid)
-        hotline.routing.leave_in(pipe, call_sid, True, now_ms)
-        calls.ended_in(pipe, call_sid)
+        # What the status webhook does: the call's end, and its ticket due.
+        call_ended_in(pipe, hotline.routing, calls, call_sid, now_ms)
         mark_due(pipe, call_sid)
 
     calls.append(call_sid, [event], also=ended)
@@ -175,16 +173,9 @@ def _numbers(found) -> dict:  # noqa: ANN001 - a Twilio CallInstance
 
 def _as_it_stands(call_sid: str, why: str) -> str:
     """The ticket (written already) stays as it is; the call is looked at no more."""
-    hotline = services()
-    _forget_unfinished(hotline.redis, call_sid)
+    services().redis.zrem(UNFINISHED_KEY, call_sid)
     log.info("call %s: no final status came (%s); ticket written as it stands", call_sid, why)
     return "as it stands"
-
-
-def _forget_unfinished(redis: Redis, call_sid: str) -> None:
-    with redis.pipeline(transaction=False) as pipe:
-        services().calls.ended_in(pipe, call_sid)
-        pipe.execute()
 
 
 def seed_reference_floor() -> None:

@@ -61,6 +61,13 @@ class WalkResult:
 
 
 DTMF = re.compile(r"^[0-9*#]+$")
+
+
+def gather_input(item: str) -> bool:
+    """Whether a script item is something a caller can do at a <Gather>: keys, words, hang up."""
+    return item == "hangup" or bool(DTMF.match(item)) or (item.startswith("say:") and bool(item[4:].strip()))
+
+
 PLAY_S = 30.0  # hold music and other <Play> audio: no length in TwiML; this much each time
 
 
@@ -216,7 +223,7 @@ class CallWalker:
                         raise WalkError(f"<{child.tag}> cannot be nested in <Gather>")
                     spoke = self._speak(child, result) or spoke
                 given = self._next_input(script, "gather")
-                if given and given != "hangup" and not given.startswith("say:") and not DTMF.match(given):
+                if given and not gather_input(given):
                     # A script out of step with the call (a rec: or queue: item here): say so,
                     # rather than press it as keys and walk on from "that is not an option".
                     raise WalkError(

@@ -10,7 +10,7 @@ from flask import Flask
 from rq import SimpleWorker
 
 from ivr.services import TICKETS_QUEUE
-from ivr.simulator import DTMF, CallWalker, Utterance, WalkError
+from ivr.simulator import CallWalker, Utterance, WalkError, gather_input
 from ivr.tickets.migrate import upgrade
 from ivr.tickets.store import ticket_json
 
@@ -42,7 +42,7 @@ def _keys_answer(text: str) -> str:
     text = text.strip()
     if text in ("", "-"):
         return ""
-    if text == "hangup" or DTMF.match(text) or (text.startswith("say:") and text[4:].strip()):
+    if gather_input(text):
         return text
     raise click.BadParameter("keys (0-9, * or #), Enter for no input, say:<words>, or hangup")
 

@@ -752,9 +752,7 @@ class Flow:
             # A caller who hangs up while queued must not keep a place (the Enqueue action may
             # come later, or never).
             now_ms = int(self.now.timestamp() * 1000)
-            self._ops.append(lambda pipe: self.routing.mark_gone_in(pipe, call.sid))
-            self._ops.append(lambda pipe: self.routing.leave_in(pipe, call.sid, True, now_ms))
-            self._ops.append(lambda pipe: self.calls.ended_in(pipe, call.sid))
+            self._ops.append(lambda pipe: call_ended_in(pipe, self.routing, self.calls, call.sid, now_ms))
         self._log(call, [event], sync=call.status in TERMINAL_STATUSES)
 
     # ----- helpers --------------------------------------------------------------------------
@@ -795,6 +793,14 @@ class Flow:
 
     def _sync_in(self, call_sid: str) -> Callable[[Pipeline], None]:
         return lambda pipe: self.mark_due(call_sid, pipe)
+
+
+def call_ended_in(pipe: Pipeline, routing: RoutingState, calls: CallLog, call_sid: str, now_ms: int) -> None:
+    """A call's end, in a pipeline: whatever comes later for it finds it gone, it leaves any
+    line (an agent reserved for or talking to it freed), and it is no longer unfinished."""
+    routing.mark_gone_in(pipe, call_sid)
+    routing.leave_in(pipe, call_sid, True, now_ms)
+    calls.ended_in(pipe, call_sid)
 
 
 def _said(word: str, heard: str) -> bool:

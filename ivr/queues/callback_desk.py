@@ -51,6 +51,18 @@ def _utc(iso: str | None) -> str | None:
     return utc_iso(datetime.fromisoformat(iso)) if iso else None
 
 
+def attempt_noted(callback: Callback, attempt: dict) -> dict:
+    """The fields of an ended attempt's `callback_attempt` event (its id among them)."""
+    return {
+        "event_id": f"cb-{callback.id}-attempt-{attempt['n']}",
+        "n": attempt["n"],
+        "result": attempt["result"],
+        "agent": attempt.get("agent") or None,
+        "call_sid": attempt.get("call_sid"),
+        "started_at": _utc(attempt.get("at")),
+    }
+
+
 def past_attempt_events(callback: Callback) -> list[dict]:
     """The callback's finished attempts as the events their ends noted on the tickets of the
     calls that had asked for it by then: for a call that asks for it again, so its ticket tells
@@ -59,12 +71,7 @@ def past_attempt_events(callback: Callback) -> list[dict]:
         make_event(
             "callback_attempt",
             datetime.fromisoformat(attempt.get("ended_at") or attempt["at"]),
-            event_id=f"cb-{callback.id}-attempt-{attempt['n']}",
-            n=attempt["n"],
-            result=attempt["result"],
-            agent=attempt.get("agent") or None,
-            call_sid=attempt.get("call_sid"),
-            started_at=_utc(attempt.get("at")),
+            **attempt_noted(callback, attempt),
         )
         for attempt in callback.attempts
         if attempt.get("result")
@@ -261,16 +268,7 @@ class CallbackDesk:
             return "stale"
         assert updated is not None
         self._free_agent(outcome["agent"], updated)
-        self.note(
-            updated,
-            "callback_attempt",
-            event_id=f"cb-{updated.id}-attempt-{n}",
-            n=n,
-            result=result,
-            agent=outcome["agent"] or None,
-            call_sid=updated.attempts[-1].get("call_sid"),
-            started_at=_utc(updated.attempts[-1].get("at")),
-        )
+        self.note(updated, "callback_attempt", **attempt_noted(updated, updated.attempts[-1]))
         log.info(
             "callback %s to %s: attempt %d %s -> %s",
             updated.id,
